@@ -1,0 +1,309 @@
+//! The event batch the bridge sends to the worker, and the exactly-once offset ledger.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+/// Longest accepted item id, in bytes.
+pub const MAX_ITEM_ID_LEN: usize = 128;
+/// Longest accepted topic (Kafka's own limit is 249).
+pub const MAX_TOPIC_LEN: usize = 255;
+/// Most distinct items in one batch.
+pub const MAX_ITEMS_PER_BATCH: usize = 10_000;
+/// Most topic-partition ranges in one batch.
+pub const MAX_RANGES_PER_BATCH: usize = 1_024;
+/// Largest impressions or clicks count for one item in one batch.
+pub const MAX_COUNT: u64 = 1_000_000_000;
+
+/// Aggregated feedback for one slot, with the stream positions it covers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventBatch {
+    /// Who produced the counts (e.g. `divolte`, `replay`, `simulate`).
+    pub source: String,
+    /// The stream ranges whose events are summed in `counts`.
+    pub offsets: Vec<OffsetRange>,
+    /// Per-item sums.
+    pub counts: Vec<ItemCount>,
+}
+
+/// An inclusive range of offsets of one topic-partition.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OffsetRange {
+    /// Kafka topic (or a replay / simulation stream name).
+    pub topic: String,
+    /// Partition number.
+    pub partition: i32,
+    /// First offset covered.
+    pub from: i64,
+    /// Last offset covered.
+    pub to: i64,
+}
+
+/// Impressions and clicks of one item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ItemCount {
+    /// Catalog item id.
+    pub item: String,
+    /// Impressions.
+    #[serde(default)]
+    pub impressions: u64,
+    /// Clicks.
+    #[serde(default)]
+    pub clicks: u64,
+}
+
+/// Why a batch is rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    /// An item id is empty.
+    #[error("counts[{0}].item is empty")]
+    EmptyItem(usize),
+    /// An item id is too long.
+    #[error("counts[{index}].item is {len} bytes; the limit is {MAX_ITEM_ID_LEN}")]
+    ItemTooLong {
+        /// Position in `counts`.
+        index: usize,
+        /// Its length.
+        len: usize,
+    },
+    /// An item occurs twice.
+    #[error("counts[{0}].item {1:?} occurs more than once; sum it into one entry")]
+    DuplicateItem(usize, String),
+    /// A count is over the limit.
+    #[error("counts[{0}] has a count over {MAX_COUNT}")]
+    CountTooLarge(usize),
+    /// Too many items.
+    #[error("{0} items in one batch; the limit is {MAX_ITEMS_PER_BATCH}")]
+    TooManyItems(usize),
+    /// Too many ranges.
+    #[error("{0} offset ranges in one batch; the limit is {MAX_RANGES_PER_BATCH}")]
+    TooManyRanges(usize),
+    /// A range is malformed.
+    #[error("offsets[{0}]: {1}")]
+    BadRange(usize, &'static str),
+    /// A topic-partition occurs twice.
+    #[error("offsets[{0}] repeats topic-partition {1}/{2}")]
+    DuplicateRange(usize, String, i32),
+    /// A batch with no ranges cannot be applied exactly once.
+    #[error("offsets is empty: every batch must say which stream positions it covers")]
+    NoOffsets,
+}
+
+impl EventBatch {
+    /// Checks every bound; a batch that passes is safe to apply.
+    pub fn validate(&self) -> Result<(), BatchError> {
+        if self.offsets.is_empty() {
+            return Err(BatchError::NoOffsets);
+        }
+        if self.counts.len() > MAX_ITEMS_PER_BATCH {
+            return Err(BatchError::TooManyItems(self.counts.len()));
+        }
+        if self.offsets.len() > MAX_RANGES_PER_BATCH {
+            return Err(BatchError::TooManyRanges(self.offsets.len()));
+        }
+        let mut seen_ranges = HashSet::new();
+        for (i, r) in self.offsets.iter().enumerate() {
+            if r.topic.is_empty() {
+                return Err(BatchError::BadRange(i, "topic is empty"));
+            }
+            if r.topic.len() > MAX_TOPIC_LEN {
+                return Err(BatchError::BadRange(i, "topic is longer than 255 bytes"));
+            }
+            if r.partition < 0 {
+                return Err(BatchError::BadRange(i, "partition is negative"));
+            }
+            if r.from < 0 {
+                return Err(BatchError::BadRange(i, "from is negative"));
+            }
+            if r.from > r.to {
+                return Err(BatchError::BadRange(i, "from is greater than to"));
+            }
+            if !seen_ranges.insert((r.topic.as_str(), r.partition)) {
+                return Err(BatchError::DuplicateRange(i, r.topic.clone(), r.partition));
+            }
+        }
+        let mut seen_items = HashSet::new();
+        for (i, c) in self.counts.iter().enumerate() {
+            if c.item.is_empty() {
+                return Err(BatchError::EmptyItem(i));
+            }
+            if c.item.len() > MAX_ITEM_ID_LEN {
+                return Err(BatchError::ItemTooLong {
+                    index: i,
+                    len: c.item.len(),
+                });
+            }
+            if c.impressions > MAX_COUNT || c.clicks > MAX_COUNT {
+                return Err(BatchError::CountTooLarge(i));
+            }
+            if !seen_items.insert(c.item.as_str()) {
+                return Err(BatchError::DuplicateItem(i, c.item.clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The last applied offset per topic-partition, stored with the counts it produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffsetLedger {
+    /// topic -> partition -> last applied offset.
+    pub applied: BTreeMap<String, BTreeMap<i32, i64>>,
+}
+
+/// What to do with a batch given the ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// Every range is beyond what was applied: apply it, then advance the ledger.
+    Apply,
+    /// Every range is at or below what was applied: acknowledge, change nothing.
+    Duplicate,
+    /// Some range straddles the applied offset, or the batch mixes new and old ranges:
+    /// refuse it so the sender can resynchronise.
+    Conflict,
+}
+
+impl OffsetLedger {
+    /// The last applied offset of a topic-partition.
+    pub fn get(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.applied.get(topic)?.get(&partition).copied()
+    }
+
+    /// How a batch relates to what was already applied.
+    pub fn disposition(&self, batch: &EventBatch) -> Disposition {
+        let (mut new, mut old) = (0usize, 0usize);
+        for r in &batch.offsets {
+            match self.get(&r.topic, r.partition) {
+                None => new += 1,
+                Some(last) if r.from > last => new += 1,
+                Some(last) if r.to <= last => old += 1,
+                Some(_) => return Disposition::Conflict,
+            }
+        }
+        match (new, old) {
+            (_, 0) => Disposition::Apply,
+            (0, _) => Disposition::Duplicate,
+            _ => Disposition::Conflict,
+        }
+    }
+
+    /// Records the batch's ranges as applied.
+    pub fn advance(&mut self, batch: &EventBatch) {
+        for r in &batch.offsets {
+            let slot = self
+                .applied
+                .entry(r.topic.clone())
+                .or_default()
+                .entry(r.partition)
+                .or_insert(r.to);
+            *slot = (*slot).max(r.to);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(ranges: &[(&str, i32, i64, i64)]) -> EventBatch {
+        EventBatch {
+            source: "test".into(),
+            offsets: ranges
+                .iter()
+                .map(|&(t, p, f, to)| OffsetRange {
+                    topic: t.into(),
+                    partition: p,
+                    from: f,
+                    to,
+                })
+                .collect(),
+            counts: vec![ItemCount {
+                item: "a".into(),
+                impressions: 3,
+                clicks: 1,
+            }],
+        }
+    }
+
+    #[test]
+    fn parses_the_design_example() {
+        let json = r#"{ "source": "divolte",
+          "offsets": [ { "topic": "divolte", "partition": 0, "from": 1200, "to": 1399 } ],
+          "counts":  [ { "item": "15045568809", "impressions": 12, "clicks": 1 } ] }"#;
+        let b: EventBatch = serde_json::from_str(json).unwrap();
+        assert_eq!(b.offsets[0].to, 1399);
+        assert_eq!(b.counts[0].impressions, 12);
+        b.validate().unwrap();
+    }
+
+    #[test]
+    fn validation_rejects_each_bad_field() {
+        let good = batch(&[("t", 0, 0, 5)]);
+        good.validate().unwrap();
+        let mut b = good.clone();
+        b.counts[0].item.clear();
+        assert_eq!(b.validate(), Err(BatchError::EmptyItem(0)));
+        let mut b = good.clone();
+        b.counts[0].item = "x".repeat(MAX_ITEM_ID_LEN + 1);
+        assert!(matches!(b.validate(), Err(BatchError::ItemTooLong { .. })));
+        let mut b = good.clone();
+        b.counts[0].clicks = MAX_COUNT + 1;
+        assert_eq!(b.validate(), Err(BatchError::CountTooLarge(0)));
+        let mut b = good.clone();
+        b.counts.push(b.counts[0].clone());
+        assert!(matches!(b.validate(), Err(BatchError::DuplicateItem(1, _))));
+        assert!(matches!(
+            batch(&[("t", 0, 6, 5)]).validate(),
+            Err(BatchError::BadRange(0, _))
+        ));
+        assert!(matches!(
+            batch(&[("t", -1, 0, 5)]).validate(),
+            Err(BatchError::BadRange(0, _))
+        ));
+        assert!(matches!(
+            batch(&[("t", 0, 0, 5), ("t", 0, 6, 9)]).validate(),
+            Err(BatchError::DuplicateRange(1, _, 0))
+        ));
+        assert_eq!(batch(&[]).validate(), Err(BatchError::NoOffsets));
+        assert!(serde_json::from_str::<EventBatch>(
+            r#"{"source":"x","offsets":[],"counts":[],"extra":1}"#
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn ledger_applies_once_and_refuses_straddles() {
+        let mut l = OffsetLedger::default();
+        let b1 = batch(&[("t", 0, 0, 99)]);
+        assert_eq!(l.disposition(&b1), Disposition::Apply);
+        l.advance(&b1);
+        assert_eq!(l.disposition(&b1), Disposition::Duplicate);
+        assert_eq!(
+            l.disposition(&batch(&[("t", 0, 50, 99)])),
+            Disposition::Duplicate
+        );
+        assert_eq!(
+            l.disposition(&batch(&[("t", 0, 50, 150)])),
+            Disposition::Conflict
+        );
+        assert_eq!(
+            l.disposition(&batch(&[("t", 0, 100, 150)])),
+            Disposition::Apply
+        );
+        // Gaps are allowed: Kafka offsets are not always contiguous.
+        assert_eq!(
+            l.disposition(&batch(&[("t", 0, 120, 150)])),
+            Disposition::Apply
+        );
+        // Old and new ranges in one batch cannot be applied partly.
+        assert_eq!(
+            l.disposition(&batch(&[("t", 0, 0, 10), ("t", 1, 0, 10)])),
+            Disposition::Conflict
+        );
+        assert_eq!(l.get("t", 0), Some(99));
+        assert_eq!(l.get("t", 1), None);
+    }
+}

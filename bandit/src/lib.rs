@@ -1,0 +1,19 @@
+//! The pure model behind the top pick: Beta posteriors, Thompson sampling, the rotating arm
+//! set with its prior policies, the event-batch wire format and an offline evaluator.
+//!
+//! No I/O and no clock: callers pass the random number generator in, so every decision is
+//! reproducible from a seed.
+
+pub mod armset;
+pub mod batch;
+pub mod history;
+pub mod policy;
+pub mod posterior;
+pub mod special;
+pub mod thompson;
+
+pub use armset::{Arm, ArmSet, Recorded, RotationConfig, RotationPlan, RoundSummary};
+pub use batch::{Disposition, EventBatch, ItemCount, OffsetLedger, OffsetRange};
+pub use policy::PriorPolicy;
+pub use posterior::Posterior;
+pub use thompson::{p_best, pick};
