@@ -1,10 +1,414 @@
-//! `collector-bridge evaluate` (placeholder until the evaluator lands).
+//! `collector-bridge evaluate`: runs policies on simulated catalogs and reports their expected
+//! regret against always showing the catalog's best item (see `bandit::evaluate`).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use anyhow::{bail, Context, Result};
+use bandit::evaluate::{self, CtrSource, EvalPolicy, Report, RunResult, Workload};
+use serde_json::{json, Map, Value};
 
 /// Flags of `evaluate`.
 #[derive(Debug, clap::Args)]
-pub struct EvaluateArgs {}
+pub struct EvaluateArgs {
+    /// Policy to evaluate (repeat for several): post2015, shop, uniform, default, reset, eb,
+    /// carry[:DECAY], carry-eb[:DECAY], oracle-in-set.
+    #[arg(long = "policy", value_name = "NAME", required = true)]
+    pub policies: Vec<String>,
+    /// Items in the simulated catalog.
+    #[arg(long, value_name = "N", default_value_t = 500)]
+    pub catalog: usize,
+    /// Distribution of the hidden click-through rates, as beta:A,B.
+    #[arg(long, value_name = "beta:A,B", default_value = "beta:2,60")]
+    pub ctr: String,
+    /// Arms in the set (n).
+    #[arg(long, value_name = "n", default_value_t = 8)]
+    pub arms: usize,
+    /// Impressions per round (X).
+    #[arg(long, value_name = "X", default_value_t = 2000)]
+    pub interval: u64,
+    /// Impressions per run (T).
+    #[arg(long, value_name = "T", default_value_t = 400_000)]
+    pub impressions: u64,
+    /// Feedback batch size in impressions (0 or 1: immediate).
+    #[arg(long, value_name = "D", default_value_t = 0)]
+    pub delay: u64,
+    /// Number of seeds (runs per policy); seeds are 1..=K, shared by all policies.
+    #[arg(long, value_name = "K", default_value_t = 5)]
+    pub seeds: u64,
+    /// Rounds a retired item stays out of the set.
+    #[arg(long, value_name = "ROUNDS", default_value_t = 5)]
+    pub cooldown: u64,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Write the mean cumulative regret over time of each policy as an SVG plot.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+}
+
+/// Parses `beta:A,B`.
+fn parse_ctr(s: &str) -> Result<CtrSource> {
+    let help = "expected --ctr beta:A,B with finite A, B > 0, e.g. --ctr beta:2,60";
+    let rest = s
+        .trim()
+        .strip_prefix("beta:")
+        .with_context(|| format!("malformed --ctr {s:?}: {help}"))?;
+    let (a, b) = rest
+        .split_once(',')
+        .with_context(|| format!("malformed --ctr {s:?}: {help}"))?;
+    let a: f64 = a
+        .trim()
+        .parse()
+        .with_context(|| format!("malformed --ctr {s:?}: A is not a number; {help}"))?;
+    let b: f64 = b
+        .trim()
+        .parse()
+        .with_context(|| format!("malformed --ctr {s:?}: B is not a number; {help}"))?;
+    if !(a.is_finite() && b.is_finite() && a > 0.0 && b > 0.0) {
+        bail!("malformed --ctr {s:?}: {help}");
+    }
+    Ok(CtrSource::Beta { a, b })
+}
+
+/// Parses the policy names, keeping their order and dropping repeats.
+fn parse_policies(names: &[String]) -> Result<Vec<(String, EvalPolicy)>> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for name in names {
+        let name = name.trim();
+        if !seen.insert(name.to_string()) {
+            continue;
+        }
+        let policy: EvalPolicy = name.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "unknown policy {name:?}: use one of post2015, shop, uniform, default, reset, \
+                 eb, carry[:DECAY], carry-eb[:DECAY], oracle-in-set (DECAY in (0, 1]), \
+                 e.g. --policy carry-eb:0.9"
+            )
+        })?;
+        out.push((name.to_string(), policy));
+    }
+    Ok(out)
+}
+
+/// Builds the workload from the flags, with errors that name the flag to fix.
+fn workload(args: &EvaluateArgs) -> Result<Workload> {
+    if args.arms == 0 {
+        bail!(
+            "--arms must be at least 1 (the number of photos in the rotating set), e.g. --arms 8"
+        );
+    }
+    if args.catalog == 0 {
+        bail!("--catalog must be at least 1 item, e.g. --catalog 500");
+    }
+    if args.interval == 0 {
+        bail!("--interval must be at least 1 impression per round, e.g. --interval 2000");
+    }
+    if args.impressions == 0 {
+        bail!("--impressions must be at least 1, e.g. --impressions 400000");
+    }
+    if args.seeds == 0 {
+        bail!("--seeds must be at least 1 (2 or more for a confidence interval), e.g. --seeds 5");
+    }
+    let w = Workload {
+        catalog: args.catalog,
+        ctr: parse_ctr(&args.ctr)?,
+        arms: args.arms,
+        interval: args.interval,
+        impressions: args.impressions,
+        delay: args.delay,
+        cooldown: args.cooldown,
+        checkpoints: 100,
+    };
+    w.validate().context("invalid workload")?;
+    Ok(w)
+}
+
+/// Runs every (policy, seed) pair, spread over the available cores; each run is
+/// single-threaded and deterministic, so the result does not depend on the thread count.
+fn run_all(w: &Workload, policies: &[(String, EvalPolicy)], seeds: &[u64]) -> Result<Report> {
+    let jobs: Vec<(usize, usize)> = (0..policies.len())
+        .flat_map(|p| (0..seeds.len()).map(move |s| (p, s)))
+        .collect();
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(jobs.len())
+        .max(1);
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Result<RunResult, evaluate::EvalError>>>> =
+        Mutex::new(vec![None; jobs.len()]);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| loop {
+                let j = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&(p, s)) = jobs.get(j) else { break };
+                let r = evaluate::run_one(w, policies[p].1, seeds[s]);
+                if let Ok(mut guard) = results.lock() {
+                    guard[j] = Some(r);
+                }
+            });
+        }
+    });
+    let results = results
+        .into_inner()
+        .map_err(|_| anyhow::anyhow!("an evaluation thread panicked"))?;
+    let mut runs: Vec<Vec<RunResult>> = vec![Vec::with_capacity(seeds.len()); policies.len()];
+    for ((p, _), r) in jobs.iter().zip(results) {
+        let r = r.context("an evaluation run did not finish")?;
+        runs[*p].push(r.context("evaluation run failed")?);
+    }
+    evaluate::summarize(w, policies, seeds, &runs).context("summarising the runs")
+}
+
+/// Ratio of means and the paired per-seed difference (t-interval) against a baseline.
+fn paired(per: &[f64], base: &[f64]) -> (f64, evaluate::TInterval) {
+    let diffs: Vec<f64> = per.iter().zip(base).map(|(a, b)| a - b).collect();
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    (mean(per) / mean(base), evaluate::t_interval(&diffs))
+}
+
+fn ctr_label(c: &CtrSource) -> String {
+    match c {
+        CtrSource::Beta { a, b } => format!("beta:{a},{b}"),
+        CtrSource::Fixed(v) => format!("fixed({} rates)", v.len()),
+    }
+}
+
+fn ci_json(ci: Option<(f64, f64)>) -> Value {
+    ci.map_or(Value::Null, |(lo, hi)| json!([lo, hi]))
+}
+
+fn to_json(r: &Report) -> Value {
+    let w = &r.workload;
+    let base = r.policies.first();
+    let mut policies = Map::new();
+    for p in &r.policies {
+        let mut v = json!({
+            "regret_mean": p.summary.mean,
+            "regret_ci95": ci_json(p.summary.ci95),
+            "seeds": p.per_seed.len(),
+            "policy": p.policy.to_string(),
+            "regret_sd": p.summary.sd,
+            "regret_per_seed": p.per_seed,
+            "curve": p.curve,
+        });
+        if let Some(b) = base.filter(|b| b.name != p.name) {
+            let (ratio, diff) = paired(&p.per_seed, &b.per_seed);
+            v["vs_first"] = json!({
+                "baseline": b.name,
+                "ratio_of_means": ratio,
+                "paired_diff_mean": diff.mean,
+                "paired_diff_ci95": ci_json(diff.ci95),
+            });
+        }
+        policies.insert(p.name.clone(), v);
+    }
+    json!({
+        "policies": policies,
+        "workload": {
+            "catalog": w.catalog,
+            "ctr": ctr_label(&w.ctr),
+            "arms": w.arms,
+            "interval": w.interval,
+            "impressions": w.impressions,
+            "delay": w.delay,
+            "cooldown": w.cooldown,
+            "seeds": r.seeds,
+        },
+        "ci95": "two-sided Student t interval over seeds: mean +- t(0.975, K-1) * sd / sqrt(K)",
+        "regret": "expected regret: sum over impressions of (best CTR in the catalog - CTR shown)",
+        "checkpoints": r.checkpoints,
+    })
+}
+
+fn print_table(r: &Report) {
+    let w = &r.workload;
+    println!(
+        "catalog {} ctr {} arms {} interval {} impressions {} delay {} cooldown {} seeds {}",
+        w.catalog,
+        ctr_label(&w.ctr),
+        w.arms,
+        w.interval,
+        w.impressions,
+        w.delay,
+        w.cooldown,
+        r.seeds.len()
+    );
+    println!("regret = sum of (best CTR in catalog - CTR shown); CI = 95% Student t over seeds");
+    let base = r.policies.first();
+    let base_name = base.map_or("", |b| b.name.as_str());
+    println!(
+        "{:<16} {:>10} {:>23} {:>9} {:>10} {:>23}",
+        "policy",
+        "regret",
+        "95% CI",
+        "sd",
+        format!("/{}", truncate(base_name, 9)),
+        "paired diff 95% CI"
+    );
+    for p in &r.policies {
+        let ci = p
+            .summary
+            .ci95
+            .map_or("-".to_string(), |(lo, hi)| format!("[{lo:.1}, {hi:.1}]"));
+        let (ratio, diff) = match base.filter(|b| b.name != p.name) {
+            Some(b) => {
+                let (ratio, d) = paired(&p.per_seed, &b.per_seed);
+                (
+                    format!("{ratio:.3}"),
+                    d.ci95
+                        .map_or("-".to_string(), |(lo, hi)| format!("[{lo:.1}, {hi:.1}]")),
+                )
+            }
+            None => ("1".to_string(), "-".to_string()),
+        };
+        println!(
+            "{:<16} {:>10.1} {:>23} {:>9.1} {:>10} {:>23}",
+            p.name, p.summary.mean, ci, p.summary.sd, ratio, diff
+        );
+    }
+}
+
+fn truncate(s: &str, n: usize) -> &str {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// Draws the mean cumulative regret curve of each policy.
+fn plot(r: &Report, path: &Path) -> Result<()> {
+    use plotters::prelude::*;
+
+    let x_max = r.checkpoints.last().copied().unwrap_or(1) as f64;
+    let y_max = r
+        .policies
+        .iter()
+        .flat_map(|p| p.curve.iter().copied())
+        .fold(0.0, f64::max)
+        .max(1.0)
+        * 1.05;
+    let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
+    let draw_err = |e: DrawingAreaErrorKind<_>| anyhow::anyhow!("{e:?}");
+    root.fill(&WHITE).map_err(draw_err)?;
+    let w = &r.workload;
+    let caption = format!(
+        "Regret vs best item: catalog {}, CTR {}, n {}, X {}, delay {}, {} seeds",
+        w.catalog,
+        ctr_label(&w.ctr),
+        w.arms,
+        w.interval,
+        w.delay,
+        r.seeds.len()
+    );
+    let mut chart = ChartBuilder::on(&root)
+        .caption(caption, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..x_max, 0.0..y_max)
+        .map_err(draw_err)?;
+    chart
+        .configure_mesh()
+        .x_desc("impressions")
+        .y_desc("cumulative expected regret (mean over seeds)")
+        .draw()
+        .map_err(draw_err)?;
+    for (i, p) in r.policies.iter().enumerate() {
+        // Dark, distinct colours: the default palette's yellows vanish on white.
+        const COLORS: [RGBColor; 10] = [
+            RGBColor(214, 39, 40),
+            RGBColor(31, 119, 180),
+            RGBColor(44, 160, 44),
+            RGBColor(0, 0, 0),
+            RGBColor(148, 103, 189),
+            RGBColor(255, 127, 14),
+            RGBColor(140, 86, 75),
+            RGBColor(227, 119, 194),
+            RGBColor(23, 190, 207),
+            RGBColor(127, 127, 127),
+        ];
+        let color = COLORS[i % COLORS.len()].to_rgba();
+        let points = std::iter::once((0.0, 0.0)).chain(
+            r.checkpoints
+                .iter()
+                .zip(&p.curve)
+                .map(|(&t, &v)| (t as f64, v)),
+        );
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))
+            .map_err(draw_err)?
+            .label(p.name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(draw_err)?;
+    root.present().map_err(draw_err)?;
+    Ok(())
+}
 
 /// Runs the evaluation.
-pub fn run(_args: &EvaluateArgs) -> anyhow::Result<()> {
-    anyhow::bail!("evaluate is not implemented yet")
+pub fn run(args: &EvaluateArgs) -> Result<()> {
+    let policies = parse_policies(&args.policies)?;
+    if policies.is_empty() {
+        bail!("give at least one --policy, e.g. --policy post2015 --policy default");
+    }
+    let w = workload(args)?;
+    let seeds: Vec<u64> = (1..=args.seeds).collect();
+    let report = run_all(&w, &policies, &seeds)?;
+    if let Some(path) = &args.plot {
+        plot(&report, path).with_context(|| format!("writing the plot {}", path.display()))?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&to_json(&report))?);
+    } else {
+        print_table(&report);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ctr_flag_parses_and_rejects() {
+        assert_eq!(
+            parse_ctr("beta:2,60").unwrap(),
+            CtrSource::Beta { a: 2.0, b: 60.0 }
+        );
+        for bad in [
+            "beta:2",
+            "2,60",
+            "beta:x,1",
+            "beta:0,1",
+            "beta:1,-1",
+            "beta:nan,1",
+        ] {
+            let e = parse_ctr(bad).unwrap_err().to_string();
+            assert!(e.contains("--ctr beta:2,60"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn unknown_policy_says_what_to_use() {
+        let e = parse_policies(&["thompson".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown policy") && e.contains("carry-eb"),
+            "{e}"
+        );
+        let p = parse_policies(&["shop".into(), "shop".into(), "uniform".into()]).unwrap();
+        assert_eq!(p.len(), 2);
+    }
 }
