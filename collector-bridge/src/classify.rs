@@ -1,0 +1,312 @@
+//! Classification rules: which records are impressions or clicks of which slot and item, and
+//! which are dropped (duplicates, corrupt, robots) or invalid (no usable item id).
+
+use serde::Deserialize;
+
+use crate::avro::{DecodePlan, Extracted, SchemaError};
+
+/// Default slot fed by the `top_pick` source.
+pub const DEFAULT_SLOT: &str = "home-top-pick";
+
+/// Field positions in the decode plan.
+const F_EVENT_TYPE: usize = 0;
+const F_PAGE_TYPE: usize = 1;
+const F_ITEM: usize = 2;
+const F_SOURCE: usize = 3;
+const F_DUPLICATE: usize = 4;
+const F_CORRUPT: usize = 5;
+const F_AGENT_TYPE: usize = 6;
+
+/// Record field names the rules read (defaults are the Divolte shop's).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FieldNames {
+    /// Event type (`pageView`, `impression`, ...).
+    pub event_type: String,
+    /// Page type (`home`, `product`, ...).
+    pub page_type: String,
+    /// Catalog item id.
+    pub item: String,
+    /// Click or impression source (`top_pick`).
+    pub source: String,
+    /// Divolte's duplicate flag.
+    pub duplicate: String,
+    /// Divolte's corruption flag.
+    pub corrupt: String,
+    /// User agent type (`Robot`, `Browser`, ...).
+    pub user_agent_type: String,
+}
+
+impl Default for FieldNames {
+    fn default() -> Self {
+        FieldNames {
+            event_type: "eventType".into(),
+            page_type: "pageType".into(),
+            item: "productId".into(),
+            source: "source".into(),
+            duplicate: "detectedDuplicate".into(),
+            corrupt: "detectedCorruption".into(),
+            user_agent_type: "userAgentType".into(),
+        }
+    }
+}
+
+impl FieldNames {
+    /// The names in decode-plan order.
+    pub fn as_plan_fields(&self) -> [&str; 7] {
+        [
+            &self.event_type,
+            &self.page_type,
+            &self.item,
+            &self.source,
+            &self.duplicate,
+            &self.corrupt,
+            &self.user_agent_type,
+        ]
+    }
+}
+
+/// The classification rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rules {
+    /// Field names.
+    pub fields: FieldNames,
+    /// Event types counted as impressions.
+    pub impression_event_types: Vec<String>,
+    /// Event types counted as clicks.
+    pub click_event_types: Vec<String>,
+    /// Page types a click must have (empty: any).
+    pub click_page_types: Vec<String>,
+    /// Source value -> slot name.
+    pub sources: Vec<(String, String)>,
+    /// Drop records flagged as duplicates.
+    pub drop_duplicates: bool,
+    /// Drop records flagged as corrupt.
+    pub drop_corrupt: bool,
+    /// Drop records from robots.
+    pub drop_robots: bool,
+    /// User agent types that are robots (compared ignoring ASCII case).
+    pub robot_agent_types: Vec<String>,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Rules {
+            fields: FieldNames::default(),
+            impression_event_types: vec!["impression".into()],
+            click_event_types: vec!["pageView".into()],
+            click_page_types: Vec::new(),
+            sources: vec![("top_pick".into(), DEFAULT_SLOT.into())],
+            drop_duplicates: true,
+            drop_corrupt: true,
+            drop_robots: true,
+            robot_agent_types: vec!["Robot".into()],
+        }
+    }
+}
+
+/// Impression or click.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The item was shown in the slot.
+    Impression,
+    /// The item was clicked in the slot.
+    Click,
+}
+
+/// One counted event, borrowing the item id from the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Event<'a> {
+    /// Slot index into [`Classifier::slots`].
+    pub slot: usize,
+    /// Catalog item id.
+    pub item: &'a str,
+    /// Impression or click.
+    pub kind: Kind,
+}
+
+/// Why a relevant record is not counted although it is well formed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Divolte flagged it as a duplicate.
+    Duplicate,
+    /// Divolte flagged it as corrupt.
+    Corrupt,
+    /// It came from a robot.
+    Robot,
+}
+
+impl DropReason {
+    /// All reasons, for metrics.
+    pub const ALL: [DropReason; 3] = [
+        DropReason::Duplicate,
+        DropReason::Corrupt,
+        DropReason::Robot,
+    ];
+
+    /// Metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::Duplicate => "duplicate",
+            DropReason::Corrupt => "corrupt",
+            DropReason::Robot => "robot",
+        }
+    }
+}
+
+/// Why a relevant record cannot be classified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unclassifiable {
+    /// The item id is null, absent or empty.
+    #[error("impression or click without an item id")]
+    MissingItem,
+    /// The item id is longer than the worker accepts.
+    #[error("item id longer than {} bytes", bandit::batch::MAX_ITEM_ID_LEN)]
+    ItemTooLong,
+}
+
+/// What a record is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome<'a> {
+    /// An impression or click to count.
+    Event(Event<'a>),
+    /// Not an impression or click of any configured slot.
+    Ignored,
+    /// Relevant but dropped by a rule.
+    Dropped(DropReason),
+    /// Relevant but unusable.
+    Invalid(Unclassifiable),
+}
+
+/// Rules compiled against a schema.
+#[derive(Debug, Clone)]
+pub struct Classifier {
+    rules: Rules,
+    slots: Vec<String>,
+    /// Source value -> slot index.
+    source_slot: Vec<(String, usize)>,
+}
+
+impl Classifier {
+    /// Compiles the rules; `plan` must have been built from [`FieldNames::as_plan_fields`].
+    pub fn new(rules: Rules, plan: &DecodePlan) -> Result<Classifier, SchemaError> {
+        for (slot, what) in [
+            (F_EVENT_TYPE, "event type"),
+            (F_SOURCE, "source"),
+            (F_ITEM, "item"),
+        ] {
+            if !plan.has_field(slot) {
+                return Err(SchemaError::Unsupported(format!(
+                    "the schema has no field {:?} (the {what} field); set it with the field-name options",
+                    plan.field_names().get(slot).map(String::as_str).unwrap_or("")
+                )));
+            }
+        }
+        if !rules.click_page_types.is_empty() && !plan.has_field(F_PAGE_TYPE) {
+            return Err(SchemaError::Unsupported(format!(
+                "click page types are set but the schema has no field {:?}",
+                rules.fields.page_type
+            )));
+        }
+        let mut slots: Vec<String> = Vec::new();
+        let mut source_slot = Vec::new();
+        for (source, slot) in &rules.sources {
+            let idx = match slots.iter().position(|s| s == slot) {
+                Some(i) => i,
+                None => {
+                    slots.push(slot.clone());
+                    slots.len() - 1
+                }
+            };
+            source_slot.push((source.clone(), idx));
+        }
+        if slots.is_empty() {
+            return Err(SchemaError::Unsupported(
+                "no source is mapped to a slot".into(),
+            ));
+        }
+        Ok(Classifier {
+            rules,
+            slots,
+            source_slot,
+        })
+    }
+
+    /// Builds the decode plan these rules need.
+    pub fn plan(rules: &Rules, schema: &apache_avro::Schema) -> Result<DecodePlan, SchemaError> {
+        DecodePlan::new(schema, &rules.fields.as_plan_fields())
+    }
+
+    /// The slot names, by index.
+    pub fn slots(&self) -> &[String] {
+        &self.slots
+    }
+
+    /// The rules.
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
+    /// Classifies one decoded record.
+    #[inline]
+    pub fn classify<'a>(&self, rec: &Extracted<'a>) -> Outcome<'a> {
+        let f = &rec.fields;
+        let Some(source) = f[F_SOURCE].as_str() else {
+            return Outcome::Ignored;
+        };
+        let Some(slot) = self
+            .source_slot
+            .iter()
+            .find(|(s, _)| s == source)
+            .map(|(_, i)| *i)
+        else {
+            return Outcome::Ignored;
+        };
+        let Some(event_type) = f[F_EVENT_TYPE].as_str() else {
+            return Outcome::Ignored;
+        };
+        let kind = if self
+            .rules
+            .impression_event_types
+            .iter()
+            .any(|t| t == event_type)
+        {
+            Kind::Impression
+        } else if self.rules.click_event_types.iter().any(|t| t == event_type) {
+            if !self.rules.click_page_types.is_empty() {
+                let page = f[F_PAGE_TYPE].as_str().unwrap_or("");
+                if !self.rules.click_page_types.iter().any(|t| t == page) {
+                    return Outcome::Ignored;
+                }
+            }
+            Kind::Click
+        } else {
+            return Outcome::Ignored;
+        };
+        if self.rules.drop_duplicates && f[F_DUPLICATE].is_true() {
+            return Outcome::Dropped(DropReason::Duplicate);
+        }
+        if self.rules.drop_corrupt && f[F_CORRUPT].is_true() {
+            return Outcome::Dropped(DropReason::Corrupt);
+        }
+        if self.rules.drop_robots {
+            if let Some(agent) = f[F_AGENT_TYPE].as_str() {
+                if self
+                    .rules
+                    .robot_agent_types
+                    .iter()
+                    .any(|r| r.eq_ignore_ascii_case(agent))
+                {
+                    return Outcome::Dropped(DropReason::Robot);
+                }
+            }
+        }
+        match f[F_ITEM].as_str() {
+            None | Some("") => Outcome::Invalid(Unclassifiable::MissingItem),
+            Some(item) if item.len() > bandit::batch::MAX_ITEM_ID_LEN => {
+                Outcome::Invalid(Unclassifiable::ItemTooLong)
+            }
+            Some(item) => Outcome::Event(Event { slot, item, kind }),
+        }
+    }
+}
