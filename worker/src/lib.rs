@@ -1,1 +1,57 @@
-pub fn placeholder() {}
+//! The top-pick edge worker: renders the homepage with a Thompson-sampled pick, serves the
+//! pick and state APIs, and ingests event batches into per-slot Durable Objects.
+
+pub mod catalog;
+pub mod config;
+pub mod escape;
+pub mod render;
+pub mod snapshot;
+
+#[cfg(target_arch = "wasm32")]
+mod api;
+#[cfg(target_arch = "wasm32")]
+mod catalog_do;
+#[cfg(target_arch = "wasm32")]
+mod edge;
+#[cfg(target_arch = "wasm32")]
+mod rng;
+#[cfg(target_arch = "wasm32")]
+mod routes;
+#[cfg(target_arch = "wasm32")]
+mod slot_do;
+
+#[cfg(target_arch = "wasm32")]
+pub use wasm::*;
+
+#[cfg(target_arch = "wasm32")]
+mod wasm {
+    use std::cell::RefCell;
+
+    use worker::{event, Context, Env, Request, Response, Result};
+
+    use crate::api::ApiError;
+    use crate::config::Settings;
+
+    pub use crate::catalog_do::CatalogObject;
+    pub use crate::slot_do::SlotObject;
+
+    thread_local! {
+        static SETTINGS: RefCell<Option<Settings>> = const { RefCell::new(None) };
+    }
+
+    /// The worker's settings, parsed once per isolate (vars cannot change within one).
+    pub(crate) fn settings(env: &Env) -> std::result::Result<Settings, ApiError> {
+        if let Some(s) = SETTINGS.with(|s| s.borrow().clone()) {
+            return Ok(s);
+        }
+        let parsed = Settings::from_lookup(|name| env.var(name).ok().map(|v| v.to_string()))
+            .map_err(|e| ApiError::new(500, format!("worker misconfigured: {e}")))?;
+        SETTINGS.with(|s| *s.borrow_mut() = Some(parsed.clone()));
+        Ok(parsed)
+    }
+
+    #[event(fetch)]
+    async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+        crate::routes::route(req, env).await
+    }
+}

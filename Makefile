@@ -1,0 +1,61 @@
+# Front door: `make demo` runs the system locally, `make test` runs every test.
+# Every target installs what it needs first (scripts/bootstrap.sh), so both work on a bare machine.
+
+SHELL := /bin/bash
+export WRANGLER_SEND_METRICS := false
+export PATH := $(HOME)/.cargo/bin:$(CURDIR)/node_modules/.bin:$(PATH)
+
+.PHONY: all tools test-tools bench-tools build build-worker build-native demo test test-rust test-worker test-e2e lint fmt bench dry-run clean
+
+all: build
+
+tools:
+	@bash scripts/bootstrap.sh
+
+test-tools:
+	@bash scripts/bootstrap.sh --test
+
+bench-tools:
+	@bash scripts/bootstrap.sh --bench
+
+## build: the worker bundle in build/ and the native bridge binary.
+build: tools build-worker build-native
+
+build-worker: tools
+	sh scripts/build-worker.sh
+
+build-native:
+	cargo build --release -p collector-bridge
+
+## demo: the worker under `wrangler dev` with simulated Divolte traffic (KAFKA=1: through the broker).
+demo: build
+	bash scripts/demo.sh
+
+## test: every test suite, from a bare machine.
+test: test-tools build lint test-rust test-worker dry-run
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --exclude top-pick-worker --all-targets -- -D warnings
+	cargo clippy -p top-pick-worker --target wasm32-unknown-unknown -- -D warnings
+
+test-rust:
+	cargo test --workspace --exclude top-pick-worker
+	cargo test -p top-pick-worker --lib
+
+test-worker: build-worker
+	node --test --test-concurrency=1 tests/worker/
+
+## dry-run: what `wrangler deploy` would upload, checked offline.
+dry-run: build-worker
+	@out=$$(mktemp -d) && wrangler deploy --dry-run --outdir "$$out" && rm -rf "$$out"
+
+bench: bench-tools build
+	bash bench/run.sh
+
+fmt:
+	cargo fmt --all
+
+clean:
+	cargo clean
+	rm -rf build

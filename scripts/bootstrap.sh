@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Installs everything the build, the tests and the demo need, idempotently: skips what is
+# present at the right version. Safe to run on a bare machine and on every `make` call.
+#
+#   scripts/bootstrap.sh            Rust targets and cargo tools, npm packages
+#   scripts/bootstrap.sh --test     ... plus the test broker and system packages for tests
+#   scripts/bootstrap.sh --bench    ... plus the benchmark tools
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_test=0
+want_bench=0
+for a in "$@"; do
+  case "$a" in
+    --test) want_test=1 ;;
+    --bench) want_test=1; want_bench=1 ;;
+    *) echo "bootstrap: unknown option $a" >&2; exit 2 ;;
+  esac
+done
+
+log() { printf 'bootstrap: %s\n' "$*" >&2; }
+
+# Versions come from Cargo.lock so the tools always match the crates they process.
+lock_version() {
+  awk -v name="$1" '$0 == "name = \"" name "\"" { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock
+}
+
+apt_install() {
+  local missing=()
+  for p in "$@"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]} (apt)"
+    if [ "$(id -u)" -ne 0 ]; then
+      echo "bootstrap: need root to install ${missing[*]}; run: sudo apt-get install -y ${missing[*]}" >&2
+      exit 1
+    fi
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+# C toolchain pieces for rdkafka's bundled librdkafka.
+apt_install build-essential pkg-config zlib1g-dev python3
+
+if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+  log "adding the wasm32-unknown-unknown target"
+  rustup target add wasm32-unknown-unknown
+fi
+
+if [ ! -f Cargo.lock ]; then
+  cargo generate-lockfile
+fi
+
+worker_version=$(lock_version worker)
+bindgen_version=$(lock_version wasm-bindgen)
+
+if [ "$(worker-build --version 2>/dev/null | awk '{print $2}')" != "$worker_version" ]; then
+  log "installing worker-build $worker_version (matches the worker crate)"
+  cargo install worker-build --version "=$worker_version" --locked --force
+fi
+if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$bindgen_version" ]; then
+  log "installing wasm-bindgen-cli $bindgen_version (matches Cargo.lock)"
+  # Not --locked: the CLI's own lock file pins a crate version the registry no longer serves.
+  cargo install wasm-bindgen-cli --version "=$bindgen_version" --force
+fi
+
+if [ ! -x node_modules/.bin/wrangler ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  log "installing npm packages from package-lock.json"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+
+if [ "$want_test" = 1 ]; then
+  bash scripts/install-tansu.sh
+  apt_install chromium
+fi
+if [ "$want_bench" = 1 ]; then
+  apt_install wrk hyperfine redis-server valgrind python3-venv
+fi
+log "ready"

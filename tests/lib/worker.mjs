@@ -1,0 +1,108 @@
+// Starts the built worker bundle (build/) in workerd through Miniflare, configured from
+// wrangler.toml exactly as `wrangler dev` would be, with in-memory storage per instance.
+import { existsSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import path from "node:path";
+import { Miniflare } from "miniflare";
+import { unstable_getMiniflareWorkerOptions } from "wrangler";
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+export const TOKEN = "test-token-0123456789";
+export const SLOT = "home-top-pick";
+
+/**
+ * @param {object} [opts]
+ * @param {Record<string,string>} [opts.vars] overrides of wrangler.toml [vars]
+ * @param {object[]} [opts.extraWorkers] more workers in the same Miniflare (e.g. a failing store)
+ * @param {object} [opts.durableObjects] overrides of the Durable Object bindings
+ * @param {number} [opts.port] listen on this port (0: none needed; dispatchFetch works without)
+ */
+export async function startWorker(opts = {}) {
+  const bundle = path.join(ROOT, "build/index.js");
+  if (!existsSync(bundle)) {
+    throw new Error(`${bundle} is missing: run \`make build\` first`);
+  }
+  const { workerOptions } = unstable_getMiniflareWorkerOptions(path.join(ROOT, "wrangler.toml"));
+  const main = {
+    ...workerOptions,
+    name: "top-pick",
+    scriptPath: bundle,
+    modulesRoot: path.join(ROOT, "build"),
+    modules: true,
+    modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"] }],
+    bindings: { ...workerOptions.bindings, INGEST_TOKEN: TOKEN, ...(opts.vars ?? {}) },
+    durableObjects: { ...workerOptions.durableObjects, ...(opts.durableObjects ?? {}) },
+  };
+  const mf = new Miniflare({
+    host: "127.0.0.1",
+    port: opts.port ?? 0,
+    workers: [main, ...(opts.extraWorkers ?? [])],
+  });
+  const url = await mf.ready;
+  const base = url.toString().replace(/\/$/, "");
+  return {
+    mf,
+    url: base,
+    /** fetch a path of the worker */
+    fetch: (p, init) => mf.dispatchFetch(new URL(p, base + "/"), init),
+    dispose: () => mf.dispose(),
+  };
+}
+
+export function auth(extra = {}) {
+  return { authorization: `Bearer ${TOKEN}`, "content-type": "application/json", ...extra };
+}
+
+/** Imports items in the project's JSON form. */
+export async function importItems(w, items) {
+  const r = await w.fetch("/api/catalog", { method: "POST", headers: auth(), body: JSON.stringify({ items }) });
+  if (r.status !== 200) throw new Error(`import: ${r.status} ${await r.text()}`);
+  return r.json();
+}
+
+/** n synthetic catalog items. */
+export function makeItems(n, prefix = "it") {
+  return Array.from({ length: n }, (_, i) => ({
+    id: `${prefix}-${i}`,
+    title: `Item ${i}`,
+    image: `/images/${prefix}-${i}.svg`,
+    photographer: `Photographer ${i % 7}`,
+    category: "test",
+  }));
+}
+
+let nextOffset = 0;
+/** An event batch on a fresh offset range of topic `t`. */
+export function batch(counts, { topic = "t", partition = 0, from, to } = {}) {
+  const f = from ?? nextOffset;
+  const t = to ?? f + 99;
+  nextOffset = Math.max(nextOffset, t + 1);
+  return { source: "test", offsets: [{ topic, partition, from: f, to: t }], counts };
+}
+
+export async function postBatch(w, body, slot = SLOT, headers = auth()) {
+  const r = await w.fetch(`/api/slots/${slot}/events`, {
+    method: "POST",
+    headers,
+    body: typeof body === "string" ? body : JSON.stringify(body),
+  });
+  return { status: r.status, body: await r.json() };
+}
+
+export async function state(w, slot = SLOT) {
+  const r = await w.fetch(`/api/slots/${slot}`);
+  if (r.status !== 200) throw new Error(`state: ${r.status} ${await r.text()}`);
+  return r.json();
+}
+
+/** Polls `fn` until it returns a truthy value or `ms` pass. */
+export async function eventually(fn, ms = 5000, what = "condition") {
+  const end = Date.now() + ms;
+  let last;
+  while (Date.now() < end) {
+    last = await fn();
+    if (last) return last;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`timed out waiting for ${what} (last: ${JSON.stringify(last)})`);
+}

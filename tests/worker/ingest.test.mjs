@@ -1,0 +1,158 @@
+// The ingest API under workerd: exactly-once batches, rotation, and every bad-input case.
+import { test, describe, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { startWorker, importItems, makeItems, batch, postBatch, state, auth, SLOT, TOKEN } from "../lib/worker.mjs";
+
+describe("ingest", () => {
+  let w;
+  before(async () => {
+    w = await startWorker({ vars: { ARMS: "4", ROUND_IMPRESSIONS: "1000000" } });
+    await importItems(w, makeItems(12));
+  });
+  after(() => w?.dispose());
+
+  test("a batch is applied once; the same batch again changes nothing", async () => {
+    const s0 = await state(w);
+    const [a, b] = s0.arms.map((x) => x.item);
+    const body = batch([
+      { item: a, impressions: 10, clicks: 2 },
+      { item: b, impressions: 5, clicks: 0 },
+      { item: "not-in-set", impressions: 7, clicks: 1 },
+    ]);
+    const first = await postBatch(w, body);
+    assert.equal(first.status, 200);
+    assert.equal(first.body.status, "applied");
+    assert.deepEqual(first.body.counted, { impressions: 15, clicks: 2 });
+    assert.deepEqual(first.body.not_in_set, ["not-in-set"]);
+    const s1 = await state(w);
+    const armA = s1.arms.find((x) => x.item === a);
+    assert.equal(armA.impressions, s0.arms.find((x) => x.item === a).impressions + 10);
+    assert.equal(armA.clicks, 2);
+    assert.equal(s1.totals.outside_impressions, 7);
+
+    const again = await postBatch(w, body);
+    assert.equal(again.status, 200);
+    assert.equal(again.body.status, "duplicate");
+    const s2 = await state(w);
+    assert.deepEqual(s2.arms, s1.arms);
+    assert.equal(s2.version, s1.version);
+    const off = s2.offsets.find((o) => o.topic === "t" && o.partition === 0);
+    assert.equal(off.offset, body.offsets[0].to);
+
+    const offsets = await (await w.fetch(`/api/slots/${SLOT}/offsets`)).json();
+    assert.deepEqual(offsets, { slot: SLOT, offsets: s2.offsets });
+  });
+
+  test("a batch straddling the applied offset is refused with the stored offsets", async () => {
+    const s0 = await state(w);
+    const applied = s0.offsets.find((o) => o.topic === "t").offset;
+    const straddle = batch([{ item: s0.arms[0].item, impressions: 1, clicks: 0 }], { from: applied - 5, to: applied + 5 });
+    const r = await postBatch(w, straddle);
+    assert.equal(r.status, 409);
+    assert.deepEqual(r.body.offsets, s0.offsets);
+    const s1 = await state(w);
+    assert.deepEqual(s1.arms, s0.arms);
+  });
+
+  test("bad input gets a clear status and changes nothing", async () => {
+    const s0 = await state(w);
+    const item = s0.arms[0].item;
+    const good = () => batch([{ item, impressions: 1, clicks: 1 }]);
+    const cases = [
+      ["unknown slot", () => postBatch(w, good(), "no-such-slot"), 404],
+      ["missing token", () => postBatch(w, good(), SLOT, { "content-type": "application/json" }), 401],
+      ["wrong token", () => postBatch(w, good(), SLOT, auth({ authorization: `Bearer ${TOKEN}x` })), 401],
+      ["not bearer", () => postBatch(w, good(), SLOT, auth({ authorization: `Basic ${TOKEN}` })), 401],
+      ["wrong content type", () => postBatch(w, good(), SLOT, auth({ "content-type": "text/plain" })), 415],
+      ["body over 1 MiB", () => postBatch(w, JSON.stringify({ ...good(), source: "x".repeat(1100 * 1024) })), 413],
+      ["malformed JSON", () => postBatch(w, "{\"source\":"), 400],
+      ["negative count", () => postBatch(w, { ...good(), counts: [{ item, impressions: -1, clicks: 0 }] }), 400],
+      ["empty item", () => postBatch(w, { ...good(), counts: [{ item: "", impressions: 1, clicks: 0 }] }), 400],
+      ["huge count", () => postBatch(w, { ...good(), counts: [{ item, impressions: 1e12, clicks: 0 }] }), 400],
+      ["from after to", () => postBatch(w, batch([{ item, impressions: 1, clicks: 0 }], { topic: "u", from: 9, to: 3 })), 400],
+      ["no offsets", () => postBatch(w, { source: "x", offsets: [], counts: [{ item, impressions: 1, clicks: 0 }] }), 400],
+      ["unknown field", () => postBatch(w, { ...good(), extra: 1 }), 400],
+    ];
+    for (const [name, run, want] of cases) {
+      const r = await run();
+      assert.equal(r.status, want, `${name}: ${JSON.stringify(r.body)}`);
+      assert.equal(typeof r.body.error, "string", `${name} explains itself`);
+      assert.ok(r.body.error.length > 5, name);
+    }
+    const s1 = await state(w);
+    assert.deepEqual(s1.arms, s0.arms);
+    assert.deepEqual(s1.offsets, s0.offsets);
+    assert.equal(s1.version, s0.version);
+  });
+
+  test("catalog writes are authenticated and validated", async () => {
+    const before = await (await w.fetch("/api/catalog")).json();
+    const post = (headers, body, q = "") => w.fetch(`/api/catalog${q}`, { method: "POST", headers, body });
+    const item = { id: "ok-1", title: "t", image: "/images/x.svg" };
+    assert.equal((await post({ "content-type": "application/json" }, JSON.stringify({ items: [item] }))).status, 401);
+    assert.equal((await post(auth(), JSON.stringify({ items: [{ ...item, id: "bad/id" }] }))).status, 400);
+    assert.equal((await post(auth(), JSON.stringify({ items: [{ ...item, image: "javascript:alert(1)" }] }))).status, 400);
+    assert.equal((await post(auth(), JSON.stringify({ items: makeItems(2001, "many") }))).status, 413);
+    assert.equal((await post(auth({ "content-type": "text/html" }), JSON.stringify({ items: [item] }))).status, 415);
+    assert.equal((await post(auth(), "{}", "?format=excel")).status, 400);
+    const after = await (await w.fetch("/api/catalog")).json();
+    assert.deepEqual(after, before);
+  });
+
+  test("unknown API routes and slots are 404", async () => {
+    assert.equal((await w.fetch("/api/slots/nope")).status, 404);
+    assert.equal((await w.fetch("/api/slots/nope/pick")).status, 404);
+    assert.equal((await w.fetch("/api/nothing")).status, 404);
+  });
+});
+
+describe("rotation", () => {
+  for (const policy of ["reset", "carry"]) {
+    test(`after X impressions the round ends with policy ${policy}`, async () => {
+      const w = await startWorker({ vars: { ARMS: "4", ROUND_IMPRESSIONS: "100", PRIOR_POLICY: policy, COOLDOWN_ROUNDS: "2" } });
+      try {
+        await importItems(w, makeItems(30));
+        const s0 = await state(w);
+        assert.equal(s0.round, 1);
+        assert.equal(s0.arms.length, 4);
+        const ids0 = s0.arms.map((a) => a.item);
+        // 96 impressions: not yet a full round.
+        const r1 = await postBatch(w, batch(ids0.map((item, i) => ({ item, impressions: 24, clicks: i }))));
+        assert.equal(r1.body.rotated, false);
+        assert.equal((await state(w)).round, 1);
+        const before = await state(w);
+        const r2 = await postBatch(w, batch([{ item: ids0[3], impressions: 4, clicks: 1 }]));
+        assert.equal(r2.body.rotated, true);
+        const s1 = await state(w);
+        assert.equal(s1.round, 2);
+        assert.equal(s1.arms.length, 4);
+        assert.equal(new Set(s1.arms.map((a) => a.item)).size, 4, "no duplicates");
+        const survivors = s1.arms.filter((a) => ids0.includes(a.item));
+        assert.equal(survivors.length, 2, "floor(n/2) survive");
+        assert.equal(s1.rounds.length, 1);
+        assert.equal(s1.rounds[0].retired.length, 2);
+        assert.equal(s1.rounds[0].impressions, 100);
+        for (const a of s1.arms) {
+          assert.equal(a.impressions, 0);
+          assert.equal(a.clicks, 0);
+        }
+        for (const s of survivors) {
+          const old = before.arms.find((a) => a.item === s.item);
+          const clicks = old.clicks + (s.item === ids0[3] ? 1 : 0);
+          const imps = old.impressions + (s.item === ids0[3] ? 4 : 0);
+          if (policy === "reset") {
+            assert.deepEqual(s.prior, { alpha: 1, beta: 1 });
+          } else {
+            // Survivors keep exactly their evidence.
+            assert.deepEqual(s.prior, { alpha: 1 + clicks, beta: 1 + imps - clicks });
+          }
+        }
+        // Retired items cannot come straight back.
+        const retired = s1.rounds[0].retired.map((r) => r.item);
+        assert.ok(s1.arms.every((a) => !retired.includes(a.item)));
+      } finally {
+        await w.dispose();
+      }
+    });
+  }
+});

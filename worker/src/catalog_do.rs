@@ -1,0 +1,230 @@
+//! The catalog Durable Object: every item in SQLite, addressed by a dense index so a random
+//! sample costs a handful of row reads however large the catalog is.
+
+use std::cell::Cell;
+use std::collections::{HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+use worker::*;
+
+use crate::api::json_response;
+use crate::catalog::CatalogItem;
+
+/// Binding name of the catalog namespace.
+pub const BINDING: &str = "CATALOG";
+/// The one catalog object's name.
+pub const NAME: &str = "catalog";
+/// Bound parameters per SQL statement, below SQLite's limits.
+const SQL_CHUNK: usize = 90;
+
+/// Request to draw fresh items.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SampleRequest {
+    /// How many items are wanted.
+    pub count: usize,
+    /// Items that must not be drawn.
+    pub exclude: Vec<String>,
+}
+
+/// Answer to an import.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ImportResult {
+    /// Items added or replaced.
+    pub imported: usize,
+    /// Catalog size afterwards.
+    pub total: u64,
+}
+
+#[durable_object]
+pub struct CatalogObject {
+    state: State,
+    ready: Cell<bool>,
+}
+
+#[derive(Deserialize)]
+struct Row {
+    idx: f64,
+    id: String,
+    title: String,
+    image: String,
+    photographer: String,
+    category: String,
+    source_url: Option<String>,
+}
+
+impl From<Row> for CatalogItem {
+    fn from(r: Row) -> Self {
+        CatalogItem {
+            id: r.id,
+            title: r.title,
+            image: r.image,
+            photographer: r.photographer,
+            category: r.category,
+            source_url: r.source_url.filter(|s| !s.is_empty()),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Count {
+    n: f64,
+}
+
+impl CatalogObject {
+    fn sql(&self) -> SqlStorage {
+        let sql = self.state.storage().sql();
+        if !self.ready.get() {
+            let created = sql.exec(
+                "CREATE TABLE IF NOT EXISTS items (idx INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, title TEXT NOT NULL, image TEXT NOT NULL, photographer TEXT NOT NULL, category TEXT NOT NULL, source_url TEXT)",
+                None,
+            );
+            match created {
+                Ok(_) => self.ready.set(true),
+                Err(e) => console_error!("catalog schema: {e}"),
+            }
+        }
+        sql
+    }
+
+    fn count(&self) -> Result<u64> {
+        // MAX(idx) is an index lookup; COUNT(*) would scan the table.
+        let c: Count = self
+            .sql()
+            .exec("SELECT COALESCE(MAX(idx) + 1, 0) AS n FROM items", None)?
+            .one()?;
+        Ok(c.n as u64)
+    }
+
+    fn import(&self, items: Vec<CatalogItem>) -> Result<ImportResult> {
+        let sql = self.sql();
+        let mut next = self.count()?;
+        for it in &items {
+            // An existing id keeps its index, so indices stay dense.
+            let existing: Vec<Count> = sql
+                .exec(
+                    "SELECT idx AS n FROM items WHERE id = ?",
+                    vec![it.id.as_str().into()],
+                )?
+                .to_array()?;
+            let idx = match existing.first() {
+                Some(c) => c.n as i64,
+                None => {
+                    next += 1;
+                    (next - 1) as i64
+                }
+            };
+            sql.exec(
+                "INSERT OR REPLACE INTO items (idx, id, title, image, photographer, category, source_url) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                vec![
+                    idx.into(),
+                    it.id.as_str().into(),
+                    it.title.as_str().into(),
+                    it.image.as_str().into(),
+                    it.photographer.as_str().into(),
+                    it.category.as_str().into(),
+                    it.source_url.clone().into(),
+                ],
+            )?;
+        }
+        Ok(ImportResult {
+            imported: items.len(),
+            total: next,
+        })
+    }
+
+    fn rows_by_index(&self, indices: &[usize]) -> Result<HashMap<usize, CatalogItem>> {
+        let sql = self.sql();
+        let mut out = HashMap::with_capacity(indices.len());
+        for chunk in indices.chunks(SQL_CHUNK) {
+            let marks = vec!["?"; chunk.len()].join(",");
+            let q = format!("SELECT idx, id, title, image, photographer, category, source_url FROM items WHERE idx IN ({marks})");
+            let binds = chunk
+                .iter()
+                .map(|&i| SqlStorageValue::from(i as i64))
+                .collect::<Vec<_>>();
+            for row in sql.exec(&q, binds)?.to_array::<Row>()? {
+                out.insert(row.idx as usize, row.into());
+            }
+        }
+        Ok(out)
+    }
+
+    fn sample(&self, req: SampleRequest) -> Result<Vec<CatalogItem>> {
+        let len = self.count()? as usize;
+        let excluded: HashSet<&str> = req.exclude.iter().map(String::as_str).collect();
+        let mut chosen: Vec<CatalogItem> = Vec::with_capacity(req.count);
+        // Rejection sampling; each attempt reads only the sampled rows.
+        for _ in 0..4 {
+            if chosen.len() >= req.count || len == 0 {
+                break;
+            }
+            let need = req.count - chosen.len();
+            let indices =
+                crate::rng::with_rng(|rng| bandit::armset::candidate_indices(len, need, rng));
+            let rows = self.rows_by_index(&indices)?;
+            for i in indices {
+                if chosen.len() >= req.count {
+                    break;
+                }
+                if let Some(item) = rows.get(&i) {
+                    if !excluded.contains(item.id.as_str())
+                        && !chosen.iter().any(|c| c.id == item.id)
+                    {
+                        chosen.push(item.clone());
+                    }
+                }
+            }
+            if indices_cover_all(len, need) {
+                break;
+            }
+        }
+        Ok(chosen)
+    }
+
+    fn item(&self, id: &str) -> Result<Option<CatalogItem>> {
+        let rows: Vec<Row> = self
+            .sql()
+            .exec(
+                "SELECT idx, id, title, image, photographer, category, source_url FROM items WHERE id = ?",
+                vec![id.into()],
+            )?
+            .to_array()?;
+        Ok(rows.into_iter().next().map(CatalogItem::from))
+    }
+}
+
+/// Whether one candidate draw already covers the whole catalog (so retrying is pointless).
+fn indices_cover_all(len: usize, need: usize) -> bool {
+    need * bandit::armset::CANDIDATE_FACTOR + 8 >= len
+}
+
+impl DurableObject for CatalogObject {
+    fn new(state: State, _env: Env) -> Self {
+        Self {
+            state,
+            ready: Cell::new(false),
+        }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        let path = req.path();
+        match (req.method(), path.as_str()) {
+            (Method::Post, "/import") => {
+                let items: Vec<CatalogItem> = req.json().await?;
+                json_response(&self.import(items)?)
+            }
+            (Method::Post, "/sample") => {
+                let sample: SampleRequest = req.json().await?;
+                json_response(&self.sample(sample)?)
+            }
+            (Method::Get, "/count") => {
+                json_response(&serde_json::json!({ "total": self.count()? }))
+            }
+            (Method::Get, p) if p.starts_with("/item/") => match self.item(&p["/item/".len()..])? {
+                Some(item) => json_response(&item),
+                None => Response::error("no such item", 404),
+            },
+            _ => Response::error("not found", 404),
+        }
+    }
+}

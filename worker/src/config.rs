@@ -1,0 +1,251 @@
+//! Worker settings from `wrangler.toml` `[vars]`, parsed once per isolate.
+
+use bandit::{PriorPolicy, RotationConfig};
+
+use crate::catalog::CatalogItem;
+
+/// The default slot name.
+pub const DEFAULT_SLOT: &str = "home-top-pick";
+/// Upper bound on the arm set size, which keeps the slot state small and P(best) cheap.
+pub const MAX_ARMS: usize = 64;
+
+/// Parsed worker settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Slots this worker serves (`SLOTS`, comma separated).
+    pub slots: Vec<String>,
+    /// n, X, policy and cool-down for every slot.
+    pub rotation: RotationConfig,
+    /// Time budget for reading the slot state on the homepage (`READ_BUDGET_MS`).
+    pub read_budget_ms: u64,
+    /// How long an isolate trusts its cached snapshot (`SNAPSHOT_MAX_AGE_MS`).
+    pub snapshot_max_age_ms: u64,
+    /// Minimum time between two KV snapshot writes of one slot (`PUBLISH_INTERVAL_MS`).
+    pub publish_interval_ms: u64,
+    /// Item rendered when no state can be had (`FALLBACK_ITEM`, JSON of a catalog item).
+    pub fallback: Option<CatalogItem>,
+    /// Origin whose homepage is rewritten instead of `www/index.html` (`ORIGIN_URL`).
+    pub origin_url: Option<String>,
+}
+
+/// A setting that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("setting {name} = {value:?} is invalid: {expected}")]
+pub struct SettingError {
+    /// Variable name.
+    pub name: &'static str,
+    /// Its value.
+    pub value: String,
+    /// What it should be.
+    pub expected: String,
+}
+
+/// Whether `s` is a valid slot name: 1-64 characters of a-z 0-9 and `-`.
+pub fn is_valid_slot(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+impl Settings {
+    /// Parses settings from a variable lookup (the worker's `Env`, or a map in tests).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings, SettingError> {
+        let var = |name: &'static str| {
+            get(name)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        fn num<T: std::str::FromStr>(
+            name: &'static str,
+            value: Option<String>,
+            default: T,
+            ok: impl Fn(&T) -> bool,
+            expected: &str,
+        ) -> Result<T, SettingError> {
+            match value {
+                None => Ok(default),
+                Some(v) => match v.parse::<T>() {
+                    Ok(n) if ok(&n) => Ok(n),
+                    _ => Err(SettingError {
+                        name,
+                        value: v,
+                        expected: expected.into(),
+                    }),
+                },
+            }
+        }
+        let slots: Vec<String> = match var("SLOTS") {
+            None => vec![DEFAULT_SLOT.to_string()],
+            Some(v) => v
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+        };
+        if slots.is_empty() || !slots.iter().all(|s| is_valid_slot(s)) {
+            return Err(SettingError {
+                name: "SLOTS",
+                value: slots.join(","),
+                expected: "comma-separated names of a-z, 0-9 and -".into(),
+            });
+        }
+        let policy = match var("PRIOR_POLICY") {
+            None => PriorPolicy::default(),
+            Some(v) => v
+                .parse()
+                .map_err(|e: bandit::policy::UnknownPolicy| SettingError {
+                    name: "PRIOR_POLICY",
+                    value: v,
+                    expected: e.to_string(),
+                })?,
+        };
+        let rotation = RotationConfig {
+            arms: num(
+                "ARMS",
+                var("ARMS"),
+                8,
+                |n| (2..=MAX_ARMS).contains(n),
+                "an integer from 2 to 64",
+            )?,
+            round_impressions: num(
+                "ROUND_IMPRESSIONS",
+                var("ROUND_IMPRESSIONS"),
+                2000,
+                |n| *n >= 1,
+                "a positive integer",
+            )?,
+            policy,
+            cooldown_rounds: num(
+                "COOLDOWN_ROUNDS",
+                var("COOLDOWN_ROUNDS"),
+                5,
+                |_| true,
+                "a non-negative integer",
+            )?,
+        };
+        let fallback = match var("FALLBACK_ITEM") {
+            None => None,
+            Some(v) => {
+                let item: CatalogItem = serde_json::from_str(&v).map_err(|e| SettingError {
+                    name: "FALLBACK_ITEM",
+                    value: v.clone(),
+                    expected: format!("JSON of a catalog item ({e})"),
+                })?;
+                item.validate().map_err(|e| SettingError {
+                    name: "FALLBACK_ITEM",
+                    value: v.clone(),
+                    expected: e.to_string(),
+                })?;
+                Some(item)
+            }
+        };
+        let origin_url = match var("ORIGIN_URL") {
+            None => None,
+            Some(v) if v.starts_with("https://") || v.starts_with("http://") => {
+                Some(v.trim_end_matches('/').to_string())
+            }
+            Some(v) => {
+                return Err(SettingError {
+                    name: "ORIGIN_URL",
+                    value: v,
+                    expected: "an http(s) URL".into(),
+                })
+            }
+        };
+        Ok(Settings {
+            slots,
+            rotation,
+            read_budget_ms: num(
+                "READ_BUDGET_MS",
+                var("READ_BUDGET_MS"),
+                50,
+                |n| (1..=10_000).contains(n),
+                "milliseconds from 1 to 10000",
+            )?,
+            snapshot_max_age_ms: num(
+                "SNAPSHOT_MAX_AGE_MS",
+                var("SNAPSHOT_MAX_AGE_MS"),
+                1000,
+                |n| *n <= 3_600_000,
+                "milliseconds up to 3600000",
+            )?,
+            publish_interval_ms: num(
+                "PUBLISH_INTERVAL_MS",
+                var("PUBLISH_INTERVAL_MS"),
+                1000,
+                |n| *n >= 1000,
+                "milliseconds, at least 1000 (KV's write rate per key)",
+            )?,
+            fallback,
+            origin_url,
+        })
+    }
+
+    /// Whether this worker serves `slot`.
+    pub fn has_slot(&self, slot: &str) -> bool {
+        self.slots.iter().any(|s| s == slot)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn parse(pairs: &[(&str, &str)]) -> Result<Settings, SettingError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults() {
+        let s = parse(&[]).unwrap();
+        assert_eq!(s.slots, vec![DEFAULT_SLOT]);
+        assert_eq!(s.rotation.arms, 8);
+        assert_eq!(s.rotation.round_impressions, 2000);
+        assert_eq!(s.read_budget_ms, 50);
+        assert_eq!(s.snapshot_max_age_ms, 1000);
+        assert!(s.fallback.is_none());
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (k, v) in [
+            ("ARMS", "1"),
+            ("ARMS", "65"),
+            ("ARMS", "eight"),
+            ("ROUND_IMPRESSIONS", "0"),
+            ("PRIOR_POLICY", "greedy"),
+            ("SLOTS", "Home Page"),
+            ("PUBLISH_INTERVAL_MS", "10"),
+            ("ORIGIN_URL", "ftp://x"),
+            ("FALLBACK_ITEM", "{}"),
+        ] {
+            let err = parse(&[(k, v)]).unwrap_err();
+            assert_eq!(err.name, k);
+        }
+    }
+
+    #[test]
+    fn parses_everything() {
+        let s = parse(&[
+            ("SLOTS", "home-top-pick, side"),
+            ("ARMS", "16"),
+            ("PRIOR_POLICY", "carry:0.5"),
+            (
+                "FALLBACK_ITEM",
+                r#"{"id":"x1","title":"Fallback","image":"/images/x.svg"}"#,
+            ),
+            ("ORIGIN_URL", "https://shop.example/"),
+        ])
+        .unwrap();
+        assert!(s.has_slot("side") && !s.has_slot("other"));
+        assert_eq!(s.rotation.arms, 16);
+        assert_eq!(s.fallback.unwrap().id, "x1");
+        assert_eq!(s.origin_url.as_deref(), Some("https://shop.example"));
+    }
+}

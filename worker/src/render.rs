@@ -1,0 +1,278 @@
+//! HTML output: the top pick rewritten into the homepage's slot element (lol_html), and the
+//! product page.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use lol_html::html_content::ContentType;
+use lol_html::{element, HtmlRewriter, Settings};
+
+use crate::catalog::CatalogItem;
+use crate::escape::{html, is_safe_url, js_string};
+
+/// The markup that fills the slot: a link to the product page marked as a top-pick click, the
+/// photo, title and photographer, and the guarded Divolte impression signal.
+pub fn pick_fragment(item: &CatalogItem) -> String {
+    let id = html(&item.id);
+    let title = html(&item.title);
+    let mut out = String::with_capacity(512 + item.title.len() * 2);
+    out.push_str("<a class=\"top-pick__link\" href=\"");
+    out.push_str(&html(&item.top_pick_href()));
+    out.push_str("\" data-product-id=\"");
+    out.push_str(&id);
+    out.push_str("\">");
+    if !item.image.is_empty() && is_safe_url(&item.image) {
+        out.push_str("<img class=\"top-pick__image\" src=\"");
+        out.push_str(&html(&item.image));
+        out.push_str("\" alt=\"");
+        out.push_str(&title);
+        out.push_str("\" decoding=\"async\">");
+    }
+    out.push_str("<span class=\"top-pick__title\">");
+    out.push_str(&title);
+    out.push_str("</span>");
+    if !item.photographer.is_empty() {
+        out.push_str("<span class=\"top-pick__by\">Photo by ");
+        out.push_str(&html(&item.photographer));
+        out.push_str("</span>");
+    }
+    out.push_str("</a>");
+    // Divolte's tag may load after this script (it is usually async), so retry on load; the
+    // page must work when it never loads at all.
+    out.push_str("<script>(function(p){function s(){var d=window.divolte;if(d&&typeof d.signal==='function'){d.signal('impression',p);return true}return false}if(!s()){window.addEventListener('load',s)}})({source:'top_pick',productId:");
+    out.push_str(&js_string(&item.id));
+    out.push_str("});</script>");
+    out
+}
+
+/// What to do with the slot element.
+#[derive(Debug, Clone)]
+pub enum SlotFill {
+    /// Render this pick.
+    Pick {
+        /// The fragment from [`pick_fragment`].
+        fragment: String,
+        /// Item id (also set as `data-top-pick-item` on the slot element).
+        item: String,
+        /// Round number (set as `data-top-pick-epoch`).
+        epoch: u64,
+    },
+    /// Leave the slot as the page has it.
+    Leave,
+}
+
+/// An error from the HTML rewriter.
+#[derive(Debug, thiserror::Error)]
+#[error("HTML rewrite failed: {0}")]
+pub struct RewriteError(String);
+
+/// A streaming homepage rewriter: feed chunks, collect output.
+pub struct HomepageRewriter {
+    rewriter: HtmlRewriter<'static, Box<dyn FnMut(&[u8])>>,
+    output: Rc<RefCell<Vec<u8>>>,
+}
+
+impl HomepageRewriter {
+    /// A rewriter that fills the element marked `data-top-pick="{slot}"`.
+    pub fn new(slot: &str, fill: SlotFill) -> HomepageRewriter {
+        let output = Rc::new(RefCell::new(Vec::with_capacity(16 * 1024)));
+        let sink_buf = Rc::clone(&output);
+        let sink: Box<dyn FnMut(&[u8])> =
+            Box::new(move |c: &[u8]| sink_buf.borrow_mut().extend_from_slice(c));
+        // Slot names are restricted to [a-z0-9-] (config::is_valid_slot), so they are safe
+        // inside the selector's quotes.
+        let selector = format!("[data-top-pick=\"{slot}\"]");
+        let mut done = false;
+        let handler = element!(selector, move |el| {
+            if done {
+                return Ok(());
+            }
+            done = true;
+            if let SlotFill::Pick {
+                fragment,
+                item,
+                epoch,
+            } = &fill
+            {
+                el.set_attribute("data-top-pick-item", item)?;
+                el.set_attribute("data-top-pick-epoch", &epoch.to_string())?;
+                el.set_inner_content(fragment, ContentType::Html);
+            }
+            Ok(())
+        });
+        let rewriter = HtmlRewriter::new(
+            Settings {
+                element_content_handlers: vec![handler],
+                ..Settings::new()
+            },
+            sink,
+        );
+        HomepageRewriter { rewriter, output }
+    }
+
+    /// Rewrites one chunk; returns the output produced so far.
+    pub fn write(&mut self, chunk: &[u8]) -> Result<Vec<u8>, RewriteError> {
+        self.rewriter
+            .write(chunk)
+            .map_err(|e| RewriteError(e.to_string()))?;
+        Ok(std::mem::take(&mut *self.output.borrow_mut()))
+    }
+
+    /// Finishes the document; returns the remaining output.
+    pub fn end(self) -> Result<Vec<u8>, RewriteError> {
+        let output = Rc::clone(&self.output);
+        self.rewriter
+            .end()
+            .map_err(|e| RewriteError(e.to_string()))?;
+        let rest = std::mem::take(&mut *output.borrow_mut());
+        Ok(rest)
+    }
+}
+
+/// Rewrites a whole page held in memory.
+pub fn rewrite_page(page: &[u8], slot: &str, fill: SlotFill) -> Result<Vec<u8>, RewriteError> {
+    let mut rw = HomepageRewriter::new(slot, fill);
+    let mut out = rw.write(page)?;
+    out.extend(rw.end()?);
+    Ok(out)
+}
+
+/// Fills the product page template's `data-product` element with the item.
+pub fn product_page(template: &[u8], item: &CatalogItem) -> Result<Vec<u8>, RewriteError> {
+    let title = html(&item.title).into_owned();
+    let mut body = String::with_capacity(1024);
+    if !item.image.is_empty() && is_safe_url(&item.image) {
+        body.push_str("<img class=\"product__image\" src=\"");
+        body.push_str(&html(&item.image));
+        body.push_str("\" alt=\"");
+        body.push_str(&title);
+        body.push_str("\">");
+    }
+    body.push_str("<h1 class=\"product__title\">");
+    body.push_str(&title);
+    body.push_str("</h1>");
+    if !item.photographer.is_empty() {
+        body.push_str("<p class=\"product__by\">Photo by ");
+        body.push_str(&html(&item.photographer));
+        body.push_str("</p>");
+    }
+    if !item.category.is_empty() {
+        body.push_str("<p class=\"product__category\">In <span>");
+        body.push_str(&html(&item.category));
+        body.push_str("</span></p>");
+    }
+    if let Some(src) = item.source_url.as_deref().filter(|u| is_safe_url(u)) {
+        body.push_str("<p class=\"product__source\"><a rel=\"noopener\" href=\"");
+        body.push_str(&html(src));
+        body.push_str("\">Original photo</a></p>");
+    }
+    let title_text = format!("{title} · Shop for Humans");
+    let id = item.id.clone();
+    let output = Rc::new(RefCell::new(Vec::with_capacity(
+        template.len() + body.len(),
+    )));
+    let sink_buf = Rc::clone(&output);
+    let mut rewriter = HtmlRewriter::new(
+        Settings {
+            element_content_handlers: vec![
+                element!("[data-product]", move |el| {
+                    el.set_attribute("data-product", &id)?;
+                    el.set_inner_content(&body, ContentType::Html);
+                    Ok(())
+                }),
+                element!("title", move |el| {
+                    el.set_inner_content(&title_text, ContentType::Html);
+                    Ok(())
+                }),
+            ],
+            ..Settings::new()
+        },
+        move |c: &[u8]| sink_buf.borrow_mut().extend_from_slice(c),
+    );
+    rewriter
+        .write(template)
+        .map_err(|e| RewriteError(e.to_string()))?;
+    rewriter.end().map_err(|e| RewriteError(e.to_string()))?;
+    let out = std::mem::take(&mut *output.borrow_mut());
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(title: &str) -> CatalogItem {
+        CatalogItem {
+            id: "42".into(),
+            title: title.into(),
+            image: "/images/42.svg".into(),
+            photographer: "Ann \"A\" <B>".into(),
+            category: "flowers".into(),
+            source_url: None,
+        }
+    }
+
+    const PAGE: &str = r#"<html><body><h1>Shop</h1><section data-top-pick="home-top-pick"><p>placeholder</p></section><div data-top-pick="other">x</div></body></html>"#;
+
+    #[test]
+    fn fills_only_the_named_slot() {
+        let it = item("Tulips");
+        let fill = SlotFill::Pick {
+            fragment: pick_fragment(&it),
+            item: it.id.clone(),
+            epoch: 3,
+        };
+        let out = String::from_utf8(rewrite_page(PAGE.as_bytes(), "home-top-pick", fill).unwrap())
+            .unwrap();
+        assert!(out.contains(r#"data-top-pick-item="42""#));
+        assert!(out.contains(r#"data-top-pick-epoch="3""#));
+        assert!(out.contains(r#"href="/product/42/#/?source=top_pick""#));
+        assert!(out.contains("productId:\"42\""));
+        assert!(!out.contains("placeholder"));
+        assert!(out.contains(r#"<div data-top-pick="other">x</div>"#));
+    }
+
+    #[test]
+    fn leave_keeps_the_page() {
+        let out = rewrite_page(PAGE.as_bytes(), "home-top-pick", SlotFill::Leave).unwrap();
+        assert_eq!(out, PAGE.as_bytes());
+    }
+
+    #[test]
+    fn hostile_titles_are_escaped() {
+        let it = item("</script><script>alert('x')</script>\" onerror=\"x");
+        let frag = pick_fragment(&it);
+        assert!(!frag.contains("<script>alert"));
+        assert!(!frag.contains("\" onerror"));
+        assert!(frag.contains("&lt;/script&gt;"));
+        assert!(frag.contains("Ann &quot;A&quot; &lt;B&gt;"));
+    }
+
+    #[test]
+    fn streaming_in_small_chunks_gives_the_same_page() {
+        let it = item("Tulips");
+        let fill = SlotFill::Pick {
+            fragment: pick_fragment(&it),
+            item: it.id.clone(),
+            epoch: 1,
+        };
+        let whole = rewrite_page(PAGE.as_bytes(), "home-top-pick", fill.clone()).unwrap();
+        let mut rw = HomepageRewriter::new("home-top-pick", fill);
+        let mut out = Vec::new();
+        for chunk in PAGE.as_bytes().chunks(7) {
+            out.extend(rw.write(chunk).unwrap());
+        }
+        out.extend(rw.end().unwrap());
+        assert_eq!(out, whole);
+    }
+
+    #[test]
+    fn product_page_fills_the_template() {
+        let tpl =
+            br#"<html><head><title>x</title></head><body><main data-product></main></body></html>"#;
+        let out = String::from_utf8(product_page(tpl, &item("Tulips <b>")).unwrap()).unwrap();
+        assert!(out.contains(r#"data-product="42""#));
+        assert!(out.contains("Tulips &lt;b&gt;"));
+        assert!(out.contains("<title>Tulips &lt;b&gt; · Shop for Humans</title>"));
+    }
+}

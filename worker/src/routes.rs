@@ -1,0 +1,249 @@
+//! URL routing and the API handlers.
+
+use worker::*;
+
+use crate::api::{authorize, json_response, read_body, require_content_type, ApiError};
+use crate::catalog::{parse_shop_lines, CatalogItem, ImportBody, MAX_ITEMS_PER_IMPORT};
+use crate::catalog_do;
+use crate::config::Settings;
+use crate::edge;
+use crate::slot_do;
+use crate::wasm::settings;
+
+/// Dispatches a request.
+pub async fn route(req: Request, env: Env) -> Result<Response> {
+    let path = req.path();
+    let method = req.method();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let result = match (&method, segments.as_slice()) {
+        (Method::Get | Method::Head, [""]) => homepage(&req, &env).await,
+        (Method::Get, ["api", "slots", slot, "pick"]) => pick(&env, slot).await,
+        (Method::Post, ["api", "slots", slot, "events"]) => events(req, &env, slot).await,
+        (Method::Get, ["api", "slots", slot]) => forward_get(&env, slot, "state").await,
+        (Method::Get, ["api", "slots", slot, "offsets"]) => {
+            forward_get(&env, slot, "offsets").await
+        }
+        (Method::Post, ["api", "catalog"]) => import_catalog(req, &env).await,
+        (Method::Get, ["api", "catalog"]) => catalog_count(&env).await,
+        (Method::Get, ["product", id, ""]) => product(&env, id).await,
+        (Method::Get, ["product", id]) => redirect(&format!("/product/{id}/")),
+        (_, ["api", ..]) => Err(ApiError::new(
+            404,
+            format!("no API route {method:?} {path}"),
+        )),
+        _ => return env.assets("ASSETS")?.fetch_request(req).await,
+    };
+    match result {
+        Ok(resp) => Ok(resp),
+        Err(e) => e.into_response(),
+    }
+}
+
+type ApiResult = std::result::Result<Response, ApiError>;
+
+fn known_slot(settings: &Settings, slot: &str) -> std::result::Result<(), ApiError> {
+    if settings.has_slot(slot) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            404,
+            format!(
+                "unknown slot {slot:?}; this worker serves {}",
+                settings.slots.join(", ")
+            ),
+        ))
+    }
+}
+
+fn slot_stub(env: &Env, slot: &str) -> Result<Stub> {
+    env.durable_object(slot_do::BINDING)?
+        .id_from_name(slot)?
+        .get_stub()
+}
+
+fn redirect(location: &str) -> ApiResult {
+    let resp = Response::empty()?.with_status(301);
+    resp.headers().set("location", location)?;
+    Ok(resp)
+}
+
+async fn homepage(req: &Request, env: &Env) -> ApiResult {
+    match settings(env) {
+        Ok(s) => Ok(edge::homepage(req, env, &s).await?),
+        Err(e) => {
+            // The homepage never fails because of the bandit: serve it as it is.
+            console_error!("{}", e.message);
+            Ok(env
+                .assets("ASSETS")?
+                .fetch("https://assets.local/index.html", None)
+                .await?)
+        }
+    }
+}
+
+async fn pick(env: &Env, slot: &str) -> ApiResult {
+    let s = settings(env)?;
+    known_slot(&s, slot)?;
+    let d = edge::decide(env, &s, slot).await;
+    let Some(item) = d.item else {
+        return Err(ApiError::new(
+            404,
+            format!("slot {slot:?} has no arms yet: import a catalog (POST /api/catalog)"),
+        ));
+    };
+    Ok(json_response(&serde_json::json!({
+        "slot": slot,
+        "item": item.id,
+        "epoch": d.epoch,
+        "version": d.version,
+        "fallback": d.fallback,
+        "source": d.source.as_str(),
+        "title": item.title,
+        "image": item.image,
+        "photographer": item.photographer,
+        "category": item.category,
+        "href": item.top_pick_href(),
+    }))?)
+}
+
+async fn events(mut req: Request, env: &Env, slot: &str) -> ApiResult {
+    let s = settings(env)?;
+    authorize(&req, env)?;
+    known_slot(&s, slot)?;
+    require_content_type(&req, &["application/json"])?;
+    let body = read_body(&mut req).await?;
+    let batch: bandit::EventBatch = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(400, format!("malformed event batch: {e}")))?;
+    batch
+        .validate()
+        .map_err(|e| ApiError::new(400, format!("invalid event batch: {e}")))?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post)
+        .with_body(Some(String::from_utf8_lossy(&body).into_owned().into()));
+    let fwd = Request::new_with_init(&format!("https://slot/slot/{slot}/events"), &init)?;
+    Ok(slot_stub(env, slot)?.fetch_with_request(fwd).await?)
+}
+
+async fn forward_get(env: &Env, slot: &str, action: &str) -> ApiResult {
+    let s = settings(env)?;
+    known_slot(&s, slot)?;
+    Ok(slot_stub(env, slot)?
+        .fetch_with_str(&format!("https://slot/slot/{slot}/{action}"))
+        .await?)
+}
+
+fn catalog_stub(env: &Env) -> Result<Stub> {
+    env.durable_object(catalog_do::BINDING)?
+        .id_from_name(catalog_do::NAME)?
+        .get_stub()
+}
+
+async fn import_catalog(mut req: Request, env: &Env) -> ApiResult {
+    let s = settings(env)?;
+    authorize(&req, env)?;
+    let url = req.url()?;
+    let format = url
+        .query_pairs()
+        .find(|(k, _)| k == "format")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| "json".into());
+    let items: Vec<CatalogItem> = match format.as_str() {
+        "json" => {
+            require_content_type(&req, &["application/json"])?;
+            let body = read_body(&mut req).await?;
+            let parsed: ImportBody = serde_json::from_slice(&body).map_err(|e| {
+                ApiError::new(
+                    400,
+                    format!("malformed catalog body (expected {{\"items\": [...]}}): {e}"),
+                )
+            })?;
+            parsed.items
+        }
+        "divolte-shop" => {
+            require_content_type(
+                &req,
+                &["application/x-ndjson", "application/json", "text/plain"],
+            )?;
+            let category = url
+                .query_pairs()
+                .find(|(k, _)| k == "category")
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default();
+            let body = read_body(&mut req).await?;
+            let text = std::str::from_utf8(&body)
+                .map_err(|_| ApiError::new(400, "catalog body is not UTF-8"))?;
+            parse_shop_lines(text, &category).map_err(|e| ApiError::new(400, e.to_string()))?
+        }
+        other => {
+            return Err(ApiError::new(
+                400,
+                format!("unknown catalog format {other:?}: use json or divolte-shop"),
+            ))
+        }
+    };
+    if items.len() > MAX_ITEMS_PER_IMPORT {
+        return Err(ApiError::new(
+            413,
+            format!(
+                "{} items in one request; send at most {MAX_ITEMS_PER_IMPORT}",
+                items.len()
+            ),
+        ));
+    }
+    for (i, item) in items.iter().enumerate() {
+        item.validate()
+            .map_err(|e| ApiError::new(400, format!("items[{i}]: {e}")))?;
+    }
+    let body = serde_json::to_string(&items).map_err(|e| ApiError::new(500, e.to_string()))?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post).with_body(Some(body.into()));
+    let mut resp = catalog_stub(env)?
+        .fetch_with_request(Request::new_with_init("https://catalog/import", &init)?)
+        .await?;
+    if resp.status_code() != 200 {
+        return Err(ApiError::new(
+            502,
+            format!("catalog store answered {}", resp.status_code()),
+        ));
+    }
+    let result: catalog_do::ImportResult = resp.json().await?;
+    // New items may complete under-filled slots right away.
+    for slot in &s.slots {
+        let mut init = RequestInit::new();
+        init.with_method(Method::Post);
+        let req = Request::new_with_init(&format!("https://slot/slot/{slot}/refill"), &init)?;
+        if let Err(e) = slot_stub(env, slot)?.fetch_with_request(req).await {
+            console_warn!("refill of {slot} after import failed: {e}");
+        }
+    }
+    Ok(json_response(&result)?)
+}
+
+async fn catalog_count(env: &Env) -> ApiResult {
+    Ok(catalog_stub(env)?
+        .fetch_with_str("https://catalog/count")
+        .await?)
+}
+
+async fn product(env: &Env, id: &str) -> ApiResult {
+    if !crate::catalog::is_valid_id(id) {
+        return Err(ApiError::new(404, "no such product"));
+    }
+    let mut resp = catalog_stub(env)?
+        .fetch_with_str(&format!("https://catalog/item/{id}"))
+        .await?;
+    if resp.status_code() == 404 {
+        return Err(ApiError::new(
+            404,
+            format!("no product {id} in the catalog"),
+        ));
+    }
+    let item: CatalogItem = resp.json().await?;
+    let template = edge::asset_template(env, "/product.html").await?;
+    let body = crate::render::product_page(&template, &item)
+        .map_err(|e| ApiError::new(500, e.to_string()))?;
+    let resp = Response::from_bytes(body)?;
+    resp.headers()
+        .set("content-type", "text/html; charset=utf-8")?;
+    Ok(resp)
+}

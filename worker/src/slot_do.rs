@@ -1,0 +1,513 @@
+//! The slot Durable Object: owns one slot's arm set, applies event batches exactly once,
+//! rotates rounds, and publishes the edge snapshot to KV.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, VecDeque};
+
+use bandit::{
+    Arm, ArmSet, Disposition, EventBatch, OffsetLedger, Recorded, RotationConfig, RoundSummary,
+};
+use futures::lock::Mutex;
+use serde::{Deserialize, Serialize};
+use worker::*;
+
+use crate::api::{json_response, ApiError};
+use crate::catalog::CatalogItem;
+use crate::catalog_do::{self, SampleRequest};
+use crate::config::Settings;
+use crate::snapshot::{kv_key, Snapshot, SnapshotArm};
+
+/// Binding name of the slot namespace.
+pub const BINDING: &str = "SLOTS";
+/// KV binding holding the snapshots.
+pub const KV_BINDING: &str = "SNAPSHOTS";
+/// Rounds kept in the operator history.
+const ROUND_HISTORY: usize = 20;
+/// Items reported by name when a batch counts items outside the set.
+const REPORTED_OUTSIDERS: usize = 20;
+/// How often an under-filled set asks the catalog again (ms).
+const REFILL_INTERVAL_MS: f64 = 10_000.0;
+
+/// Running totals for operators.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Totals {
+    /// Batches applied.
+    pub batches: u64,
+    /// Batches acknowledged as already applied.
+    pub duplicates: u64,
+    /// Batches refused as straddling the applied offsets.
+    pub conflicts: u64,
+    /// Impressions counted.
+    pub impressions: u64,
+    /// Clicks counted.
+    pub clicks: u64,
+    /// Impressions of items outside the set (not counted).
+    pub outside_impressions: u64,
+    /// Clicks of items outside the set (not counted).
+    pub outside_clicks: u64,
+}
+
+/// Everything the slot persists, written as one value so counts and offsets change together.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SlotState {
+    /// Slot name.
+    pub slot: String,
+    /// The arm set.
+    pub arms: ArmSet,
+    /// Display fields of the current arms.
+    pub items: BTreeMap<String, CatalogItem>,
+    /// Last applied offset per topic-partition.
+    pub ledger: OffsetLedger,
+    /// Recent rounds, newest last.
+    pub rounds: VecDeque<RoundSummary>,
+    /// Changes applied so far.
+    pub version: u64,
+    /// Totals.
+    pub totals: Totals,
+    /// When the last batch was applied (ms since the Unix epoch).
+    pub last_batch_ms: Option<f64>,
+    /// When the set last asked the catalog for items (ms).
+    pub last_refill_ms: f64,
+}
+
+impl SlotState {
+    fn new(slot: &str, rotation: &RotationConfig) -> SlotState {
+        SlotState {
+            slot: slot.to_string(),
+            arms: ArmSet::new(Vec::new(), &rotation.policy),
+            items: BTreeMap::new(),
+            ledger: OffsetLedger::default(),
+            rounds: VecDeque::new(),
+            version: 0,
+            totals: Totals::default(),
+            last_batch_ms: None,
+            last_refill_ms: f64::NEG_INFINITY,
+        }
+    }
+
+    /// The edge's view.
+    pub fn snapshot(&self, rotation: &RotationConfig, now_ms: f64) -> Snapshot {
+        let posteriors = self.arms.posteriors(&rotation.policy);
+        Snapshot {
+            slot: self.slot.clone(),
+            epoch: self.arms.round,
+            version: self.version,
+            produced_at_ms: now_ms,
+            arms: self
+                .arms
+                .arms
+                .iter()
+                .zip(posteriors)
+                .filter_map(|(a, posterior)| {
+                    self.items.get(&a.item).map(|item| SnapshotArm {
+                        item: item.clone(),
+                        posterior,
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// Offsets as the bridge reads them.
+    pub fn offsets_json(&self) -> serde_json::Value {
+        let list: Vec<serde_json::Value> = self
+            .ledger
+            .applied
+            .iter()
+            .flat_map(|(topic, parts)| {
+                parts.iter().map(
+                    move |(p, o)| serde_json::json!({"topic": topic, "partition": p, "offset": o}),
+                )
+            })
+            .collect();
+        serde_json::Value::Array(list)
+    }
+
+    /// The operator's view, with P(best).
+    pub fn state_json(&self, rotation: &RotationConfig) -> serde_json::Value {
+        let posteriors = self.arms.posteriors(&rotation.policy);
+        let p_best = bandit::p_best(&posteriors);
+        let arms: Vec<serde_json::Value> = self
+            .arms
+            .arms
+            .iter()
+            .zip(posteriors.iter().zip(p_best))
+            .map(|(a, (post, pb))| {
+                let item = self.items.get(&a.item);
+                serde_json::json!({
+                    "item": a.item,
+                    "title": item.map(|i| i.title.as_str()).unwrap_or_default(),
+                    "image": item.map(|i| i.image.as_str()).unwrap_or_default(),
+                    "clicks": a.clicks,
+                    "impressions": a.impressions,
+                    "total_clicks": a.total_clicks,
+                    "total_impressions": a.total_impressions,
+                    "since_round": a.since_round,
+                    "prior": a.prior,
+                    "alpha": post.alpha,
+                    "beta": post.beta,
+                    "mean": post.mean(),
+                    "p_best": pb,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "slot": self.slot,
+            "round": self.arms.round,
+            "epoch": self.arms.round,
+            "version": self.version,
+            "policy": rotation.policy.to_string(),
+            "config": {
+                "arms": rotation.arms,
+                "round_impressions": rotation.round_impressions,
+                "cooldown_rounds": rotation.cooldown_rounds,
+            },
+            "round_impressions": self.arms.round_impressions,
+            "fresh_prior": self.arms.fresh_prior(&rotation.policy),
+            "arms": arms,
+            "offsets": self.offsets_json(),
+            "rounds": self.rounds,
+            "totals": self.totals,
+            "last_batch_ms": self.last_batch_ms,
+        })
+    }
+}
+
+#[durable_object]
+pub struct SlotObject {
+    state: State,
+    env: Env,
+    cached: RefCell<Option<SlotState>>,
+    /// Serialises every read-modify-write: a rotation awaits the catalog object, and the
+    /// runtime may deliver another request meanwhile.
+    lock: Mutex<()>,
+    last_published_ms: Cell<f64>,
+}
+
+fn now_ms() -> f64 {
+    Date::now().as_millis() as f64
+}
+
+impl SlotObject {
+    fn settings(&self) -> std::result::Result<Settings, ApiError> {
+        crate::wasm::settings(&self.env)
+    }
+
+    async fn load(&self, slot: &str, rotation: &RotationConfig) -> Result<SlotState> {
+        if let Some(s) = self.cached.borrow().as_ref() {
+            return Ok(s.clone());
+        }
+        let stored: Option<String> = self.state.storage().get("state").await?;
+        let st = match stored {
+            Some(json) => serde_json::from_str(&json)
+                .map_err(|e| Error::RustError(format!("stored slot state is unreadable: {e}")))?,
+            None => SlotState::new(slot, rotation),
+        };
+        *self.cached.borrow_mut() = Some(st.clone());
+        Ok(st)
+    }
+
+    async fn save(&self, st: SlotState) -> Result<()> {
+        let json = serde_json::to_string(&st).map_err(|e| Error::RustError(e.to_string()))?;
+        match self.state.storage().put("state", json).await {
+            Ok(()) => {
+                *self.cached.borrow_mut() = Some(st);
+                Ok(())
+            }
+            Err(e) => {
+                // Forget the in-memory copy so the next request reloads what is really stored.
+                *self.cached.borrow_mut() = None;
+                Err(e)
+            }
+        }
+    }
+
+    async fn catalog_sample(&self, count: usize, exclude: Vec<String>) -> Result<Vec<CatalogItem>> {
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let stub = self
+            .env
+            .durable_object(catalog_do::BINDING)?
+            .id_from_name(catalog_do::NAME)?
+            .get_stub()?;
+        let body = serde_json::to_string(&SampleRequest { count, exclude })
+            .map_err(|e| Error::RustError(e.to_string()))?;
+        let mut init = RequestInit::new();
+        init.with_method(Method::Post).with_body(Some(body.into()));
+        let req = Request::new_with_init("https://catalog/sample", &init)?;
+        let mut resp = stub.fetch_with_request(req).await?;
+        if resp.status_code() != 200 {
+            return Err(Error::RustError(format!(
+                "catalog sample answered {}",
+                resp.status_code()
+            )));
+        }
+        resp.json().await
+    }
+
+    /// Tops the set up to n arms from the catalog (a new slot, a grown n, a catalog import).
+    async fn fill(
+        &self,
+        st: &mut SlotState,
+        rotation: &RotationConfig,
+        force: bool,
+    ) -> Result<bool> {
+        let missing = rotation.arms.saturating_sub(st.arms.arms.len());
+        let now = now_ms();
+        if missing == 0 || (!force && now - st.last_refill_ms < REFILL_INTERVAL_MS) {
+            return Ok(false);
+        }
+        st.last_refill_ms = now;
+        let exclude: Vec<String> = st
+            .arms
+            .excluded(rotation)
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let fresh = self.catalog_sample(missing, exclude).await?;
+        if fresh.is_empty() {
+            return Ok(false);
+        }
+        let prior = st.arms.fresh_prior(&rotation.policy);
+        for item in fresh {
+            st.arms.arms.push(Arm {
+                item: item.id.clone(),
+                prior,
+                clicks: 0,
+                impressions: 0,
+                total_clicks: 0,
+                total_impressions: 0,
+                since_round: st.arms.round,
+            });
+            st.items.insert(item.id.clone(), item);
+        }
+        st.version += 1;
+        Ok(true)
+    }
+
+    async fn rotate(&self, st: &mut SlotState, rotation: &RotationConfig) -> Result<()> {
+        let plan = crate::rng::with_rng(|rng| st.arms.plan_rotation(rotation, rng));
+        let mut exclude: Vec<String> = st
+            .arms
+            .excluded(rotation)
+            .into_iter()
+            .map(String::from)
+            .collect();
+        exclude.sort();
+        let fresh = self.catalog_sample(plan.fresh_needed, exclude).await?;
+        let ids: Vec<String> = fresh.iter().map(|i| i.id.clone()).collect();
+        for item in fresh {
+            st.items.insert(item.id.clone(), item);
+        }
+        let summary = st.arms.rotate(rotation, &plan, ids);
+        st.items.retain(|id, _| st.arms.position(id).is_some());
+        st.rounds.push_back(summary);
+        while st.rounds.len() > ROUND_HISTORY {
+            st.rounds.pop_front();
+        }
+        Ok(())
+    }
+
+    async fn apply(
+        &self,
+        slot: &str,
+        batch: EventBatch,
+    ) -> std::result::Result<Response, ApiError> {
+        let settings = self.settings()?;
+        let rotation = settings.rotation;
+        let mut st = self.load(slot, &rotation).await?;
+        match st.ledger.disposition(&batch) {
+            Disposition::Duplicate => {
+                st.totals.duplicates += 1;
+                self.save(st).await?;
+                return Ok(json_response(&serde_json::json!({"status": "duplicate"}))?);
+            }
+            Disposition::Conflict => {
+                st.totals.conflicts += 1;
+                let offsets = st.offsets_json();
+                self.save(st).await?;
+                let mut err = ApiError::new(409, "the batch straddles offsets already applied: resynchronise from the returned offsets");
+                err.extra = Some(serde_json::json!({ "offsets": offsets }));
+                return Err(err);
+            }
+            Disposition::Apply => {}
+        }
+        let (mut impressions, mut clicks) = (0u64, 0u64);
+        let mut outside = Vec::new();
+        for c in &batch.counts {
+            match st.arms.record(&c.item, c.impressions, c.clicks) {
+                Recorded::Counted => {
+                    impressions += c.impressions;
+                    clicks += c.clicks;
+                }
+                Recorded::NotInSet => {
+                    st.totals.outside_impressions += c.impressions;
+                    st.totals.outside_clicks += c.clicks;
+                    if outside.len() < REPORTED_OUTSIDERS {
+                        outside.push(c.item.clone());
+                    }
+                }
+            }
+        }
+        st.totals.impressions += impressions;
+        st.totals.clicks += clicks;
+        st.totals.batches += 1;
+        let rotated = st.arms.round_complete(&rotation);
+        if rotated {
+            self.rotate(&mut st, &rotation).await?;
+        }
+        self.fill(&mut st, &rotation, false).await?;
+        st.ledger.advance(&batch);
+        st.version += 1;
+        st.last_batch_ms = Some(now_ms());
+        let round = st.arms.round;
+        self.save(st).await?;
+        self.schedule_publish(&rotation).await;
+        Ok(json_response(&serde_json::json!({
+            "status": "applied",
+            "counted": {"impressions": impressions, "clicks": clicks},
+            "not_in_set": outside,
+            "round": round,
+            "rotated": rotated,
+        }))?)
+    }
+
+    async fn publish(&self, rotation: &RotationConfig) -> Result<()> {
+        let Some(st) = self.cached.borrow().clone() else {
+            return Ok(());
+        };
+        let now = now_ms();
+        let json = serde_json::to_string(&st.snapshot(rotation, now))
+            .map_err(|e| Error::RustError(e.to_string()))?;
+        self.env
+            .kv(KV_BINDING)?
+            .put(&kv_key(&st.slot), json)
+            .map_err(|e| Error::RustError(e.to_string()))?
+            .execute()
+            .await
+            .map_err(|e| Error::RustError(e.to_string()))?;
+        self.last_published_ms.set(now);
+        Ok(())
+    }
+
+    /// Publishes now when the interval allows, otherwise leaves it to the alarm.
+    async fn schedule_publish(&self, rotation: &RotationConfig) {
+        let interval = self
+            .settings()
+            .map(|s| s.publish_interval_ms)
+            .unwrap_or(1000) as f64;
+        let since = now_ms() - self.last_published_ms.get();
+        let result = if since >= interval {
+            self.publish(rotation).await
+        } else {
+            let storage = self.state.storage();
+            match storage.get_alarm().await {
+                Ok(Some(_)) => Ok(()),
+                _ => storage.set_alarm((interval - since).ceil() as i64).await,
+            }
+        };
+        if let Err(e) = result {
+            console_error!("snapshot publish failed: {e}");
+        }
+    }
+
+    async fn handle(&self, mut req: Request) -> std::result::Result<Response, ApiError> {
+        // Path: /slot/{name}/{action}
+        let path = req.path();
+        let mut parts = path.trim_start_matches('/').splitn(3, '/');
+        let (Some("slot"), Some(slot), action) =
+            (parts.next(), parts.next(), parts.next().unwrap_or(""))
+        else {
+            return Err(ApiError::new(404, "not found"));
+        };
+        let slot = slot.to_string();
+        let _guard = self.lock.lock().await;
+        let settings = self.settings()?;
+        let rotation = settings.rotation;
+        match (req.method(), action) {
+            (Method::Post, "events") => {
+                let batch: EventBatch = req
+                    .json()
+                    .await
+                    .map_err(|e| ApiError::new(400, e.to_string()))?;
+                batch
+                    .validate()
+                    .map_err(|e| ApiError::new(400, e.to_string()))?;
+                self.apply(&slot, batch).await
+            }
+            (Method::Get, "snapshot") => {
+                let mut st = self.load(&slot, &rotation).await?;
+                if self.fill(&mut st, &rotation, false).await? {
+                    self.save(st.clone()).await?;
+                    self.schedule_publish(&rotation).await;
+                }
+                Ok(json_response(&st.snapshot(&rotation, now_ms()))?)
+            }
+            (Method::Post, "refill") => {
+                let mut st = self.load(&slot, &rotation).await?;
+                let changed = self.fill(&mut st, &rotation, true).await?;
+                if changed {
+                    self.save(st.clone()).await?;
+                    self.schedule_publish(&rotation).await;
+                }
+                Ok(json_response(
+                    &serde_json::json!({"arms": st.arms.arms.len(), "changed": changed}),
+                )?)
+            }
+            (Method::Get, "state") => {
+                let st = self.load(&slot, &rotation).await?;
+                Ok(json_response(&st.state_json(&rotation))?)
+            }
+            (Method::Get, "offsets") => {
+                let st = self.load(&slot, &rotation).await?;
+                Ok(json_response(
+                    &serde_json::json!({"slot": slot, "offsets": st.offsets_json()}),
+                )?)
+            }
+            _ => Err(ApiError::new(404, "not found")),
+        }
+    }
+}
+
+impl DurableObject for SlotObject {
+    fn new(state: State, env: Env) -> Self {
+        Self {
+            state,
+            env,
+            cached: RefCell::new(None),
+            lock: Mutex::new(()),
+            last_published_ms: Cell::new(f64::NEG_INFINITY),
+        }
+    }
+
+    async fn fetch(&self, req: Request) -> Result<Response> {
+        match self.handle(req).await {
+            Ok(r) => Ok(r),
+            Err(e) => e.into_response(),
+        }
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        let _guard = self.lock.lock().await;
+        let settings = match self.settings() {
+            Ok(s) => s,
+            Err(e) => {
+                console_error!("snapshot publish skipped: {}", e.message);
+                return Response::ok("skipped");
+            }
+        };
+        if self.cached.borrow().is_none() {
+            // Woken after an eviction: publish what is stored.
+            let stored: Option<String> = self.state.storage().get("state").await?;
+            if let Some(st) = stored.and_then(|json| serde_json::from_str::<SlotState>(&json).ok())
+            {
+                *self.cached.borrow_mut() = Some(st);
+            }
+        }
+        if let Err(e) = self.publish(&settings.rotation).await {
+            console_error!("snapshot publish from alarm failed: {e}");
+        }
+        Response::ok("published")
+    }
+}
