@@ -1,0 +1,454 @@
+//! The bridge binary against a real Kafka-protocol broker (tansu) and the fake worker:
+//! exact counts, SIGKILL and restart, poison messages, and a rebalance between two bridges.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use collector_bridge::simulate::RecordEncoder;
+use common::{event, wait_until, Ev, FakeWorker};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::Message;
+
+const SLOT: &str = "home-top-pick";
+const PARTITIONS: i32 = 3;
+const WAIT: Duration = Duration::from_secs(40);
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn tansu_bin() -> Option<PathBuf> {
+    let p = std::env::var_os("TANSU_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/bin/tansu"));
+    if p.is_file() {
+        return Some(p);
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!(
+            "tansu not found at {} (run scripts/install-tansu.sh or set TANSU_BIN)",
+            p.display()
+        );
+    }
+    eprintln!(
+        "skipping: tansu not found at {} (run scripts/install-tansu.sh or set TANSU_BIN)",
+        p.display()
+    );
+    None
+}
+
+/// A tansu broker on a free loopback port with memory storage; killed on drop.
+struct Broker {
+    child: Child,
+    bin: PathBuf,
+    addr: String,
+}
+
+impl Broker {
+    fn start() -> Option<Broker> {
+        let bin = tansu_bin()?;
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(&bin)
+            .args([
+                "broker",
+                "--storage-engine",
+                "memory://tansu/",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tansu");
+        let b = Broker {
+            child,
+            bin,
+            addr: format!("127.0.0.1:{port}"),
+        };
+        assert!(
+            wait_until(Duration::from_secs(15), || std::net::TcpStream::connect(
+                &b.addr
+            )
+            .is_ok()),
+            "tansu did not listen"
+        );
+        Some(b)
+    }
+
+    fn create_topic(&self, name: &str, partitions: i32) {
+        let ok = wait_until(Duration::from_secs(15), || {
+            Command::new(&self.bin)
+                .args([
+                    "topic",
+                    "create",
+                    "--broker",
+                    &format!("tcp://{}", self.addr),
+                    "--partitions",
+                    &partitions.to_string(),
+                    name,
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+        });
+        assert!(ok, "cannot create topic {name}");
+    }
+
+    fn producer(&self) -> ThreadedProducer<DefaultProducerContext> {
+        ClientConfig::new()
+            .set("bootstrap.servers", &self.addr)
+            .set("linger.ms", "1")
+            .create()
+            .expect("producer")
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Produces events round-robin over partitions; returns the last offset per partition.
+struct Stream {
+    counts: (u64, u64),
+    sent: [u64; PARTITIONS as usize],
+    n: u64,
+}
+
+impl Stream {
+    fn new() -> Stream {
+        Stream {
+            counts: (0, 0),
+            sent: [0; PARTITIONS as usize],
+            n: 0,
+        }
+    }
+
+    fn produce(
+        &mut self,
+        p: &ThreadedProducer<DefaultProducerContext>,
+        topic: &str,
+        kinds: &[Ev],
+        poison: &[Vec<u8>],
+    ) {
+        let schema = common::project_schema();
+        let enc = RecordEncoder::new(&schema).expect("encoder");
+        let mut send = |payload: Vec<u8>, s: &mut Stream| {
+            let part = (s.n % PARTITIONS as u64) as i32;
+            let key = format!("party{}", s.n);
+            p.send(
+                BaseRecord::to(topic)
+                    .partition(part)
+                    .key(&key)
+                    .payload(&payload),
+            )
+            .map_err(|(e, _)| e)
+            .expect("send");
+            s.sent[part as usize] += 1;
+            s.n += 1;
+        };
+        for (i, k) in kinds.iter().enumerate() {
+            match k {
+                Ev::Impression => self.counts.0 += 1,
+                Ev::Click => self.counts.1 += 1,
+                _ => {}
+            }
+            let item = format!("item{}", i % 17);
+            send(enc.encode(&event(*k, &item, self.n)).expect("encode"), self);
+        }
+        for bad in poison {
+            send(bad.clone(), self);
+        }
+        p.flush(Duration::from_secs(20)).expect("flush producer");
+    }
+
+    /// Whether the worker has applied every produced offset.
+    fn all_applied(&self, fake: &FakeWorker, topic: &str) -> bool {
+        (0..PARTITIONS).all(|p| {
+            let n = self.sent[p as usize] as i64;
+            n == 0 || fake.applied(SLOT, topic, p) == Some(n - 1)
+        })
+    }
+}
+
+fn mix(n: usize, seed: usize) -> Vec<Ev> {
+    const CYCLE: [Ev; 10] = [
+        Ev::Impression,
+        Ev::Impression,
+        Ev::Noise,
+        Ev::Impression,
+        Ev::Click,
+        Ev::Duplicate,
+        Ev::Impression,
+        Ev::Robot,
+        Ev::Impression,
+        Ev::Noise,
+    ];
+    (0..n)
+        .map(|i| CYCLE[(i * 7 + seed) % CYCLE.len()])
+        .collect()
+}
+
+struct Bridge {
+    child: Child,
+    log: PathBuf,
+}
+
+fn start_bridge(
+    broker: &Broker,
+    fake: &FakeWorker,
+    topic: &str,
+    group: &str,
+    extra: &[&str],
+    dir: &std::path::Path,
+    name: &str,
+) -> Bridge {
+    let log = dir.join(format!("{name}.log"));
+    let file = std::fs::File::create(&log).expect("log file");
+    let child = Command::new(env!("CARGO_BIN_EXE_collector-bridge"))
+        .args([
+            "run",
+            "--brokers",
+            &broker.addr,
+            "--topic",
+            topic,
+            "--group",
+            group,
+            "--worker-url",
+            &fake.url,
+            "--session-timeout-ms",
+            "2000",
+            "--flush-interval-ms",
+            "200",
+            "--flush-events",
+            "2000",
+        ])
+        .args(extra)
+        .env("INGEST_TOKEN", &fake.token)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(file)
+        .spawn()
+        .expect("start bridge");
+    Bridge { child, log }
+}
+
+impl Bridge {
+    fn term(&mut self) -> bool {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let ok = wait_until(Duration::from_secs(20), || {
+            matches!(self.child.try_wait(), Ok(Some(_)))
+        });
+        ok && self.child.wait().map(|s| s.success()).unwrap_or(false)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn metric(addr: &str, line_prefix: &str) -> Option<f64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    text.lines()
+        .find(|l| l.starts_with(line_prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn exact_counts_with_poison_messages_and_dead_letters() {
+    let Some(broker) = Broker::start() else {
+        return;
+    };
+    broker.create_topic("divolte", PARTITIONS);
+    broker.create_topic("dead", 1);
+    let fake = FakeWorker::start(&[SLOT]);
+    let producer = broker.producer();
+    let mut stream = Stream::new();
+    let valid = RecordEncoder::new(&common::project_schema())
+        .expect("encoder")
+        .encode(&event(Ev::Click, "x", 0))
+        .expect("encode");
+    let poison = vec![
+        b"not avro at all".to_vec(),
+        valid[..valid.len() / 2].to_vec(),
+        RecordEncoder::new(&common::project_schema())
+            .expect("encoder")
+            .encode(&event(Ev::MissingItem, "x", 0))
+            .expect("encode"),
+        Vec::new(),
+    ];
+    stream.produce(&producer, "divolte", &mix(900, 0), &poison);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let mut bridge = start_bridge(
+        &broker,
+        &fake,
+        "divolte",
+        "g1",
+        &[
+            "--metrics-addr",
+            &metrics_addr,
+            "--dead-letter-topic",
+            "dead",
+        ],
+        dir.path(),
+        "b",
+    );
+    assert!(
+        wait_until(WAIT, || stream.all_applied(&fake, "divolte")),
+        "not all offsets applied; log:\n{}",
+        bridge.log()
+    );
+    assert_eq!(fake.totals(SLOT), stream.counts);
+    let bad = |reason: &str| {
+        metric(
+            &metrics_addr,
+            &format!("collector_bridge_dropped_total{{reason=\"{reason}\"}}"),
+        )
+        .unwrap_or(-1.0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || bad("undecodable")
+            + bad("unclassifiable")
+            == poison.len() as f64),
+        "log:\n{}",
+        bridge.log()
+    );
+    assert_eq!(bad("unclassifiable"), 1.0);
+    assert_eq!(bad("duplicate"), 90.0);
+    assert_eq!(bad("robot"), 90.0);
+    // The bad messages were copied to the dead-letter topic.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .set("group.id", "dlq-check")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "2000")
+        .set("heartbeat.interval.ms", "500")
+        .create()
+        .expect("consumer");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset("dead", 0, rdkafka::Offset::Beginning)
+        .expect("tpl");
+    consumer.assign(&tpl).expect("assign");
+    let mut dead = 0;
+    wait_until(Duration::from_secs(15), || {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            assert!(m.headers().is_some());
+            dead += 1;
+        }
+        dead >= poison.len()
+    });
+    assert_eq!(dead, poison.len());
+    assert!(
+        bridge.term(),
+        "bridge did not exit cleanly on SIGTERM; log:\n{}",
+        bridge.log()
+    );
+}
+
+#[test]
+fn sigkill_and_restart_neither_lose_nor_double_count() {
+    let Some(broker) = Broker::start() else {
+        return;
+    };
+    broker.create_topic("divolte", PARTITIONS);
+    let fake = FakeWorker::start(&[SLOT]);
+    let producer = broker.producer();
+    let mut stream = Stream::new();
+    stream.produce(&producer, "divolte", &mix(3000, 1), &[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut bridge = start_bridge(&broker, &fake, "divolte", "g2", &[], dir.path(), "first");
+    assert!(
+        wait_until(WAIT, || stream.all_applied(&fake, "divolte")),
+        "log:\n{}",
+        bridge.log()
+    );
+    let batches_before = fake.slot(SLOT).applied_batches;
+    stream.produce(&producer, "divolte", &mix(30_000, 2), &[]);
+    // Kill as soon as the bridge has pushed part of the new events.
+    assert!(
+        wait_until(WAIT, || fake.slot(SLOT).applied_batches > batches_before),
+        "log:\n{}",
+        bridge.log()
+    );
+    bridge.child.kill().expect("SIGKILL");
+    let _ = bridge.child.wait();
+    stream.produce(&producer, "divolte", &mix(2000, 3), &[]);
+    let second = start_bridge(&broker, &fake, "divolte", "g2", &[], dir.path(), "second");
+    assert!(
+        wait_until(WAIT, || stream.all_applied(&fake, "divolte")),
+        "log:\n{}",
+        second.log()
+    );
+    assert_eq!(fake.totals(SLOT), stream.counts);
+}
+
+#[test]
+fn two_bridges_in_one_group_give_exact_counts() {
+    let Some(broker) = Broker::start() else {
+        return;
+    };
+    broker.create_topic("divolte", PARTITIONS);
+    let fake = FakeWorker::start(&[SLOT]);
+    let producer = broker.producer();
+    let mut stream = Stream::new();
+    stream.produce(&producer, "divolte", &mix(6000, 4), &[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut a = start_bridge(&broker, &fake, "divolte", "g3", &[], dir.path(), "a");
+    assert!(
+        wait_until(WAIT, || fake.slot(SLOT).applied_batches > 0),
+        "log:\n{}",
+        a.log()
+    );
+    let mut b = start_bridge(&broker, &fake, "divolte", "g3", &[], dir.path(), "b");
+    stream.produce(&producer, "divolte", &mix(6000, 5), &[]);
+    // Both members must end up owning partitions (the rebalance happened).
+    assert!(
+        wait_until(WAIT, || a.log().contains("partition revoked")
+            && b.log().contains("partition assigned")),
+        "no rebalance; a:\n{}\nb:\n{}",
+        a.log(),
+        b.log()
+    );
+    stream.produce(&producer, "divolte", &mix(3000, 6), &[]);
+    assert!(
+        wait_until(WAIT, || stream.all_applied(&fake, "divolte")),
+        "a:\n{}\nb:\n{}",
+        a.log(),
+        b.log()
+    );
+    assert_eq!(fake.totals(SLOT), stream.counts);
+    assert!(a.term() && b.term(), "a:\n{}\nb:\n{}", a.log(), b.log());
+}
