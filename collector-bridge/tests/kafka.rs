@@ -150,7 +150,7 @@ impl Stream {
     ) {
         let schema = common::project_schema();
         let enc = RecordEncoder::new(&schema).expect("encoder");
-        let mut send = |payload: Vec<u8>, s: &mut Stream| {
+        let send = |payload: Vec<u8>, s: &mut Stream| {
             let part = (s.n % PARTITIONS as u64) as i32;
             let key = format!("party{}", s.n);
             p.send(

@@ -3,7 +3,6 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -257,7 +256,7 @@ fn handle_request(mut req: tiny_http::Request, state: &Mutex<State>, token: &str
             };
             st.catalog_posts
                 .push((query.to_string(), body.clone(), body.len()));
-            let total = st.catalog_posts.iter().map(|p| p.2).count();
+            let total = st.catalog_posts.len();
             respond(req, 200, json!({"imported": n, "total": total}))
         }
         _ => respond(req, 404, json!({"error": "not found"})),
