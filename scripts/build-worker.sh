@@ -16,4 +16,4 @@ for bin in "$WASM_BINDGEN_BIN" "$WASM_OPT_BIN" "$ESBUILD_BIN"; do
 done
 PATH="$HOME/.cargo/bin:$PATH"
 cd worker
-exec worker-build --release --out-dir ../build
+exec worker-build --profile worker --out-dir ../build

@@ -152,7 +152,7 @@ describe("fallback", () => {
     test(`the page renders with the fallback when the Durable Object ${name}`, async () => {
       const w = await startWorker({
         vars: { FALLBACK_ITEM: FALLBACK, READ_BUDGET_MS: "50" },
-        durableObjects: { SLOTS: { className: "BrokenSlot", scriptName: "broken-store" } },
+        durableObjects: { SLOT_STORE: { className: "BrokenSlot", scriptName: "broken-store" } },
         extraWorkers: [brokenStore(behaviour)],
       });
       try {
@@ -174,7 +174,7 @@ describe("fallback", () => {
   test("without a fallback the slot is left as the page has it", async () => {
     const w = await startWorker({
       vars: { READ_BUDGET_MS: "50" },
-      durableObjects: { SLOTS: { className: "BrokenSlot", scriptName: "broken-store" } },
+      durableObjects: { SLOT_STORE: { className: "BrokenSlot", scriptName: "broken-store" } },
       extraWorkers: [brokenStore(`throw new Error("down");`)],
     });
     try {

@@ -11,7 +11,7 @@ use crate::api::json_response;
 use crate::catalog::CatalogItem;
 
 /// Binding name of the catalog namespace.
-pub const BINDING: &str = "CATALOG";
+pub const BINDING: &str = "CATALOG_STORE";
 /// The one catalog object's name.
 pub const NAME: &str = "catalog";
 /// Bound parameters per SQL statement, below SQLite's limits.

@@ -18,7 +18,7 @@ use crate::config::Settings;
 use crate::snapshot::{kv_key, Snapshot, SnapshotArm};
 
 /// Binding name of the slot namespace.
-pub const BINDING: &str = "SLOTS";
+pub const BINDING: &str = "SLOT_STORE";
 /// KV binding holding the snapshots.
 pub const KV_BINDING: &str = "SNAPSHOTS";
 /// Rounds kept in the operator history.
