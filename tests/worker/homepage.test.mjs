@@ -256,3 +256,30 @@ describe("catalog import", () => {
     }
   });
 });
+
+describe("dashboard", () => {
+  test("draws every arm's posterior, P(best) and the round history without scripts", async () => {
+    const w = await startWorker({ vars: { ARMS: "4", ROUND_IMPRESSIONS: "40", COOLDOWN_ROUNDS: "0" } });
+    try {
+      await importItems(w, makeItems(10, "dash"));
+      const s0 = await state(w);
+      await postBatch(w, batch(s0.arms.map((a, i) => ({ item: a.item, impressions: 10, clicks: i }))));
+      const r = await w.fetch("/dashboard");
+      assert.equal(r.status, 200);
+      assert.match(r.headers.get("content-type"), /text\/html/);
+      const html = await r.text();
+      assert.ok(!html.includes("<script"), "readable without JavaScript");
+      assert.ok(html.includes("<svg"));
+      const s1 = await state(w);
+      assert.equal(s1.round, 2);
+      assert.equal((html.match(/<path /g) ?? []).length, s1.arms.length);
+      for (const a of s1.arms) assert.ok(html.includes(`data-item="${a.item}"`), a.item);
+      assert.ok(html.includes(`data-round="2"`));
+      for (const r of s1.rounds[0].retired) assert.ok(html.includes(r.item), `retired ${r.item} listed`);
+      assert.match(html, /data-last-batch>[\d.]+ s ago/);
+      assert.equal((await w.fetch("/dashboard?slot=nope")).status, 404);
+    } finally {
+      await w.dispose();
+    }
+  });
+});

@@ -3,9 +3,11 @@
 
 pub mod catalog;
 pub mod config;
+pub mod dashboard;
 pub mod escape;
 pub mod render;
 pub mod snapshot;
+pub mod state;
 
 #[cfg(target_arch = "wasm32")]
 mod api;

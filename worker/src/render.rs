@@ -66,9 +66,12 @@ pub enum SlotFill {
 #[error("HTML rewrite failed: {0}")]
 pub struct RewriteError(String);
 
+/// Where the rewriter writes its output.
+type Sink = Box<dyn FnMut(&[u8])>;
+
 /// A streaming homepage rewriter: feed chunks, collect output.
 pub struct HomepageRewriter {
-    rewriter: HtmlRewriter<'static, Box<dyn FnMut(&[u8])>>,
+    rewriter: HtmlRewriter<'static, Sink>,
     output: Rc<RefCell<Vec<u8>>>,
 }
 
@@ -77,8 +80,7 @@ impl HomepageRewriter {
     pub fn new(slot: &str, fill: SlotFill) -> HomepageRewriter {
         let output = Rc::new(RefCell::new(Vec::with_capacity(16 * 1024)));
         let sink_buf = Rc::clone(&output);
-        let sink: Box<dyn FnMut(&[u8])> =
-            Box::new(move |c: &[u8]| sink_buf.borrow_mut().extend_from_slice(c));
+        let sink: Sink = Box::new(move |c: &[u8]| sink_buf.borrow_mut().extend_from_slice(c));
         // Slot names are restricted to [a-z0-9-] (config::is_valid_slot), so they are safe
         // inside the selector's quotes.
         let selector = format!("[data-top-pick=\"{slot}\"]");

@@ -25,6 +25,7 @@ pub async fn route(req: Request, env: Env) -> Result<Response> {
         }
         (Method::Post, ["api", "catalog"]) => import_catalog(req, &env).await,
         (Method::Get, ["api", "catalog"]) => catalog_count(&env).await,
+        (Method::Get, ["dashboard"]) => dashboard(&req, &env).await,
         (Method::Get, ["product", id, ""]) => product(&env, id).await,
         (Method::Get, ["product", id]) => redirect(&format!("/product/{id}/")),
         (_, ["api", ..]) => Err(ApiError::new(
@@ -217,6 +218,18 @@ async fn import_catalog(mut req: Request, env: &Env) -> ApiResult {
         }
     }
     Ok(json_response(&result)?)
+}
+
+async fn dashboard(req: &Request, env: &Env) -> ApiResult {
+    let s = settings(env)?;
+    let url = req.url()?;
+    let slot = url
+        .query_pairs()
+        .find(|(k, _)| k == "slot")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| s.slots[0].clone());
+    known_slot(&s, &slot)?;
+    forward_get(env, &slot, "dashboard").await
 }
 
 async fn catalog_count(env: &Env) -> ApiResult {

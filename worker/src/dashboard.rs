@@ -1,0 +1,285 @@
+//! The operators' dashboard: posteriors as density curves, P(best), counts, feedback freshness
+//! and round history, drawn server-side as SVG (no scripts, readable without JavaScript).
+
+use std::fmt::Write;
+
+use bandit::{Posterior, RotationConfig};
+
+use crate::escape::html;
+use crate::state::SlotState;
+
+/// Distinct colours for the arms' curves, cycled beyond ten arms.
+const COLOURS: [&str; 10] = [
+    "#c2410c", "#1d4ed8", "#15803d", "#a21caf", "#b45309", "#0e7490", "#be123c", "#4d7c0f",
+    "#6d28d9", "#334155",
+];
+const WIDTH: f64 = 720.0;
+const HEIGHT: f64 = 260.0;
+const MARGIN_LEFT: f64 = 40.0;
+const MARGIN_BOTTOM: f64 = 30.0;
+const POINTS: usize = 160;
+
+fn colour(i: usize) -> &'static str {
+    COLOURS[i % COLOURS.len()]
+}
+
+/// Human form of a duration in milliseconds.
+fn ago(ms: f64) -> String {
+    let s = ms / 1000.0;
+    if s < 90.0 {
+        format!("{s:.1} s ago")
+    } else if s < 5400.0 {
+        format!("{:.0} min ago", s / 60.0)
+    } else {
+        format!("{:.1} h ago", s / 3600.0)
+    }
+}
+
+/// The density chart of every arm's posterior, sharing one x axis (click-through rate).
+pub fn density_svg(posteriors: &[Posterior]) -> String {
+    let x_max = posteriors
+        .iter()
+        .map(|p| (p.mean() + 5.0 * p.variance().sqrt()).min(1.0))
+        .fold(0.02f64, f64::max);
+    let xs: Vec<f64> = (0..=POINTS)
+        .map(|i| x_max * i as f64 / POINTS as f64)
+        .collect();
+    let curves: Vec<Vec<f64>> = posteriors
+        .iter()
+        .map(|p| xs.iter().map(|&x| p.pdf(x).min(1e6)).collect())
+        .collect();
+    let y_max = curves
+        .iter()
+        .flatten()
+        .copied()
+        .filter(|y| y.is_finite())
+        .fold(1e-9f64, f64::max);
+    let plot_w = WIDTH - MARGIN_LEFT - 10.0;
+    let plot_h = HEIGHT - MARGIN_BOTTOM - 10.0;
+    let sx = |x: f64| MARGIN_LEFT + x / x_max * plot_w;
+    let sy = |y: f64| 10.0 + plot_h - (y / y_max).min(1.0) * plot_h;
+    let mut out = String::with_capacity(4096 + posteriors.len() * POINTS * 16);
+    let _ = write!(
+        out,
+        "<svg class=\"density\" viewBox=\"0 0 {WIDTH} {HEIGHT}\" role=\"img\" aria-label=\"Posterior densities of the click-through rate\" xmlns=\"http://www.w3.org/2000/svg\">"
+    );
+    let _ = write!(
+        out,
+        "<line x1=\"{MARGIN_LEFT}\" y1=\"{y0}\" x2=\"{x1}\" y2=\"{y0}\" stroke=\"#94a3b8\"/>",
+        y0 = 10.0 + plot_h,
+        x1 = WIDTH - 10.0
+    );
+    for t in 0..=5 {
+        let x = x_max * t as f64 / 5.0;
+        let _ = write!(
+            out,
+            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"middle\" fill=\"#475569\">{:.1}%</text>",
+            sx(x),
+            HEIGHT - 10.0,
+            x * 100.0
+        );
+    }
+    for (i, ys) in curves.iter().enumerate() {
+        let mut d = String::with_capacity(POINTS * 14);
+        for (k, (&x, &y)) in xs.iter().zip(ys).enumerate() {
+            let y = if y.is_finite() { y } else { y_max };
+            let _ = write!(
+                d,
+                "{}{:.1},{:.1}",
+                if k == 0 { "M" } else { " L" },
+                sx(x),
+                sy(y)
+            );
+        }
+        let _ = write!(
+            out,
+            "<path d=\"{d}\" fill=\"none\" stroke=\"{}\" stroke-width=\"2\"/>",
+            colour(i)
+        );
+    }
+    out.push_str("</svg>");
+    out
+}
+
+/// The whole dashboard page for one slot.
+pub fn page(st: &SlotState, rotation: &RotationConfig, now_ms: f64) -> String {
+    let posteriors = st.arms.posteriors(&rotation.policy);
+    let p_best = bandit::p_best(&posteriors);
+    let mut out = String::with_capacity(32 * 1024);
+    out.push_str("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><meta http-equiv=\"refresh\" content=\"5\">");
+    let _ = write!(out, "<title>Dashboard · {}</title>", html(&st.slot));
+    out.push_str("<link rel=\"stylesheet\" href=\"/style.css\"></head><body>");
+    out.push_str("<header class=\"masthead\"><a class=\"brand\" href=\"/\">Photon<span>Prints</span></a><nav class=\"nav\"><a href=\"/dashboard\">Dashboard</a><a href=\"/\">Shop</a></nav></header><main class=\"dash\">");
+    let _ = write!(out, "<h1>Slot <code>{}</code></h1>", html(&st.slot));
+    let progress = (st.arms.round_impressions as f64 / rotation.round_impressions as f64).min(1.0);
+    let freshness = match st.last_batch_ms {
+        Some(t) => ago((now_ms - t).max(0.0)),
+        None => "no feedback yet".to_string(),
+    };
+    let _ = write!(
+        out,
+        "<dl class=\"dash__facts\"><div><dt>Round</dt><dd data-round=\"{round}\">{round}</dd></div><div><dt>Policy</dt><dd>{policy}</dd></div><div><dt>This round</dt><dd>{imp} of {x} impressions <meter min=\"0\" max=\"1\" value=\"{progress:.3}\"></meter></dd></div><div><dt>Last feedback</dt><dd data-last-batch>{freshness}</dd></div><div><dt>Counted</dt><dd>{ti} impressions, {tc} clicks in {tb} batches</dd></div><div><dt>Outside the set</dt><dd>{oi} impressions, {oc} clicks</dd></div></dl>",
+        round = st.arms.round,
+        policy = html(&rotation.policy.to_string()),
+        imp = st.arms.round_impressions,
+        x = rotation.round_impressions,
+        ti = st.totals.impressions,
+        tc = st.totals.clicks,
+        tb = st.totals.batches,
+        oi = st.totals.outside_impressions,
+        oc = st.totals.outside_clicks,
+    );
+    if st.arms.arms.is_empty() {
+        out.push_str(
+            "<p class=\"dash__empty\">No arms yet: import a catalog (POST /api/catalog).</p>",
+        );
+    } else {
+        out.push_str("<h2>Posteriors</h2><figure class=\"dash__chart\">");
+        out.push_str(&density_svg(&posteriors));
+        out.push_str("<figcaption>Density of each arm's click-through rate; the taller and further right, the more certain and the better.</figcaption></figure>");
+        out.push_str("<table class=\"dash__arms\"><thead><tr><th>Arm</th><th>Clicks</th><th>Impressions</th><th>Since entering</th><th>Mean CTR</th><th>P(best)</th></tr></thead><tbody>");
+        for (i, (arm, (post, pb))) in st
+            .arms
+            .arms
+            .iter()
+            .zip(posteriors.iter().zip(&p_best))
+            .enumerate()
+        {
+            let title = st
+                .items
+                .get(&arm.item)
+                .map(|it| it.title.as_str())
+                .unwrap_or("");
+            let _ = write!(
+                out,
+                "<tr data-item=\"{id}\"><td><span class=\"swatch\" style=\"background:{c}\"></span><a href=\"/product/{id}/\">{t}</a> <small>{id}</small></td><td>{cl}</td><td>{im}</td><td>{tcl} / {tim} since round {since}</td><td>{mean:.2}%</td><td><meter min=\"0\" max=\"1\" value=\"{pb:.4}\"></meter> {pbp:.1}%</td></tr>",
+                id = html(&arm.item),
+                c = colour(i),
+                t = html(title),
+                cl = arm.clicks,
+                im = arm.impressions,
+                tcl = arm.total_clicks,
+                tim = arm.total_impressions,
+                since = arm.since_round,
+                mean = post.mean() * 100.0,
+                pbp = pb * 100.0,
+            );
+        }
+        out.push_str("</tbody></table>");
+    }
+    out.push_str("<h2>Round history</h2>");
+    if st.rounds.is_empty() {
+        out.push_str("<p>No round has ended yet.</p>");
+    } else {
+        out.push_str("<table class=\"dash__rounds\"><thead><tr><th>Round</th><th>Impressions</th><th>Kept (ranking draw)</th><th>Retired (clicks/impressions, draw)</th><th>Added</th></tr></thead><tbody>");
+        for r in st.rounds.iter().rev() {
+            let kept: Vec<String> = r
+                .survivors
+                .iter()
+                .map(|(id, d)| format!("{} ({:.2}%)", html(id), d * 100.0))
+                .collect();
+            let retired: Vec<String> = r
+                .retired
+                .iter()
+                .map(|a| {
+                    format!(
+                        "{} ({}/{}, {:.2}%)",
+                        html(&a.item),
+                        a.clicks,
+                        a.impressions,
+                        a.draw * 100.0
+                    )
+                })
+                .collect();
+            let added: Vec<String> = r.added.iter().map(|id| html(id).into_owned()).collect();
+            let _ = write!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                r.round,
+                r.impressions,
+                kept.join(", "),
+                retired.join(", "),
+                added.join(", ")
+            );
+        }
+        out.push_str("</tbody></table><p class=\"dash__note\">At the end of a round every arm gets one posterior draw; the top half by draw is kept, the rest retire and fresh catalog items take their places.</p>");
+    }
+    out.push_str("</main></body></html>");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::CatalogItem;
+
+    fn state_with_arms() -> (SlotState, RotationConfig) {
+        let rotation = RotationConfig {
+            arms: 2,
+            round_impressions: 10,
+            policy: bandit::PriorPolicy::RESET,
+            cooldown_rounds: 0,
+        };
+        let mut st = SlotState::new("home-top-pick", &rotation);
+        for id in ["a", "b<"] {
+            st.arms.arms.push(bandit::Arm {
+                item: id.into(),
+                prior: Posterior::UNIFORM,
+                clicks: 3,
+                impressions: 40,
+                total_clicks: 3,
+                total_impressions: 40,
+                since_round: 1,
+            });
+            st.items.insert(
+                id.into(),
+                CatalogItem {
+                    id: id.into(),
+                    title: "<script>x</script>".into(),
+                    image: String::new(),
+                    photographer: String::new(),
+                    category: String::new(),
+                    source_url: None,
+                },
+            );
+        }
+        st.last_batch_ms = Some(1_000.0);
+        (st, rotation)
+    }
+
+    #[test]
+    fn renders_every_arm_escaped_with_its_curve() {
+        let (st, rotation) = state_with_arms();
+        let page = page(&st, &rotation, 4_500.0);
+        assert_eq!(page.matches("<path ").count(), 2);
+        assert!(page.contains("data-item=\"a\""));
+        assert!(page.contains("data-item=\"b&lt;\""));
+        assert!(!page.contains("<script>"));
+        assert!(page.contains("3.5 s ago"));
+        assert!(
+            page.contains("50.0%"),
+            "two identical arms have P(best) 1/2"
+        );
+    }
+
+    #[test]
+    fn empty_slot_says_what_to_do() {
+        let rotation = RotationConfig::default();
+        let st = SlotState::new("home-top-pick", &rotation);
+        let page = page(&st, &rotation, 0.0);
+        assert!(page.contains("import a catalog"));
+        assert!(page.contains("no feedback yet"));
+    }
+
+    #[test]
+    fn peaked_posteriors_stay_on_the_chart() {
+        let svg = density_svg(&[
+            Posterior {
+                alpha: 3000.0,
+                beta: 97000.0,
+            },
+            Posterior::UNIFORM,
+        ]);
+        assert!(!svg.contains("NaN") && !svg.contains("inf"));
+    }
+}
