@@ -73,9 +73,14 @@ pub fn density_svg(posteriors: &[Posterior]) -> String {
         let x = x_max * t as f64 / 5.0;
         let _ = write!(
             out,
-            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"middle\" fill=\"#475569\">{:.1}%</text>",
+            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"{}\" fill=\"#475569\">{:.1}%</text>",
             sx(x),
             HEIGHT - 10.0,
+            match t {
+                0 => "start",
+                5 => "end",
+                _ => "middle",
+            },
             x * 100.0
         );
     }

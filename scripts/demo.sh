@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# The main job, locally: the worker under `wrangler dev` (embedded Durable Object and KV
+# storage), the demo catalog, and simulated Divolte visitors feeding it. KAFKA=1 sends the same
+# traffic through the test broker and `collector-bridge run` instead of straight to the worker.
+# Ctrl-C stops everything.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PORT="${PORT:-8787}"
+URL="http://127.0.0.1:$PORT"
+RATE="${RATE:-40}"          # simulated visitors per second
+KAFKA="${KAFKA:-0}"
+BRIDGE=target/release/collector-bridge
+export WRANGLER_SEND_METRICS=false
+export PATH="$HOME/.cargo/bin:$PWD/node_modules/.bin:$PATH"
+
+# A local ingest token, generated once and kept out of git.
+if [ ! -f .dev.vars ]; then
+  printf 'INGEST_TOKEN=%s\n' "$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')" > .dev.vars
+  echo "demo: wrote a fresh INGEST_TOKEN to .dev.vars"
+fi
+INGEST_TOKEN=$(sed -n 's/^INGEST_TOKEN=//p' .dev.vars | head -n1)
+export INGEST_TOKEN
+if [ -z "$INGEST_TOKEN" ]; then
+  echo "demo: .dev.vars has no INGEST_TOKEN line" >&2
+  exit 1
+fi
+
+pids=()
+logs=$(mktemp -d)
+cleanup() {
+  trap - INT TERM EXIT
+  echo
+  echo "demo: stopping"
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  echo "demo: logs were in $logs"
+}
+trap cleanup INT TERM EXIT
+
+echo "demo: starting the worker on $URL (wrangler dev; logs in $logs/worker.log)"
+wrangler dev --ip 127.0.0.1 --port "$PORT" --persist-to .wrangler/state >"$logs/worker.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 240); do
+  curl -fsS "$URL/api/catalog" >/dev/null 2>&1 && break
+  if ! kill -0 "${pids[0]}" 2>/dev/null; then
+    echo "demo: wrangler dev exited; its log:" >&2
+    tail -n 40 "$logs/worker.log" >&2
+    exit 1
+  fi
+  sleep 0.5
+done
+curl -fsS "$URL/api/catalog" >/dev/null || { echo "demo: the worker did not come up; see $logs/worker.log" >&2; exit 1; }
+
+echo "demo: loading the demo catalog (www/catalog/demo.json)"
+"$BRIDGE" catalog import --format json --worker-url "$URL" --token-env INGEST_TOKEN www/catalog/demo.json
+
+if [ "$KAFKA" = "1" ]; then
+  TANSU="${TANSU_BIN:-.tools/bin/tansu}"
+  KPORT="${KAFKA_PORT:-9092}"
+  echo "demo: starting the broker on 127.0.0.1:$KPORT"
+  "$TANSU" broker --storage-engine memory://tansu/ --listener-url "tcp://127.0.0.1:$KPORT" \
+    --advertised-listener-url "tcp://127.0.0.1:$KPORT" >"$logs/broker.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 60); do
+    "$TANSU" topic create --broker "tcp://127.0.0.1:$KPORT" --partitions 3 divolte >>"$logs/broker.log" 2>&1 && break
+    sleep 0.5
+  done
+  echo "demo: starting collector-bridge run (logs in $logs/bridge.log, metrics on 127.0.0.1:9898)"
+  "$BRIDGE" run --brokers "127.0.0.1:$KPORT" --topic divolte --group top-pick \
+    --worker-url "$URL" --token-env INGEST_TOKEN --metrics-addr 127.0.0.1:9898 \
+    --session-timeout-ms 6000 >"$logs/bridge.log" 2>&1 &
+  pids+=($!)
+  sim_target=(--brokers "127.0.0.1:$KPORT" --topic divolte)
+else
+  sim_target=(--token-env INGEST_TOKEN)
+fi
+
+echo "demo: simulated visitors ($RATE per second) with hidden click-through rates (logs in $logs/simulate.log)"
+"$BRIDGE" simulate --worker-url "$URL" "${sim_target[@]}" --visitors 100000000 --rate "$RATE" \
+  --concurrency 4 --seed "${SEED:-1}" >"$logs/simulate.log" 2>&1 &
+pids+=($!)
+
+cat <<MSG
+
+  Shop (the top pick, pre-rendered):  $URL/
+  Dashboard (what the bandit learns): $URL/dashboard
+  Slot state as JSON:                 $URL/api/slots/home-top-pick
+  The pick as JSON:                   $URL/api/slots/home-top-pick/pick
+
+  Rounds end every 2,000 impressions (ROUND_IMPRESSIONS in wrangler.toml). Ctrl-C stops.
+
+MSG
+wait -n "${pids[@]}" || true
+echo "demo: a process exited early; the last lines of the logs:" >&2
+tail -n 20 "$logs"/*.log >&2
