@@ -29,8 +29,13 @@ fn the_example_file_resolves_to_its_values() {
     assert_eq!(cfg.flush_interval.as_millis(), 500);
     assert_eq!(cfg.metrics_addr.as_deref(), Some("127.0.0.1:9898"));
     // The schema path is taken relative to the file.
-    assert_eq!(cfg.schema, Some(path.parent().unwrap().join("schema/TopPickEvent.avsc")));
-    assert!(cfg.kafka_options.contains(&("fetch.min.bytes".into(), "1".into())));
+    assert_eq!(
+        cfg.schema,
+        Some(path.parent().unwrap().join("schema/TopPickEvent.avsc"))
+    );
+    assert!(cfg
+        .kafka_options
+        .contains(&("fetch.min.bytes".into(), "1".into())));
     assert_eq!(cfg.rules.fields.item, "productId");
 }
 
@@ -50,7 +55,10 @@ fn flags_win_over_the_file() {
     let cfg = cli.run.resolve().unwrap();
     assert_eq!(cfg.group, "other-group");
     assert_eq!(cfg.flush_events, 7);
-    assert_eq!(cfg.brokers, "127.0.0.1:9092", "unset flags fall back to the file");
+    assert_eq!(
+        cfg.brokers, "127.0.0.1:9092",
+        "unset flags fall back to the file"
+    );
 }
 
 #[test]
