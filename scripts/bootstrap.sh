@@ -72,8 +72,8 @@ if [ ! -x node_modules/.bin/wrangler ] || [ package-lock.json -nt node_modules/.
 fi
 
 if [ "$want_test" = 1 ]; then
+  apt_install unzip chromium
   bash scripts/install-tansu.sh
-  apt_install chromium
 fi
 if [ "$want_bench" = 1 ]; then
   apt_install wrk hyperfine redis-server valgrind python3-venv
