@@ -1,0 +1,266 @@
+// The real ingest chain: Divolte-shaped Avro records on a tansu broker -> the collector-bridge
+// binary (a Kafka consumer group) -> the built worker in workerd (Miniflare, on a loopback
+// port) -> the slot's Durable Object. Counts must come out exact through noise, poison
+// messages, a SIGKILL and restart, and a rebalance between two bridges.
+import { test, describe, before, after, afterEach } from "node:test";
+import assert from "node:assert/strict";
+import { startWorker, importItems, makeItems, state } from "../lib/worker.mjs";
+import {
+  E2E_TOOLS, missingTools, killAll, startBroker, produce, startBridge, metrics, waitFor,
+  allApplied, appliedOffsets, tmpDir, sleep,
+} from "../lib/e2e.mjs";
+
+const skip = missingTools(E2E_TOOLS);
+const PARTITIONS = 3;
+const WAIT_MS = 60_000;
+
+/** Deterministic pseudo-random numbers (mulberry32), so a failing stream can be replayed. */
+function rng(seed) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const impression = (item) => ({ eventType: "impression", pageType: "home", productId: item, source: "top_pick", location: "/" });
+const click = (item) => ({
+  eventType: "pageView",
+  pageType: "product",
+  productId: item,
+  source: "top_pick",
+  location: `/product/${item}/#/?source=top_pick`,
+});
+/** Events the bridge must not count, with why. */
+const IGNORED = [
+  ["product view without the top-pick source", (item) => ({ ...click(item), source: null, location: `/product/${item}/` })],
+  ["another event type from the slot", (item) => ({ ...impression(item), eventType: "addToBasket" })],
+  ["impression from another source", (item) => ({ ...impression(item), source: "search" })],
+  ["impression Divolte flagged as a duplicate", (item) => ({ ...impression(item), detectedDuplicate: true })],
+  ["click by a robot", (item) => ({ ...click(item), userAgentType: "Robot" })],
+];
+
+/**
+ * A stream of `n` records over `items` (the arm set) and `outsider` (an item not in it), spread
+ * round-robin over the partitions, and what the worker must end up with.
+ */
+class Stream {
+  constructor(items, outsider, seed) {
+    this.items = items;
+    this.outsider = outsider;
+    this.next = rng(seed);
+    this.n = 0;
+    this.sent = Object.fromEntries(Array.from({ length: PARTITIONS }, (_, p) => [p, 0]));
+    this.want = Object.fromEntries(items.map((i) => [i, { impressions: 0, clicks: 0 }]));
+    this.outside = { impressions: 0, clicks: 0 };
+    this.ignored = 0;
+    this.duplicates = 0;
+    this.robots = 0;
+  }
+
+  record(body) {
+    const partition = this.n % PARTITIONS;
+    this.sent[partition] += 1;
+    this.n += 1;
+    return { partition, key: `0:party${this.n % 101}`, ...body };
+  }
+
+  /** `n` records: about 45% impressions, 10% clicks, 5% outside the set, 40% ignored. */
+  records(n) {
+    const out = [];
+    for (let i = 0; i < n; i++) {
+      const r = this.next();
+      const item = this.items[Math.floor(this.next() * this.items.length)];
+      if (r < 0.45) {
+        this.want[item].impressions += 1;
+        out.push(this.record({ event: impression(item) }));
+      } else if (r < 0.55) {
+        this.want[item].clicks += 1;
+        out.push(this.record({ event: click(item) }));
+      } else if (r < 0.6) {
+        this.outside.impressions += 1;
+        out.push(this.record({ event: impression(this.outsider) }));
+      } else {
+        const k = Math.floor(this.next() * IGNORED.length);
+        if (k === 3) this.duplicates += 1;
+        else if (k === 4) this.robots += 1;
+        else this.ignored += 1;
+        out.push(this.record({ event: IGNORED[k][1](item) }));
+      }
+    }
+    return out;
+  }
+
+  /** Poison messages: bytes that are no record, a truncated record, an empty message. */
+  poison() {
+    return [
+      this.record({ raw: Buffer.from("not avro at all") }),
+      this.record({ raw: Buffer.from([0, 0, 0]) }),
+      this.record({ raw: Buffer.alloc(0) }),
+      this.record({ raw: Buffer.from([1, 1, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]) }),
+    ];
+  }
+
+  get totals() {
+    const v = Object.values(this.want);
+    return {
+      impressions: v.reduce((s, c) => s + c.impressions, 0),
+      clicks: v.reduce((s, c) => s + c.clicks, 0),
+    };
+  }
+}
+
+/** Asserts the worker's state holds exactly what the stream says, item by item. */
+function assertExact(st, stream) {
+  const got = Object.fromEntries(st.arms.map((a) => [a.item, { impressions: a.impressions, clicks: a.clicks }]));
+  assert.deepEqual(got, stream.want, "per-arm impressions and clicks");
+  assert.deepEqual({ impressions: st.totals.impressions, clicks: st.totals.clicks }, stream.totals, "totals");
+  assert.equal(st.totals.outside_impressions, stream.outside.impressions, "impressions outside the set");
+  assert.equal(st.totals.outside_clicks, stream.outside.clicks, "clicks outside the set");
+}
+
+describe("bridge -> worker through tansu", { skip, timeout: 240_000 }, () => {
+  let broker;
+  let dir;
+  const workers = [];
+  let topicNo = 0;
+
+  before(async () => {
+    broker = await startBroker();
+    dir = tmpDir("e2e-bridge-");
+  });
+  after(async () => {
+    await killAll();
+    await Promise.all(workers.map((w) => w.dispose()));
+  });
+
+  /** A fresh worker (4 arms that do not rotate), a fresh topic, and the stream's items. */
+  async function setup(seed) {
+    const w = await startWorker({ port: 0, vars: { ARMS: "4", ROUND_IMPRESSIONS: "100000000" } });
+    workers.push(w);
+    await importItems(w, makeItems(4, `s${seed}`));
+    const arms = (await state(w)).arms.map((a) => a.item);
+    assert.equal(arms.length, 4);
+    const topic = `divolte-${++topicNo}`;
+    await broker.createTopic(topic, PARTITIONS);
+    return { w, topic, stream: new Stream(arms, `s${seed}-outsider`, seed) };
+  }
+
+  const bridgeLogs = (bridges) => bridges.map((b) => `--- bridge log:\n${b.log().slice(-6000)}`).join("\n");
+
+  async function waitApplied(w, topic, stream, bridges) {
+    try {
+      return await waitFor(async () => {
+        const st = await state(w);
+        return allApplied(st, topic, stream.sent) && st;
+      }, WAIT_MS, "every produced offset to be applied");
+    } catch (e) {
+      e.message += `\n${bridgeLogs(bridges)}`;
+      throw e;
+    }
+  }
+
+  test("exact counts; noise, duplicates and robots are not counted", async () => {
+    const { w, topic, stream } = await setup(1);
+    const sent = await produce(broker.addr, topic, stream.records(3000));
+    assert.equal(sent.sent, 3000);
+    const bridge = await startBridge({ brokers: broker.addr, topic, group: "g-exact", workerUrl: w.url, dir, name: "exact" });
+    const st = await waitApplied(w, topic, stream, [bridge]);
+    assert.ok(stream.totals.impressions > 1000 && stream.totals.clicks > 100, "the stream has events to count");
+    assertExact(st, stream);
+    const m = await metrics(bridge.metricsAddr);
+    assert.equal(m['collector_bridge_dropped_total{reason="duplicate"}'], stream.duplicates);
+    assert.equal(m['collector_bridge_dropped_total{reason="robot"}'], stream.robots);
+    assert.equal(m["collector_bridge_ignored_total"], stream.ignored);
+    // A clean stop leaves nothing behind: the same counts after it.
+    const exit = await bridge.stop("SIGTERM");
+    assert.equal(exit.code, 0, `SIGTERM exit ${JSON.stringify(exit)}\n${bridge.log()}`);
+    assertExact(await state(w), stream);
+  });
+
+  test("poison messages are skipped and counted, never as impressions or clicks", async () => {
+    const { w, topic, stream } = await setup(2);
+    await broker.createTopic(`${topic}-dead`, 1);
+    const records = [...stream.records(500), ...stream.poison(), ...stream.records(500)];
+    // An impression without an item decodes but cannot be classified.
+    records.push(stream.record({ event: { ...impression("x"), productId: null } }));
+    records.push(...stream.records(300));
+    await produce(broker.addr, topic, records);
+    const bridge = await startBridge({
+      brokers: broker.addr, topic, group: "g-poison", workerUrl: w.url, dir, name: "poison",
+      extra: ["--dead-letter-topic", `${topic}-dead`],
+    });
+    const st = await waitApplied(w, topic, stream, [bridge]);
+    assertExact(st, stream);
+    const m = await waitFor(async () => {
+      const m = await metrics(bridge.metricsAddr);
+      return m["collector_bridge_dead_lettered_total"] === 5 && m;
+    }, 10_000, "five dead letters");
+    assert.equal(m['collector_bridge_dropped_total{reason="undecodable"}'], 4, "undecodable messages");
+    assert.equal(m['collector_bridge_dropped_total{reason="unclassifiable"}'], 1, "the record without an item");
+    assert.equal(m['collector_bridge_events_total{kind="impression"}'], stream.totals.impressions + stream.outside.impressions);
+    assert.equal(m['collector_bridge_events_total{kind="click"}'], stream.totals.clicks + stream.outside.clicks);
+  });
+
+  test("kill -9 mid-stream and a restart neither lose nor double-count", async () => {
+    const { w, topic, stream } = await setup(3);
+    const first = await startBridge({
+      brokers: broker.addr, topic, group: "g-kill", workerUrl: w.url, dir, name: "kill-first",
+      extra: ["--flush-events", "300"],
+    });
+    await produce(broker.addr, topic, stream.records(2000));
+    await waitApplied(w, topic, stream, [first]);
+    const before = { ...stream.sent };
+    await produce(broker.addr, topic, stream.records(40_000));
+    // Kill as soon as part of the second half is applied, before all of it is.
+    const seen = await waitFor(async () => {
+      const applied = appliedOffsets(await state(w), topic);
+      return Object.entries(before).some(([p, n]) => applied[p] > n - 1) && applied;
+    }, WAIT_MS, "the bridge to apply part of the second half");
+    const killed = await first.stop("SIGKILL");
+    assert.equal(killed.signal, "SIGKILL");
+    const atKill = await state(w);
+    assert.ok(!allApplied(atKill, topic, stream.sent), `killed mid-stream (applied ${JSON.stringify(seen)}, sent ${JSON.stringify(stream.sent)})`);
+    assert.ok(atKill.totals.impressions < stream.totals.impressions);
+    const second = await startBridge({
+      brokers: broker.addr, topic, group: "g-kill", workerUrl: w.url, dir, name: "kill-second",
+      extra: ["--flush-events", "300"],
+    });
+    const st = await waitApplied(w, topic, stream, [first, second]);
+    assertExact(st, stream);
+    // And a third run of the same group finds nothing left to count.
+    await second.stop("SIGTERM");
+    await produce(broker.addr, topic, stream.records(30));
+    const third = await startBridge({ brokers: broker.addr, topic, group: "g-kill", workerUrl: w.url, dir, name: "kill-third" });
+    assertExact(await waitApplied(w, topic, stream, [third]), stream);
+  });
+
+  test("two bridges in one consumer group, with rebalances mid-stream, give exact counts", async () => {
+    const { w, topic, stream } = await setup(4);
+    const opts = { brokers: broker.addr, topic, group: "g-pair", workerUrl: w.url, dir, extra: ["--flush-events", "300"] };
+    const a = await startBridge({ ...opts, name: "pair-a" });
+    await produce(broker.addr, topic, stream.records(5000));
+    await waitFor(async () => (await state(w)).totals.impressions > 0, WAIT_MS, "bridge A to push");
+    // B joins: the group rebalances while records are still arriving.
+    const b = await startBridge({ ...opts, name: "pair-b" });
+    const more = produce(broker.addr, topic, stream.records(20_000));
+    await waitFor(async () => {
+      const m = await metrics(b.metricsAddr);
+      return (m["collector_bridge_consumed_total"] ?? 0) > 0;
+    }, WAIT_MS, "bridge B to be assigned partitions and consume").catch((e) => {
+      e.message += `\n${bridgeLogs([a, b])}`;
+      throw e;
+    });
+    await more;
+    // A leaves abruptly: B takes over A's partitions after the session times out.
+    await a.stop("SIGKILL");
+    await produce(broker.addr, topic, stream.records(5000));
+    const st = await waitApplied(w, topic, stream, [a, b]);
+    assertExact(st, stream);
+    const mb = await metrics(b.metricsAddr);
+    assert.ok(mb["collector_bridge_consumed_total"] > 0);
+  });
+});
