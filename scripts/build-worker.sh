@@ -15,5 +15,15 @@ for bin in "$WASM_BINDGEN_BIN" "$WASM_OPT_BIN" "$ESBUILD_BIN"; do
   fi
 done
 PATH="$HOME/.cargo/bin:$PATH"
+# wasm-opt alone takes a minute, so skip the whole build when no input is newer than the bundle
+# (wrangler dev and deploy run this again right after make build).
+if [ -f build/index_bg.wasm ] && [ -f build/index.js ] && [ -z "${FORCE_BUILD:-}" ]; then
+  newer=$(find worker/src worker/Cargo.toml bandit/src bandit/Cargo.toml Cargo.toml Cargo.lock .cargo \
+    -newer build/index_bg.wasm -print -quit 2>/dev/null)
+  if [ -z "$newer" ]; then
+    echo "build-worker: build/ is up to date"
+    exit 0
+  fi
+fi
 cd worker
 exec worker-build --profile worker --out-dir ../build
