@@ -181,6 +181,17 @@ describe("bridge -> worker through tansu", { skip, timeout: 240_000 }, () => {
     assertExact(await state(w), stream);
   });
 
+  test("records in Confluent wire format are counted exactly", async () => {
+    const { w, topic, stream } = await setup(5);
+    await produce(broker.addr, topic, stream.records(1500), { wire: "confluent" });
+    const bridge = await startBridge({
+      brokers: broker.addr, topic, group: "g-confluent", workerUrl: w.url, dir, name: "confluent", extra: ["--wire", "confluent"],
+    });
+    assertExact(await waitApplied(w, topic, stream, [bridge]), stream);
+    const m = await metrics(bridge.metricsAddr);
+    assert.equal(m['collector_bridge_dropped_total{reason="undecodable"}'], 0);
+  });
+
   test("poison messages are skipped and counted, never as impressions or clicks", async () => {
     const { w, topic, stream } = await setup(2);
     await broker.createTopic(`${topic}-dead`, 1);

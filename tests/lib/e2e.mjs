@@ -167,13 +167,14 @@ export async function startBroker() {
 
 /**
  * Produces records with examples/produce.rs. Each entry: `{ partition, key?, event }` or
- * `{ partition, raw: Buffer }`. Resolves with `{ sent, partitions: { "0": n, ... } }`.
+ * `{ partition, raw: Buffer }`; `wire`: naked (Divolte's default) or confluent framing.
+ * Resolves with `{ sent, partitions: { "0": n, ... } }`.
  */
-export async function produce(brokers, topic, records) {
+export async function produce(brokers, topic, records, { wire = "naked" } = {}) {
   const input = records
     .map((r) => JSON.stringify(r.raw ? { partition: r.partition, key: r.key, raw_hex: r.raw.toString("hex") } : r))
     .join("\n");
-  const out = await run(PRODUCE, ["--brokers", brokers, "--topic", topic], { input, timeoutMs: 60_000 });
+  const out = await run(PRODUCE, ["--brokers", brokers, "--topic", topic, "--wire", wire], { input, timeoutMs: 60_000 });
   return JSON.parse(out);
 }
 
