@@ -122,7 +122,7 @@ fn event(v: &Value, n: u64) -> SimEvent {
 }
 
 fn hex(s: &str) -> Result<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         bail!("raw_hex has an odd number of digits");
     }
     (0..s.len())
