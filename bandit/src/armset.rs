@@ -7,7 +7,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::history::ArmHistory;
-use crate::policy::{FreshPrior, PriorPolicy, SurvivorPrior};
+use crate::policy::{FreshPrior, PriorPolicy, Ranking, SurvivorPrior};
 use crate::Posterior;
 
 /// One catalog item in the current set, with its evidence.
@@ -70,13 +70,15 @@ impl Default for RotationConfig {
 /// The survivors and retirees of a finished round, decided before fresh items are fetched.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RotationPlan {
-    /// Indices into the current arms that stay, best draw first.
+    /// Indices into the current arms that stay, best score first.
     pub keep: Vec<usize>,
     /// Indices into the current arms that leave.
     pub retire: Vec<usize>,
-    /// The ranking draw of every current arm, by index.
+    /// The ranking score of every current arm, by index (a posterior draw under
+    /// [`crate::policy::Ranking::Draw`], the posterior mean or quantile otherwise).
     pub draws: Vec<f64>,
-    /// How many fresh items would refill the set to n.
+    /// How many fresh items would refill the set to n (n - floor(n/2), or more under
+    /// [`crate::policy::Ranking::Race`]).
     pub fresh_needed: usize,
 }
 
@@ -100,7 +102,8 @@ pub struct RoundSummary {
 pub struct RetiredArm {
     /// Catalog item id.
     pub item: String,
-    /// Its ranking draw (it ranked below every survivor).
+    /// Its ranking score (below every survivor's, except under
+    /// [`crate::policy::Ranking::Race`], which also retires arms of the top half on evidence).
     pub draw: f64,
     /// Clicks since it entered the set.
     pub clicks: u64,
@@ -197,21 +200,37 @@ impl ArmSet {
         out
     }
 
-    /// Ranks the arms by one posterior draw each: the top floor(n/2) survive.
+    /// Ranks the arms by the policy's ranking score (one posterior draw each under the 2015
+    /// rule, [`crate::policy::Ranking::Draw`]): the top floor(n/2) survive.
     pub fn plan_rotation<R: Rng + ?Sized>(
         &self,
         config: &RotationConfig,
         rng: &mut R,
     ) -> RotationPlan {
+        let ranking = config.policy.ranking;
         let draws: Vec<f64> = self
             .posteriors(&config.policy)
             .iter()
-            .map(|p| p.sample(rng))
+            .map(|p| ranking.score(p, rng))
             .collect();
         let mut order: Vec<usize> = (0..self.arms.len()).collect();
         order.sort_by(|&a, &b| draws[b].total_cmp(&draws[a]));
         let keep_n = (config.arms / 2).min(order.len());
-        let retire = order.split_off(keep_n);
+        let mut retire = order.split_off(keep_n);
+        if let Ranking::Race { eps } = ranking {
+            // `draws` are posterior means here, so `order[0]` is the leader; it always stays.
+            let posteriors = self.posteriors(&config.policy);
+            if let Some(&leader) = order.first() {
+                let lead = draws[leader];
+                let (keep, out): (Vec<usize>, Vec<usize>) = order
+                    .iter()
+                    .partition(|&&i| i == leader || 1.0 - posteriors[i].cdf(lead) >= eps);
+                order = keep;
+                // Retired on evidence first: they ranked above the rest by mean.
+                retire.splice(0..0, out);
+            }
+        }
+        let keep_n = order.len();
         RotationPlan {
             fresh_needed: config.arms.saturating_sub(keep_n),
             keep: order,

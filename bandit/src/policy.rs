@@ -1,8 +1,10 @@
-//! Prior policies: what survivors keep and what fresh items start from when a round ends.
+//! Prior policies: what survivors keep, what fresh items start from, and how the arms are
+//! ranked when a round ends.
 
 use std::fmt;
 use std::str::FromStr;
 
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::Posterior;
@@ -42,6 +44,44 @@ pub enum Scoring {
     Post2015,
 }
 
+/// How the arms are ranked at rotation to decide which floor(n/2) survive.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Ranking {
+    /// One posterior draw each (the 2015 post).
+    #[default]
+    Draw,
+    /// Posterior mean: keep the arms expected to be best, retire the ones with the lowest
+    /// expected click-through rate.
+    Mean,
+    /// The `q`-quantile of the posterior, q in (0, 1): below 0.5 favours arms with
+    /// evidence, above 0.5 favours arms still uncertain.
+    Quantile {
+        /// The quantile level.
+        q: f64,
+    },
+    /// Posterior mean, and retire on evidence: of the top floor(n/2) by mean, an arm also
+    /// leaves when the probability that its click-through rate exceeds the leader's
+    /// posterior mean is below `eps`. The leader always stays, so between 1 and floor(n/2)
+    /// arms survive and the freed slots screen more fresh items.
+    Race {
+        /// Probability below which a trailing arm is retired, in (0, 0.5).
+        eps: f64,
+    },
+}
+
+impl Ranking {
+    /// The score of an arm with posterior `p`: higher survives. Only [`Ranking::Draw`] uses
+    /// `rng` (one draw).
+    pub fn score<R: Rng + ?Sized>(&self, p: &Posterior, rng: &mut R) -> f64 {
+        match *self {
+            Ranking::Draw => p.sample(rng),
+            Ranking::Mean | Ranking::Race { .. } => p.mean(),
+            Ranking::Quantile { q } => p.quantile(q),
+        }
+    }
+}
+
 /// A complete prior policy.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct PriorPolicy {
@@ -51,11 +91,15 @@ pub struct PriorPolicy {
     pub fresh: FreshPrior,
     /// Counts-to-posterior rule.
     pub scoring: Scoring,
+    /// Ranking of the arms at rotation (absent in state stored before it existed: the
+    /// 2015 rule, one draw each).
+    #[serde(default)]
+    pub ranking: Ranking,
 }
 
 /// A policy name that does not parse.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("unknown prior policy {0:?}: expected one of post2015, reset, carry[:DECAY], eb, carry-eb[:DECAY], default")]
+#[error("unknown prior policy {0:?}: expected post2015, shop, default, or one of reset, eb, carry[:DECAY], carry-eb[:DECAY] with an optional ranking suffix -mean, -qQ or -raceEPS before the decay (e.g. carry-eb-mean:0.7)")]
 pub struct UnknownPolicy(pub String);
 
 impl PriorPolicy {
@@ -64,18 +108,21 @@ impl PriorPolicy {
         survivors: SurvivorPrior::Reset,
         fresh: FreshPrior::Uniform,
         scoring: Scoring::Post2015,
+        ranking: Ranking::Draw,
     };
     /// The Divolte shop's: Beta(clicks + 1, misses + 1), reset every round.
     pub const RESET: PriorPolicy = PriorPolicy {
         survivors: SurvivorPrior::Reset,
         fresh: FreshPrior::Uniform,
         scoring: Scoring::Standard,
+        ranking: Ranking::Draw,
     };
     /// Survivors keep their evidence; fresh items get a prior fitted from history.
     pub const CARRY_EB: PriorPolicy = PriorPolicy {
         survivors: SurvivorPrior::Carry { decay: 1.0 },
         fresh: FreshPrior::EmpiricalBayes,
         scoring: Scoring::Standard,
+        ranking: Ranking::Draw,
     };
 
     /// `carry-eb:0.7`: survivors keep 70% of their evidence, fresh items get the fitted prior.
@@ -83,6 +130,7 @@ impl PriorPolicy {
         survivors: SurvivorPrior::Carry { decay: 0.7 },
         fresh: FreshPrior::EmpiricalBayes,
         scoring: Scoring::Standard,
+        ranking: Ranking::Draw,
     };
 
     /// The project's default, chosen by offline evaluation (`collector-bridge evaluate`):
@@ -121,6 +169,33 @@ fn parse_decay(name: &str, decay: Option<&str>) -> Result<f64, UnknownPolicy> {
     }
 }
 
+/// Splits a ranking suffix (`-mean`, `-qQ`, `-raceEPS`) off a base name.
+fn split_ranking(base: &str) -> Result<(&str, Ranking), UnknownPolicy> {
+    let Some((head, tail)) = base.rsplit_once('-') else {
+        return Ok((base, Ranking::Draw));
+    };
+    if tail == "mean" {
+        return Ok((head, Ranking::Mean));
+    }
+    if let Some(eps) = tail.strip_prefix("race") {
+        return match eps.parse::<f64>() {
+            Ok(eps) if eps > 0.0 && eps < 0.5 => Ok((head, Ranking::Race { eps })),
+            _ => Err(UnknownPolicy(format!(
+                "{base} (the race threshold must be in (0, 0.5))"
+            ))),
+        };
+    }
+    if let Some(q) = tail.strip_prefix('q') {
+        return match q.parse::<f64>() {
+            Ok(q) if q > 0.0 && q < 1.0 => Ok((head, Ranking::Quantile { q })),
+            _ => Err(UnknownPolicy(format!(
+                "{base} (the quantile must be in (0, 1))"
+            ))),
+        };
+    }
+    Ok((base, Ranking::Draw))
+}
+
 impl FromStr for PriorPolicy {
     type Err = UnknownPolicy;
 
@@ -139,28 +214,35 @@ impl FromStr for PriorPolicy {
                 Ok(p)
             }
         };
+        // The 2015 names and `default` take no ranking suffix.
         match base {
-            "post2015" => fixed(PriorPolicy::POST2015),
-            "reset" | "shop" => fixed(PriorPolicy::RESET),
-            "default" => fixed(PriorPolicy::default_policy()),
+            "post2015" => return fixed(PriorPolicy::POST2015),
+            "shop" => return fixed(PriorPolicy::RESET),
+            "default" => return fixed(PriorPolicy::default_policy()),
+            _ => {}
+        }
+        let (base, ranking) = split_ranking(base)?;
+        let policy = match base {
+            "reset" => fixed(PriorPolicy::RESET)?,
             "eb" => fixed(PriorPolicy {
                 fresh: FreshPrior::EmpiricalBayes,
                 ..PriorPolicy::RESET
-            }),
-            "carry" => Ok(PriorPolicy {
+            })?,
+            "carry" => PriorPolicy {
                 survivors: SurvivorPrior::Carry {
                     decay: parse_decay(s, decay)?,
                 },
                 ..PriorPolicy::RESET
-            }),
-            "carry-eb" => Ok(PriorPolicy {
+            },
+            "carry-eb" => PriorPolicy {
                 survivors: SurvivorPrior::Carry {
                     decay: parse_decay(s, decay)?,
                 },
                 ..PriorPolicy::CARRY_EB
-            }),
-            _ => Err(UnknownPolicy(s.to_string())),
-        }
+            },
+            _ => return Err(UnknownPolicy(s.to_string())),
+        };
+        Ok(PriorPolicy { ranking, ..policy })
     }
 }
 
@@ -170,23 +252,32 @@ impl fmt::Display for PriorPolicy {
             return f.write_str("post2015");
         }
         let eb = self.fresh == FreshPrior::EmpiricalBayes;
-        match (self.survivors, eb) {
-            (SurvivorPrior::Reset, false) => f.write_str("reset"),
-            (SurvivorPrior::Reset, true) => f.write_str("eb"),
-            (SurvivorPrior::Carry { decay }, eb) => {
-                f.write_str(if eb { "carry-eb" } else { "carry" })?;
-                if decay != 1.0 {
-                    write!(f, ":{decay}")?;
-                }
-                Ok(())
+        let base = match (self.survivors, eb) {
+            (SurvivorPrior::Reset, false) => "reset",
+            (SurvivorPrior::Reset, true) => "eb",
+            (SurvivorPrior::Carry { .. }, false) => "carry",
+            (SurvivorPrior::Carry { .. }, true) => "carry-eb",
+        };
+        f.write_str(base)?;
+        match self.ranking {
+            Ranking::Draw => {}
+            Ranking::Mean => f.write_str("-mean")?,
+            Ranking::Quantile { q } => write!(f, "-q{q}")?,
+            Ranking::Race { eps } => write!(f, "-race{eps}")?,
+        }
+        if let SurvivorPrior::Carry { decay } = self.survivors {
+            if decay != 1.0 {
+                write!(f, ":{decay}")?;
             }
         }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::SeedableRng;
 
     #[test]
     fn names_round_trip() {
@@ -198,6 +289,12 @@ mod tests {
             "carry:0.5",
             "carry-eb",
             "carry-eb:0.9",
+            "reset-mean",
+            "eb-q0.9",
+            "carry-q0.1:0.5",
+            "carry-eb-mean",
+            "carry-eb-mean:0.7",
+            "carry-eb-race0.01:0.7",
         ] {
             let p: PriorPolicy = name.parse().unwrap();
             assert_eq!(p.to_string(), name);
@@ -218,9 +315,65 @@ mod tests {
             "carry:x",
             "reset:0.5",
             "thompson",
+            "post2015-mean",
+            "shop-mean",
+            "default-mean",
+            "reset-mean:0.5",
+            "carry-eb-q0:0.7",
+            "carry-eb-q1",
+            "carry-eb-qx",
+            "carry-eb-race0.5",
+            "carry-eb-race0",
+            "carry-eb-median",
         ] {
             assert!(name.parse::<PriorPolicy>().is_err(), "{name}");
         }
+    }
+
+    #[test]
+    fn ranking_suffixes_parse() {
+        let p: PriorPolicy = "carry-eb-mean:0.7".parse().unwrap();
+        assert_eq!(
+            p,
+            PriorPolicy {
+                ranking: Ranking::Mean,
+                ..PriorPolicy::CARRY_EB_07
+            }
+        );
+        let p: PriorPolicy = "carry-eb-race0.01:0.7".parse().unwrap();
+        assert_eq!(p.ranking, Ranking::Race { eps: 0.01 });
+        assert_eq!(p.survivors, SurvivorPrior::Carry { decay: 0.7 });
+        let p: PriorPolicy = "reset-q0.25".parse().unwrap();
+        assert_eq!(p.ranking, Ranking::Quantile { q: 0.25 });
+        // The 2015 names keep the 2015 rule.
+        for name in ["post2015", "shop", "reset", "carry-eb:0.7"] {
+            assert_eq!(name.parse::<PriorPolicy>().unwrap().ranking, Ranking::Draw);
+        }
+    }
+
+    #[test]
+    fn stored_policies_without_a_ranking_still_load() {
+        let old = r#"{"survivors":{"kind":"carry","decay":0.7},"fresh":"empirical_bayes","scoring":"standard"}"#;
+        let p: PriorPolicy = serde_json::from_str(old).unwrap();
+        assert_eq!(p, PriorPolicy::CARRY_EB_07);
+        let p = PriorPolicy::default_policy();
+        let json = serde_json::to_string(&p).unwrap();
+        assert_eq!(serde_json::from_str::<PriorPolicy>(&json).unwrap(), p);
+    }
+
+    #[test]
+    fn ranking_scores() {
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(1);
+        let p = Posterior {
+            alpha: 3.0,
+            beta: 27.0,
+        };
+        assert_eq!(Ranking::Mean.score(&p, &mut rng), 0.1);
+        assert_eq!(Ranking::Race { eps: 0.05 }.score(&p, &mut rng), 0.1);
+        let lo = Ranking::Quantile { q: 0.1 }.score(&p, &mut rng);
+        let hi = Ranking::Quantile { q: 0.9 }.score(&p, &mut rng);
+        assert!(lo < p.mean() && p.mean() < hi, "{lo} {hi}");
+        assert!((p.cdf(lo) - 0.1).abs() < 1e-9 && (p.cdf(hi) - 0.9).abs() < 1e-9);
     }
 
     #[test]

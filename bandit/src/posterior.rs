@@ -83,6 +83,29 @@ impl Posterior {
         special::beta_cdf(x, self.alpha, self.beta)
     }
 
+    /// The `q`-quantile (inverse CDF) for q in [0, 1], by bisection to about 1e-12.
+    pub fn quantile(&self, q: f64) -> f64 {
+        if !self.is_valid() || q.is_nan() {
+            return self.mean();
+        }
+        let (mut lo, mut hi) = (0.0_f64, 1.0_f64);
+        if q <= 0.0 {
+            return lo;
+        }
+        if q >= 1.0 {
+            return hi;
+        }
+        for _ in 0..60 {
+            let mid = 0.5 * (lo + hi);
+            if self.cdf(mid) < q {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        0.5 * (lo + hi)
+    }
+
     /// Whether the parameters describe a proper Beta distribution.
     pub fn is_valid(&self) -> bool {
         Posterior::new(self.alpha, self.beta).is_ok()
@@ -122,6 +145,20 @@ mod tests {
         );
         // Late clicks never make beta shrink.
         assert_eq!(Posterior::UNIFORM.observe(5, 2).beta, 1.0);
+    }
+
+    #[test]
+    fn quantile_inverts_the_cdf() {
+        // Beta(1, b) has the closed form F^-1(q) = 1 - (1 - q)^(1/b).
+        let p = Posterior::new(1.0, 12.0).unwrap();
+        for q in [0.01_f64, 0.1, 0.5, 0.9, 0.99] {
+            let want = 1.0 - (1.0 - q).powf(1.0 / 12.0);
+            assert!((p.quantile(q) - want).abs() < 1e-10, "{q}");
+        }
+        let p = Posterior::new(5.0, 95.0).unwrap();
+        assert!((p.cdf(p.quantile(0.3)) - 0.3).abs() < 1e-10);
+        assert_eq!(p.quantile(0.0), 0.0);
+        assert_eq!(p.quantile(1.0), 1.0);
     }
 
     #[test]

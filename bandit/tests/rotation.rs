@@ -4,7 +4,8 @@
 use std::collections::{HashMap, HashSet};
 
 use bandit::evaluate::{self, CtrSource, EvalPolicy, Workload};
-use bandit::{ArmSet, Posterior, PriorPolicy, Recorded, RotationConfig};
+use bandit::policy::Ranking;
+use bandit::{Arm, ArmSet, Posterior, PriorPolicy, Recorded, RotationConfig};
 use proptest::prelude::*;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -21,6 +22,12 @@ fn policies() -> impl Strategy<Value = PriorPolicy> {
         Just("carry".parse().unwrap()),
         Just("carry:0.5".parse().unwrap()),
         Just("eb".parse().unwrap()),
+        Just("carry-eb-mean:0.7".parse().unwrap()),
+        Just("reset-mean".parse().unwrap()),
+        Just("carry-q0.1:0.5".parse().unwrap()),
+        Just("eb-q0.9".parse().unwrap()),
+        Just("carry-eb-race0.01:0.7".parse().unwrap()),
+        Just("carry-eb-race0.2".parse().unwrap()),
     ]
 }
 
@@ -73,12 +80,33 @@ proptest! {
             let items: HashSet<&str> = set.arms.iter().map(|a| a.item.as_str()).collect();
             prop_assert_eq!(items.len(), n);
 
-            // Exactly floor(n/2) survivors, all from the previous set; the rest are new.
+            // Exactly floor(n/2) survivors (race: between 1 and floor(n/2), the leader by
+            // posterior mean among them), all from the previous set; the rest are new.
             let survivors: Vec<&bandit::Arm> =
                 set.arms.iter().filter(|a| old.contains_key(a.item.as_str())).collect();
-            prop_assert_eq!(survivors.len(), n / 2);
-            prop_assert_eq!(summary.survivors.len(), n / 2);
-            prop_assert_eq!(summary.retired.len(), n - n / 2);
+            let kept = survivors.len();
+            if let Ranking::Race { .. } = policy.ranking {
+                prop_assert!(kept <= n / 2 && kept >= (n / 2).min(1));
+                let means: Vec<f64> =
+                    before.posteriors(&policy).iter().map(|p| p.mean()).collect();
+                let top = means.iter().copied().fold(f64::MIN, f64::max);
+                if let Some(first) = summary.survivors.first() {
+                    prop_assert_eq!(first.1, top);
+                }
+            } else {
+                prop_assert_eq!(kept, n / 2);
+            }
+            prop_assert_eq!(summary.survivors.len(), kept);
+            prop_assert_eq!(summary.retired.len(), n - kept);
+            prop_assert_eq!(summary.added.len(), n - kept);
+            // Under a deterministic ranking every survivor scores at least every retiree
+            // (race retires some of the top half early, on evidence).
+            if matches!(policy.ranking, Ranking::Mean | Ranking::Quantile { .. }) {
+                let low = summary.survivors.iter().map(|s| s.1).fold(f64::MAX, f64::min);
+                for r in &summary.retired {
+                    prop_assert!(r.draw <= low);
+                }
+            }
             for a in &set.arms {
                 if old.contains_key(a.item.as_str()) {
                     prop_assert!(a.since_round < set.round);
@@ -167,6 +195,112 @@ proptest! {
             prop_assert_eq!(PriorPolicy::RESET.posterior(a.prior, a.clicks, a.impressions), Posterior::UNIFORM);
         }
     }
+}
+
+/// A set of four tight arms with posterior mean about 0.1 ("sure-*") and four uncertain arms
+/// with a lower mean, 1/13 ("long-*"), each of which draws above 0.1 with probability ~0.28.
+fn separated(policy: &PriorPolicy) -> ArmSet {
+    let mut set = ArmSet::new(Vec::new(), policy);
+    for k in 0..4 {
+        set.arms.push(Arm {
+            item: format!("sure-{k}"),
+            prior: Posterior::UNIFORM,
+            clicks: 100 + k,
+            impressions: 1000,
+            total_clicks: 100 + k,
+            total_impressions: 1000,
+            since_round: 1,
+        });
+        set.arms.push(Arm {
+            item: format!("long-{k}"),
+            prior: Posterior {
+                alpha: 1.0,
+                beta: 12.0,
+            },
+            clicks: 0,
+            impressions: 0,
+            total_clicks: 0,
+            total_impressions: 0,
+            since_round: 1,
+        });
+    }
+    set.round_impressions = 4000;
+    set
+}
+
+fn survivors(set: &ArmSet, policy: &str, seed: u64) -> Vec<String> {
+    let policy: PriorPolicy = policy.parse().unwrap();
+    let config = RotationConfig {
+        arms: 8,
+        round_impressions: 1,
+        policy,
+        cooldown_rounds: 0,
+    };
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let plan = set.plan_rotation(&config, &mut rng);
+    let mut kept: Vec<String> = plan
+        .keep
+        .iter()
+        .map(|&i| set.arms[i].item.clone())
+        .collect();
+    kept.sort();
+    kept
+}
+
+#[test]
+fn mean_ranking_keeps_the_higher_means() {
+    // One draw each keeps all four sure arms only with probability ~0.72^4 ~ 0.27 per seed,
+    // so over 40 seeds the draw rule (almost surely) drops one; the mean rule never does.
+    let sure: Vec<String> = (0..4).map(|k| format!("sure-{k}")).collect();
+    let set = separated(&"carry-eb-mean:0.7".parse().unwrap());
+    let mut draw_dropped_one = false;
+    for seed in 0..40 {
+        assert_eq!(
+            survivors(&set, "carry-eb-mean:0.7", seed),
+            sure,
+            "seed {seed}"
+        );
+        assert_eq!(survivors(&set, "carry-q0.1", seed), sure, "seed {seed}");
+        draw_dropped_one |= survivors(&set, "carry-eb:0.7", seed) != sure;
+    }
+    assert!(draw_dropped_one);
+    // The upper quantile favours the uncertain arms instead.
+    let long: Vec<String> = (0..4).map(|k| format!("long-{k}")).collect();
+    assert_eq!(survivors(&set, "carry-q0.9", 0), long);
+}
+
+#[test]
+fn race_retires_arms_confidently_behind_the_leader() {
+    let policy: PriorPolicy = "carry-eb-race0.01:0.7".parse().unwrap();
+    let mut set = separated(&policy);
+    // A leader far ahead of the sure arms (0.2 against 0.1 on 1,000 impressions each).
+    set.arms[0].clicks = 200;
+    set.arms[0].total_clicks = 200;
+    let config = RotationConfig {
+        arms: 8,
+        round_impressions: 1,
+        policy,
+        cooldown_rounds: 0,
+    };
+    let mut rng = SmallRng::seed_from_u64(1);
+    let plan = set.plan_rotation(&config, &mut rng);
+    assert_eq!(plan.keep, vec![0]);
+    assert_eq!(plan.fresh_needed, 7);
+    assert_eq!(plan.retire.len(), 7);
+    // Without a clear leader it keeps the top half by mean, like the mean rule.
+    let set = separated(&policy);
+    assert_eq!(
+        survivors(&set, "carry-eb-race0.01:0.7", 1),
+        survivors(&set, "carry-eb-mean:0.7", 1)
+    );
+    let cat = catalog(40);
+    let mut set2 = separated(&policy);
+    set2.arms[0].clicks = 200;
+    set2.arms[0].total_clicks = 200;
+    let summary = set2.rotate_from(&config, &cat, &mut rng);
+    assert_eq!(set2.arms.len(), 8);
+    assert_eq!(summary.survivors.len(), 1);
+    assert_eq!(summary.added.len(), 7);
 }
 
 /// A workload on fixed rates with one set that never rotates.
