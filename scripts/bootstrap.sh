@@ -56,11 +56,11 @@ fi
 worker_version=$(lock_version worker)
 bindgen_version=$(lock_version wasm-bindgen)
 
-if [ "$(worker-build --version 2>/dev/null | awk '{print $2}')" != "$worker_version" ]; then
+if [ "$(worker-build --version 2>/dev/null | awk '{print $NF}')" != "$worker_version" ]; then
   log "installing worker-build $worker_version (matches the worker crate)"
   cargo install worker-build --version "=$worker_version" --locked --force
 fi
-if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$bindgen_version" ]; then
+if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $NF}')" != "$bindgen_version" ]; then
   log "installing wasm-bindgen-cli $bindgen_version (matches Cargo.lock)"
   # Not --locked: the CLI's own lock file pins a crate version the registry no longer serves.
   cargo install wasm-bindgen-cli --version "=$bindgen_version" --force
