@@ -1,0 +1,291 @@
+#!/usr/bin/env bash
+# The benchmark suite. `make bench` runs it after `bootstrap.sh --bench` and `make build`.
+#
+# Every figure is measured against a baseline in the same run (the machine is shared and
+# noisy), raw outputs go to bench-out/raw/NAME.{cmd,out,err}, and bench/report.py turns them
+# into docs/BENCHMARKS.md. All servers listen on 127.0.0.1 only; every load loop is bounded
+# by a duration or a count.
+#
+#   BENCH_QUICK=1 bash bench/run.sh   shorter runs, for trying the scripts (not for the doc)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+OUT=${BENCH_OUT:-$ROOT/bench-out}
+RAW=$OUT/raw
+QUICK=${BENCH_QUICK:-0}
+export WRANGLER_SEND_METRICS=false
+export PATH="$HOME/.cargo/bin:$ROOT/node_modules/.bin:$PATH"
+
+# Free loopback ports, chosen now: other people's servers and tests share this machine.
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+WORKER_PORT=$(free_port)
+E2E_WORKER_PORT=$(free_port)
+ITEM_PORT=$(free_port)
+REDIS_PORT=$(free_port)
+KAFKA_PORT=$(free_port)
+
+if [ "$QUICK" = 1 ]; then
+  WRK_SECONDS=3; ROUNDS=1; E2E_RECORDS=200000; TRIALS=10; PY_RECORDS=20000
+else
+  WRK_SECONDS=5; ROUNDS=3; E2E_RECORDS=1000000; TRIALS=50; PY_RECORDS=50000
+fi
+WRK=(wrk -t2 -c16 "-d${WRK_SECONDS}s" --latency -s bench/wrk-report.lua)
+VENV=$ROOT/.tools/bench-venv
+PY=$VENV/bin/python
+BRIDGE=$ROOT/target/release/collector-bridge
+export INGEST_TOKEN=test-token-0123456789 # the token tests/lib/worker.mjs gives the worker
+
+log() { printf '\nbench: %s\n' "$*" >&2; }
+
+# --- processes we start, stopped on exit by their ids --------------------------------------
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+}
+trap cleanup EXIT
+
+# Runs a command, keeping its command line and output as raw/NAME.{cmd,out,err}.
+record() {
+  local name=$1
+  shift
+  printf '%s\n' "$*" >"$RAW/$name.cmd"
+  "$@" >"$RAW/$name.out" 2>"$RAW/$name.err"
+}
+
+wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...: polls until COMMAND succeeds.
+  local secs=$1 what=$2
+  shift 2
+  local end=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    if [ $SECONDS -ge $end ]; then
+      echo "bench: $what did not come up in ${secs}s" >&2
+      return 1
+    fi
+    sleep 0.2
+  done
+}
+
+# Starts the worker bundle under Miniflare: start_worker NAME PORT [serve-worker args...].
+# Sets WORKER_PID.
+start_worker() {
+  local name=$1 port=$2
+  shift 2
+  node bench/serve-worker.mjs --port "$port" "$@" >"$RAW/$name.serve.out" 2>"$RAW/$name.serve.err" &
+  WORKER_PID=$!
+  PIDS+=("$WORKER_PID")
+  wait_for 60 "worker $name" grep -q '^ready' "$RAW/$name.serve.out"
+}
+
+stop_pid() {
+  kill "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+
+# --- setup: what only the benchmarks need, idempotently -----------------------------------
+setup() {
+  mkdir -p "$RAW" docs/bench
+  rm -f "$RAW"/*
+  if [ ! -x "$PY" ]; then
+    log "creating the Python venv for the 2015 baselines"
+    python3 -m venv "$VENV"
+  fi
+  if ! cmp -s bench/py/requirements.txt "$VENV/.requirements.txt"; then
+    log "installing the baselines' Python packages"
+    "$PY" -m pip install --quiet --disable-pip-version-check -r bench/py/requirements.txt
+    cp bench/py/requirements.txt "$VENV/.requirements.txt"
+  fi
+  if ! rustup target list --installed | grep -qx wasm32-wasip1; then
+    log "adding the wasm32-wasip1 target (the pick loop in V8)"
+    rustup target add wasm32-wasip1
+  fi
+  [ -x .tools/bin/tansu ] || bash scripts/install-tansu.sh
+  log "building the pick loop (native and wasm32-wasip1)"
+  cargo build --release -p bandit --example pick_loop
+  (cd bench/wasm-pick && CARGO_TARGET_DIR="$ROOT/target" cargo build --release --target wasm32-wasip1)
+  [ -x "$BRIDGE" ] || cargo build --release -p collector-bridge
+  [ -f build/index_bg.wasm ] || { echo "bench: build/ is missing: run make build" >&2; exit 1; }
+}
+
+machine() {
+  {
+    echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "nproc=$(nproc)"
+    echo "cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
+    echo "mem_kb=$(awk '/^MemTotal/ {print $2}' /proc/meminfo)"
+    echo "kernel=$(uname -r)"
+    echo "commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- bandit worker collector-bridge www || echo '+local changes')"
+    echo "rustc=$(rustc --version)"
+    echo "node=$(node --version)"
+    echo "wrk=$(wrk --version 2>&1 | head -1)"
+    echo "python=$("$PY" --version)"
+    echo "redis=$(redis-server --version)"
+    echo "quick=$QUICK"
+    echo "loadavg_start=$(cut -d' ' -f1-3 /proc/loadavg)"
+  } >"$RAW/machine.env"
+}
+
+# --- 3. the bundle -------------------------------------------------------------------------
+bundle() {
+  log "bundle size"
+  # The bundle's function names are stripped; for the crate breakdown, link a copy with names
+  # in a separate target directory (so the project's own build stays as it is).
+  CARGO_TARGET_DIR=target/bench-names CARGO_PROFILE_WORKER_STRIP=none \
+    cargo build -p top-pick-worker --lib --target wasm32-unknown-unknown --profile worker
+  record wasm_size node bench/wasm-size.mjs build/index_bg.wasm \
+    target/bench-names/wasm32-unknown-unknown/worker/top_pick_worker.wasm
+  # wrangler runs the [build] command first: up to date after `make build`, so it only relinks.
+  local dir=$OUT/dry-run
+  rm -rf "$dir"
+  record dry_run wrangler deploy --dry-run --outdir "$dir"
+}
+
+# --- 2. the pick itself --------------------------------------------------------------------
+pick_cpu() {
+  log "pick: criterion (native)"
+  rm -rf target/criterion/pick
+  record pick_criterion cargo bench -p bandit --bench pick
+  for n in 4 16 64; do
+    cp "target/criterion/pick/$n/new/estimates.json" "$RAW/pick_criterion_$n.json"
+    log "pick: callgrind, $n arms"
+    # Whole-process counts with 0 and 10,000 picks; the difference is the picks alone.
+    for it in 0 10000; do
+      record "pick_callgrind_${n}_$it" valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+        target/release/examples/pick_loop "$n" "$it"
+    done
+    log "pick: wasm in V8 and native, $n arms"
+    # Alternating repetitions; the report takes each side's fastest (least disturbed) run.
+    for rep in 1 2 3; do
+      record "pick_wasm_${n}_$rep" node --no-warnings bench/run-wasi.mjs target/wasm32-wasip1/release/wasm-pick.wasm "$n" 200000
+      record "pick_native_${n}_$rep" target/release/examples/pick_loop "$n" 200000
+    done
+  done
+}
+
+# --- 1. the homepage and the pick API at the edge, and the 2015 /item -----------------------
+edge() {
+  log "edge: worker, Redis and the 2015 /item server"
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no >"$RAW/redis.log" 2>&1 &
+  REDIS_PID=$!
+  PIDS+=("$REDIS_PID")
+  wait_for 10 redis redis-cli -p "$REDIS_PORT" ping
+  start_worker edge "$WORKER_PORT" --catalog demo
+  (cd bench/py && exec "$PY" item_server.py --port "$ITEM_PORT" --redis-port "$REDIS_PORT" --arms 8) \
+    >"$RAW/item_server.log" 2>&1 &
+  ITEM_PID=$!
+  PIDS+=("$ITEM_PID")
+  wait_for 20 "/item" curl -sf "http://127.0.0.1:$ITEM_PORT/item"
+
+  local w=http://127.0.0.1:$WORKER_PORT
+  declare -A targets=(
+    [static]="$w/index.html"
+    [home]="$w/"
+    [pick]="$w/api/slots/home-top-pick/pick"
+    [py_item]="http://127.0.0.1:$ITEM_PORT/item"
+  )
+  cut -d' ' -f1-3 /proc/loadavg >"$RAW/edge_loadavg.txt"
+  log "edge: warm-up"
+  for t in static home pick py_item; do
+    wrk -t2 -c16 -d2s "${targets[$t]}" >/dev/null
+  done
+  # Rounds of adjacent runs: ratios are taken within a round, so drift between rounds
+  # (other work on the machine) cancels out.
+  for r in $(seq 1 "$ROUNDS"); do
+    for t in static home pick py_item; do
+      log "edge: round $r, $t"
+      record "edge_${t}_$r" "${WRK[@]}" "${targets[$t]}"
+    done
+  done
+  stop_pid "$ITEM_PID"
+  stop_pid "$WORKER_PID"
+
+  # The pick in the wasm bundle at n = 4, 16, 64 arms: the pick API against the static asset
+  # of the same worker instance, adjacent runs.
+  for n in 4 16 64; do
+    log "edge: ARMS=$n"
+    start_worker "arms$n" "$WORKER_PORT" --catalog 256 --var "ARMS=$n"
+    wrk -t2 -c16 -d2s "$w/api/slots/home-top-pick/pick" >/dev/null
+    record "arms_${n}_pick" "${WRK[@]}" "$w/api/slots/home-top-pick/pick"
+    record "arms_${n}_static" "${WRK[@]}" "$w/index.html"
+    curl -s "$w/api/slots/home-top-pick" >"$RAW/arms_${n}_state.json"
+    stop_pid "$WORKER_PID"
+  done
+}
+
+# --- 4. the bridge -------------------------------------------------------------------------
+bridge_micro() {
+  log "bridge: criterion pipeline bench"
+  rm -rf target/criterion/pipeline_*
+  record pipeline_criterion cargo bench -p collector-bridge --bench pipeline
+  for f in target/criterion/pipeline_*/*/new/estimates.json; do
+    local group bench
+    group=$(basename "$(dirname "$(dirname "$(dirname "$f")")")")
+    bench=$(basename "$(dirname "$(dirname "$f")")")
+    cp "$f" "$RAW/pipeline_${group}__${bench}.json"
+  done
+}
+
+python_consumers_memory() {
+  log "2015 consumer loop from memory (fastavro, then the avro library)"
+  (cd bench/py && record py_consumer_memory "$PY" consumer2015.py memory --n "$PY_RECORDS" --redis-port "$REDIS_PORT" --max-seconds 30)
+  (cd bench/py && record py_consumer_memory_avro "$PY" consumer2015.py memory --decoder avro --n 10000 --redis-port "$REDIS_PORT" --max-seconds 20)
+}
+
+e2e() {
+  log "end to end: tansu, the bridge, the worker"
+  .tools/bin/tansu broker --storage-engine memory://tansu/ \
+    --listener-url "tcp://127.0.0.1:$KAFKA_PORT" --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+    >"$RAW/tansu.log" 2>&1 &
+  TANSU_PID=$!
+  PIDS+=("$TANSU_PID")
+  wait_for 20 tansu .tools/bin/tansu topic create --broker "tcp://127.0.0.1:$KAFKA_PORT" --partitions 3 divolte
+  start_worker e2e "$E2E_WORKER_PORT" --catalog demo
+  log "producing $E2E_RECORDS records"
+  (cd bench/py && record e2e_produce "$PY" produce.py --brokers "127.0.0.1:$KAFKA_PORT" --topic divolte --n "$E2E_RECORDS")
+  log "bridge run until the worker has every event, then $TRIALS feedback-latency trials"
+  (cd bench/py && record e2e "$PY" e2e.py --worker "http://127.0.0.1:$E2E_WORKER_PORT" \
+    --brokers "127.0.0.1:$KAFKA_PORT" --topic divolte --produced "$RAW/e2e_produce.out" \
+    --bridge "$BRIDGE" --bridge-log "$RAW/e2e_bridge.log" --trials "$TRIALS")
+  log "2015 consumer loop from the broker (kafka-python)"
+  (cd bench/py && record py_consumer_kafka "$PY" consumer2015.py kafka --brokers "127.0.0.1:$KAFKA_PORT" \
+    --topic divolte --n "$PY_RECORDS" --redis-port "$REDIS_PORT" --max-seconds 30)
+  stop_pid "$WORKER_PID"
+  stop_pid "$TANSU_PID"
+}
+
+# --- 6. learning ---------------------------------------------------------------------------
+learning() {
+  for catalog in 500 5000; do
+    for delay in 0 500; do
+      log "evaluate: catalog $catalog, delay $delay"
+      record "evaluate_c${catalog}_d$delay" "$BRIDGE" evaluate \
+        --policy post2015 --policy shop --policy uniform --policy default \
+        --catalog "$catalog" --ctr beta:2,60 --arms 8 --interval 2000 --impressions 400000 \
+        --delay "$delay" --seeds 5 --json --plot "docs/bench/regret-catalog$catalog-delay$delay.svg"
+    done
+  done
+}
+
+started=$SECONDS
+setup
+machine
+bundle
+pick_cpu
+edge
+python_consumers_memory
+bridge_micro
+e2e
+learning
+{
+  echo "seconds=$((SECONDS - started))"
+  echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)"
+} >>"$RAW/machine.env"
+log "writing docs/BENCHMARKS.md"
+python3 bench/report.py "$RAW" docs/BENCHMARKS.md
+log "done in $((SECONDS - started)) s"
