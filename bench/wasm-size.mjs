@@ -114,6 +114,27 @@ function parseNames(buf, p, end, names) {
 // `<T as Trait>::f` the crate of T. std's crates carry a hash: core[c5930c85a12de822]::...
 function crateOf(name) {
   if (!name) return "(unnamed)";
+  // Mangled names (the linker's output): v0 `_R...`, the first crate root `C[s<hash>_]<len><ident>`;
+  // legacy `_ZN<len><ident>...`, the first path segment.
+  if (name.startsWith("_R")) {
+    const re = /C(?:s[0-9a-zA-Z]*_)?(\d+)/g;
+    let m;
+    while ((m = re.exec(name))) {
+      const len = Number(m[1]);
+      const ident = name.substr(m.index + m[0].length, len);
+      if (/^[A-Za-z_][A-Za-z0-9_]*$/.test(ident) && ident.length === len) return ident;
+    }
+    return "(other)";
+  }
+  if (name.startsWith("_ZN")) {
+    const m = name.match(/^_ZN(\d+)/);
+    const seg = name.substr(m[0].length, Number(m[1]))
+      .replace(/\$LT\$/g, "<").replace(/\$GT\$/g, ">").replace(/\$u20\$/g, " ")
+      .replace(/\$RF\$/g, "&").replace(/\.\./g, "::");
+    if (/^[A-Za-z_][A-Za-z0-9_]*$/.test(seg)) return seg;
+    return crateOf(seg);
+  }
+  if (/^(__wbg|__wbindgen|__externref|wbindgen)/.test(name)) return "wasm_bindgen";
   const n = name.replace(/^[_<&\[(]+/, "").replace(/^(mut |dyn )/, "");
   const m = n.match(/^([A-Za-z_][A-Za-z0-9_]*)(\[[0-9a-f]+\])?(::|>)/);
   if (m) return ["f32", "f64", "str", "char", "T"].includes(m[1]) ? "core" : m[1];
