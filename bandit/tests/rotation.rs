@@ -135,10 +135,18 @@ proptest! {
                         // decay 1 keeps the evidence exactly.
                         prop_assert_eq!(after_post, before_post);
                     }
-                    bandit::policy::SurvivorPrior::Carry { .. } => {
-                        // Shrunk toward the fresh prior: never stronger than before.
-                        prop_assert!(s.prior.alpha + s.prior.beta
-                            <= before_post.alpha + before_post.beta + 1e-9);
+                    bandit::policy::SurvivorPrior::Carry { decay } => {
+                        // Shrunk toward the fresh prior (the one this round's fresh items
+                        // got): decay * posterior + (1 - decay) * fresh prior.
+                        let fresh = set.arms.iter()
+                            .find(|a| !old.contains_key(a.item.as_str()))
+                            .map(|a| a.prior);
+                        if let Some(f) = fresh {
+                            let want_a = decay * before_post.alpha + (1.0 - decay) * f.alpha;
+                            let want_b = decay * before_post.beta + (1.0 - decay) * f.beta;
+                            prop_assert!((s.prior.alpha - want_a).abs() <= 1e-9 * want_a.max(1.0));
+                            prop_assert!((s.prior.beta - want_b).abs() <= 1e-9 * want_b.max(1.0));
+                        }
                     }
                     bandit::policy::SurvivorPrior::Reset => {
                         if policy.fresh == bandit::policy::FreshPrior::Uniform {
