@@ -14,7 +14,8 @@ use serde_json::{json, Map, Value};
 #[derive(Debug, clap::Args)]
 pub struct EvaluateArgs {
     /// Policy to evaluate (repeat for several): post2015, shop, uniform, default, reset, eb,
-    /// carry[:DECAY], carry-eb[:DECAY], oracle-in-set.
+    /// carry[:DECAY], carry-eb[:DECAY], oracle-in-set; the reset/eb/carry names take a ranking
+    /// suffix -mean, -qQ or -raceEPS before the decay (e.g. carry-eb-race0.01:0.7).
     #[arg(long = "policy", value_name = "NAME", required = true)]
     pub policies: Vec<String>,
     /// Items in the simulated catalog.
@@ -86,7 +87,8 @@ fn parse_policies(names: &[String]) -> Result<Vec<(String, EvalPolicy)>> {
             anyhow::anyhow!(
                 "unknown policy {name:?}: use one of post2015, shop, uniform, default, reset, \
                  eb, carry[:DECAY], carry-eb[:DECAY], oracle-in-set (DECAY in (0, 1]), \
-                 e.g. --policy carry-eb:0.9"
+                 with an optional ranking suffix -mean, -qQ or -raceEPS before the decay, \
+                 e.g. --policy carry-eb-race0.01:0.7"
             )
         })?;
         out.push((name.to_string(), policy));
