@@ -10,6 +10,28 @@ use lol_html::{element, HtmlRewriter, Settings};
 use crate::catalog::CatalogItem;
 use crate::escape::{html, is_safe_url, js_string};
 
+/// An `<img>` of the item when it has a safe image URL.
+fn push_image(out: &mut String, class: &str, item: &CatalogItem, alt: &str) {
+    if !item.image.is_empty() && is_safe_url(&item.image) {
+        out.push_str("<img class=\"");
+        out.push_str(class);
+        out.push_str("\" src=\"");
+        out.push_str(&html(&item.image));
+        out.push_str("\" alt=\"");
+        out.push_str(alt);
+        out.push_str("\" decoding=\"async\">");
+    }
+}
+
+/// "Photo by …" in a `tag` element, when the photographer is known.
+fn push_byline(out: &mut String, tag: &str, class: &str, item: &CatalogItem) {
+    if !item.photographer.is_empty() {
+        out.push_str(&format!("<{tag} class=\"{class}\">Photo by "));
+        out.push_str(&html(&item.photographer));
+        out.push_str(&format!("</{tag}>"));
+    }
+}
+
 /// The markup that fills the slot: a link to the product page marked as a top-pick click, the
 /// photo, title and photographer, and the guarded Divolte impression signal.
 pub fn pick_fragment(item: &CatalogItem) -> String {
@@ -21,21 +43,11 @@ pub fn pick_fragment(item: &CatalogItem) -> String {
     out.push_str("\" data-product-id=\"");
     out.push_str(&id);
     out.push_str("\">");
-    if !item.image.is_empty() && is_safe_url(&item.image) {
-        out.push_str("<img class=\"top-pick__image\" src=\"");
-        out.push_str(&html(&item.image));
-        out.push_str("\" alt=\"");
-        out.push_str(&title);
-        out.push_str("\" decoding=\"async\">");
-    }
+    push_image(&mut out, "top-pick__image", item, &title);
     out.push_str("<span class=\"top-pick__title\">");
     out.push_str(&title);
     out.push_str("</span>");
-    if !item.photographer.is_empty() {
-        out.push_str("<span class=\"top-pick__by\">Photo by ");
-        out.push_str(&html(&item.photographer));
-        out.push_str("</span>");
-    }
+    push_byline(&mut out, "span", "top-pick__by", item);
     out.push_str("</a>");
     // Divolte's tag may load after this script (it is usually async), so retry on load; the
     // page must work when it never loads at all.
@@ -141,23 +153,14 @@ pub fn rewrite_page(page: &[u8], slot: &str, fill: SlotFill) -> Result<Vec<u8>, 
 
 /// Fills the product page template's `data-product` element with the item.
 pub fn product_page(template: &[u8], item: &CatalogItem) -> Result<Vec<u8>, RewriteError> {
+    let template = std::str::from_utf8(template).map_err(|e| RewriteError(e.to_string()))?;
     let title = html(&item.title).into_owned();
     let mut body = String::with_capacity(1024);
-    if !item.image.is_empty() && is_safe_url(&item.image) {
-        body.push_str("<img class=\"product__image\" src=\"");
-        body.push_str(&html(&item.image));
-        body.push_str("\" alt=\"");
-        body.push_str(&title);
-        body.push_str("\">");
-    }
+    push_image(&mut body, "product__image", item, &title);
     body.push_str("<h1 class=\"product__title\">");
     body.push_str(&title);
     body.push_str("</h1>");
-    if !item.photographer.is_empty() {
-        body.push_str("<p class=\"product__by\">Photo by ");
-        body.push_str(&html(&item.photographer));
-        body.push_str("</p>");
-    }
+    push_byline(&mut body, "p", "product__by", item);
     if !item.category.is_empty() {
         body.push_str("<p class=\"product__category\">In <span>");
         body.push_str(&html(&item.category));
@@ -168,35 +171,26 @@ pub fn product_page(template: &[u8], item: &CatalogItem) -> Result<Vec<u8>, Rewr
         body.push_str(&html(src));
         body.push_str("\">Original photo</a></p>");
     }
-    let title_text = format!("{title} · Shop for Humans");
-    let id = item.id.clone();
-    let output = Rc::new(RefCell::new(Vec::with_capacity(
-        template.len() + body.len(),
-    )));
-    let sink_buf = Rc::clone(&output);
-    let mut rewriter = HtmlRewriter::new(
-        Settings {
+    let title_text = format!("{title} · Photon Prints");
+    let page = lol_html::rewrite_str(
+        template,
+        lol_html::RewriteStrSettings {
             element_content_handlers: vec![
-                element!("[data-product]", move |el| {
-                    el.set_attribute("data-product", &id)?;
+                element!("[data-product]", |el| {
+                    el.set_attribute("data-product", &item.id)?;
                     el.set_inner_content(&body, ContentType::Html);
                     Ok(())
                 }),
-                element!("title", move |el| {
+                element!("title", |el| {
                     el.set_inner_content(&title_text, ContentType::Html);
                     Ok(())
                 }),
             ],
-            ..Settings::new()
+            ..lol_html::RewriteStrSettings::new()
         },
-        move |c: &[u8]| sink_buf.borrow_mut().extend_from_slice(c),
-    );
-    rewriter
-        .write(template)
-        .map_err(|e| RewriteError(e.to_string()))?;
-    rewriter.end().map_err(|e| RewriteError(e.to_string()))?;
-    let out = std::mem::take(&mut *output.borrow_mut());
-    Ok(out)
+    )
+    .map_err(|e| RewriteError(e.to_string()))?;
+    Ok(page.into_bytes())
 }
 
 #[cfg(test)]
@@ -275,6 +269,6 @@ mod tests {
         let out = String::from_utf8(product_page(tpl, &item("Tulips <b>")).unwrap()).unwrap();
         assert!(out.contains(r#"data-product="42""#));
         assert!(out.contains("Tulips &lt;b&gt;"));
-        assert!(out.contains("<title>Tulips &lt;b&gt; · Shop for Humans</title>"));
+        assert!(out.contains("<title>Tulips &lt;b&gt; · Photon Prints</title>"));
     }
 }
