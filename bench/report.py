@@ -249,9 +249,31 @@ for t, label in (("static", "`GET /index.html` (static asset)"), ("home", "`GET 
     w(f"| {label} | {f0(m[t]['rps'])} | {f2(m[t]['p50_ms'])} | {f2(m[t]['p99_ms'])} | {errors[t]} |")
 w("")
 w(f"- `/` against `/index.html`: throughput ratio **{f2(home_ratio)}** (goal ≥ 0.8), added "
-  f"latency p50 **{home_p50_add:+.2f} ms** (goal ≤ 1 ms), p99 {home_p99_add:+.2f} ms.")
+  f"latency p50 **{home_p50_add:+.2f} ms** (goal ≤ 1 ms), p99 {home_p99_add:+.2f} ms (tails "
+  "of hundreds of ms appear for the static asset too: stalls in workerd under load, not the "
+  "pick).")
 w(f"- pick API against the 2015 `/item`: throughput **{f2(pick_vs_py)}×** (goal ≥ 3×), p99 "
   f"ratio **{f2(pick_p99_vs_py)}** (goal ≤ 0.33), p50 ratio {f2(pick_p50_vs_py)}.")
+w("")
+na_pick = [wrk(f"noassets_pick_{r}") for r in rounds]
+na_py = [wrk(f"noassets_py_item_{r}") for r in rounds]
+na_ratio = med([a["rps"] / b["rps"] for a, b in zip(na_pick, na_py)])
+na_p99 = med([a["p99_ms"] / b["p99_ms"] for a, b in zip(na_pick, na_py)])
+w("**Where the time goes.** The same bundle served without its static assets (`--no-assets`), "
+  "so requests reach the worker without passing Miniflare's asset router, against `/item` in "
+  "adjacent runs:")
+w("")
+w("| target | req/s | p50 ms | p99 ms |")
+w("|---|---|---|---|")
+w(f"| pick API, no asset router | {f0(med([x['rps'] for x in na_pick]))} | "
+  f"{f2(med([x['p50_ms'] for x in na_pick]))} | {f2(med([x['p99_ms'] for x in na_pick]))} |")
+w(f"| 2015 `/item` | {f0(med([x['rps'] for x in na_py]))} | "
+  f"{f2(med([x['p50_ms'] for x in na_py]))} | {f2(med([x['p99_ms'] for x in na_py]))} |")
+w("")
+w(f"Pick API without the router against `/item`: throughput **{f2(na_ratio)}×**, p99 ratio "
+  f"{f2(na_p99)}. The difference to the table above is the asset router, which runs in front "
+  "of a worker that has static assets (Miniflare runs the platform's router and asset-server "
+  "workers); what remains is the worker's own per-request cost in workerd.")
 w("")
 w("Per round (req/s, p50 ms, p99 ms):")
 w("")
@@ -267,7 +289,7 @@ w("")
 w("```")
 for t in ("static", "home", "pick", "py_item"):
     w(cmd(f"edge_{t}_{rounds[0]}"))
-w("node bench/serve-worker.mjs --port PORT --catalog demo")
+w("node bench/serve-worker.mjs --port PORT --catalog demo   # --no-assets for the second table")
 w("(cd bench/py && ../../.tools/bench-venv/bin/python item_server.py --port PORT --redis-port REDIS_PORT --arms 8)")
 w("```")
 w("")
@@ -279,9 +301,9 @@ w("`bandit::pick` over posteriors like a live arm set mid-round (a few hundred i
   "with callgrind (`bandit/examples/pick_loop.rs`, run with 0 and 10,000 picks; the difference "
   "divided by 10,000), and in wasm: the same loop compiled for wasm32-wasip1 with the worker's "
   "settings (opt-level z, fat LTO; `bench/wasm-pick/`) and run in Node's V8, the engine "
-  "workerd embeds, next to the native loop in the same run. The last columns are the bundle "
-  "itself: the pick API of a worker started with `ARMS=n` (256 synthetic items) against the "
-  "same worker's static asset, adjacent wrk runs.")
+  "workerd embeds, next to the native loop in the same run. Then the bundle itself: the pick "
+  "API of a worker started with `ARMS=n` (256 synthetic items) against the same worker's "
+  "static asset, adjacent wrk runs.")
 w("")
 w("| arms | native ns/pick (criterion, 95% CI) | ns per arm | instructions/pick | wasm ns/pick (V8) | native loop ns/pick | wasm / native |")
 w("|---|---|---|---|---|---|---|")
@@ -301,10 +323,11 @@ for n, p in pick.items():
       f"{f0(p['static']['rps'])} | {f2(p['api']['rps'] / p['static']['rps'])} | "
       f"{f2(p['api']['rps'] / pick[4]['api']['rps'])} |")
 w("")
-w(f"Even at 64 arms the pick costs about {f0(pick[64]['wasm'] / 1000)} µs of wasm CPU, against "
-  f"a request that costs the worker about {f0(1e6 / max(pick[64]['static']['rps'], 1))} µs of "
-  "wall time per static request at this concurrency; the wrk figures show how much of it is visible "
-  "end to end (wrk and workerd share the 2 cores, so single runs differ by several percent).")
+per_req_us = 1e6 / pick[64]["api"]["rps"]
+w(f"At 64 arms the pick costs about {f1(pick[64]['wasm'] / 1000)} µs of wasm CPU, about "
+  f"{pick[64]['wasm'] / 1000 / per_req_us:.1%} of the {f0(per_req_us)} µs of server time per "
+  "pick API request at that worker's throughput, which is why the wrk figures for 4, 16 and 64 "
+  "arms differ by no more than run-to-run noise (wrk and workerd share the 2 cores).")
 w("")
 w("```")
 w(cmd("pick_criterion"))
@@ -366,8 +389,10 @@ w("")
 
 w("## 4. The bridge")
 w("")
+mean_bytes = mrec.group(2) if mrec else "?"
 w(f"**Per core, in memory** (`collector-bridge/benches/pipeline.rs`, {schema_label} schema, "
-  f"{nrec:,} realistic records per iteration: decode + classify + aggregate, single thread):")
+  f"{nrec:,} realistic records of {mean_bytes} bytes on average per iteration: decode + "
+  "classify + aggregate, single thread):")
 w("")
 w("| decoder | records/s (95% CI) |")
 w("|---|---|")
@@ -379,6 +404,12 @@ w("**The 2015 consumer loop** (`bench/py/consumer2015.py`): per record, Avro dec
   "Redis on loopback. The same records as the end-to-end run (project schema, 7 of 10 "
   "records count: 6 impressions, 1 top-pick click, 3 unrelated page views).")
 w("")
+if schema_label == "shop":
+    w("(The Rust bench uses the Divolte shop's schema from ../shared/divolte-shop/ when present, "
+      f"records of {mean_bytes} bytes on average; the Python loops use the project's TopPickEvent "
+      "schema, about 350-byte records, the same as the end-to-end run. The Rust side decodes the "
+      "larger records, so the ratio understates it if anything.)")
+    w("")
 w("| loop | records/s | counted events/s |")
 w("|---|---|---|")
 w(f"| Python, fastavro (C), from memory | {f0(py_mem['records_per_s'])} | {f0(py_mem['events_per_s'])} |")

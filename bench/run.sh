@@ -202,6 +202,17 @@ edge() {
       record "edge_${t}_$r" "${WRK[@]}" "${targets[$t]}"
     done
   done
+  stop_pid "$WORKER_PID"
+
+  # Where the time goes: the same bundle without static assets, so requests skip Miniflare's
+  # asset router, against /item again, adjacent runs.
+  log "edge: pick API without the asset router"
+  start_worker noassets "$WORKER_PORT" --catalog demo --no-assets
+  wrk -t2 -c16 -d2s "${targets[pick]}" >/dev/null
+  for r in $(seq 1 "$ROUNDS"); do
+    record "noassets_pick_$r" "${WRK[@]}" "${targets[pick]}"
+    record "noassets_py_item_$r" "${WRK[@]}" "${targets[py_item]}"
+  done
   stop_pid "$ITEM_PID"
   stop_pid "$WORKER_PID"
 

@@ -1,20 +1,26 @@
 // Serves the built bundle (build/) with Miniflare directly on a loopback port, for load tests.
 // Not through `wrangler dev`: its local proxy caps any worker at about 1,200 requests/s here.
 //
-//   node bench/serve-worker.mjs --port 18787 [--catalog demo|N] [--var KEY=VALUE ...]
+//   node bench/serve-worker.mjs --port 18787 [--catalog demo|N] [--var KEY=VALUE ...] [--no-assets]
 //
-// Imports a catalog (the demo catalog, or N synthetic items), waits until the pick API answers,
-// prints `ready <url>` on stdout and serves until SIGTERM or SIGINT.
+// Configured from wrangler.toml as tests/lib/worker.mjs does. --no-assets leaves out the static
+// assets, so requests reach the worker without passing Miniflare's asset router first (the
+// homepage then has no template; only the APIs are meaningful). Imports a catalog (the demo
+// catalog, or N synthetic items), waits until the pick API answers, prints `ready <url>` on
+// stdout and serves until SIGTERM or SIGINT.
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { ROOT, startWorker, importItems, makeItems } from "../tests/lib/worker.mjs";
+import { Miniflare } from "miniflare";
+import { unstable_getMiniflareWorkerOptions } from "wrangler";
+import { ROOT, TOKEN, importItems, makeItems } from "../tests/lib/worker.mjs";
 
 const { values } = parseArgs({
   options: {
     port: { type: "string", default: "18787" },
     catalog: { type: "string", default: "demo" },
     var: { type: "string", multiple: true, default: [] },
+    "no-assets": { type: "boolean", default: false },
   },
 });
 
@@ -26,14 +32,26 @@ const vars = Object.fromEntries(
   }),
 );
 
-const w = await startWorker({ port: Number(values.port), vars });
+const { workerOptions } = unstable_getMiniflareWorkerOptions(path.join(ROOT, "wrangler.toml"));
+const main = {
+  ...workerOptions,
+  name: "top-pick",
+  scriptPath: path.join(ROOT, "build/index.js"),
+  modulesRoot: path.join(ROOT, "build"),
+  modules: true,
+  modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"] }],
+  bindings: { ...workerOptions.bindings, INGEST_TOKEN: TOKEN, ...vars },
+};
+if (values["no-assets"]) delete main.assets;
 
-let items;
-if (values.catalog === "demo") {
-  items = JSON.parse(readFileSync(path.join(ROOT, "www/catalog/demo.json"), "utf8")).items;
-} else {
-  items = makeItems(Number(values.catalog), "bench");
-}
+const mf = new Miniflare({ host: "127.0.0.1", port: Number(values.port), workers: [main] });
+const base = (await mf.ready).toString().replace(/\/$/, "");
+const w = { fetch: (p, init) => mf.dispatchFetch(new URL(p, base + "/"), init) };
+
+const items =
+  values.catalog === "demo"
+    ? JSON.parse(readFileSync(path.join(ROOT, "www/catalog/demo.json"), "utf8")).items
+    : makeItems(Number(values.catalog), "bench");
 // The import API takes bounded batches.
 for (let i = 0; i < items.length; i += 200) {
   await importItems(w, items.slice(i, i + 200));
@@ -49,13 +67,13 @@ for (;;) {
   await new Promise((res) => setTimeout(res, 100));
 }
 
-process.stdout.write(`ready ${w.url}\n`);
+process.stdout.write(`ready ${base}\n`);
 
 let stopping = false;
 const stop = async () => {
   if (stopping) return;
   stopping = true;
-  await w.dispose();
+  await mf.dispose();
   process.exit(0);
 };
 process.on("SIGTERM", stop);
