@@ -202,6 +202,11 @@ edge() {
       record "edge_${t}_$r" "${WRK[@]}" "${targets[$t]}"
     done
   done
+  # Latency without queueing: one connection, so the p50 difference is the work per request.
+  for t in static home pick py_item; do
+    log "edge: one connection, $t"
+    record "edge1_${t}" wrk -t1 -c1 "-d${WRK_SECONDS}s" --latency -s bench/wrk-report.lua "${targets[$t]}"
+  done
   stop_pid "$WORKER_PID"
 
   # Where the time goes: the same bundle without static assets, so requests skip Miniflare's
