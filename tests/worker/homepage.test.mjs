@@ -21,7 +21,7 @@ describe("homepage", () => {
     assert.equal(r.status, 200);
     assert.match(r.headers.get("content-type"), /text\/html/);
     assert.equal(r.headers.get("cache-control"), "private, no-store");
-    assert.match(r.headers.get("server-timing"), /snapshot;desc="(kv|object|isolate)";dur=[\d.]+, pick;desc="thompson"/);
+    assert.match(r.headers.get("server-timing"), /snapshot;desc="(kv|object|isolate|stale)";dur=[\d.]+, pick;desc="thompson"/);
     const html = await r.text();
     const id = pickOf(html);
     assert.ok(makeItems(4).some((i) => i.id === id), `picked ${id}`);

@@ -24,7 +24,7 @@ pub enum SnapshotSource {
     Kv,
     /// The slot's Durable Object.
     Object,
-    /// The isolate's cache past its max age, because the store did not answer in time.
+    /// The isolate's cache past its max age, served while a background refresh replaces it.
     Stale,
     /// Nothing could be had.
     Missing,
@@ -46,6 +46,8 @@ impl SnapshotSource {
 struct Cached {
     snapshot: Rc<Snapshot>,
     fetched_ms: f64,
+    /// A background refresh is under way.
+    refreshing: bool,
 }
 
 thread_local! {
@@ -89,60 +91,104 @@ async fn fetch_from_store(env: &Env, slot: &str) -> Result<Option<(Snapshot, Sna
     Ok(Some((resp.json().await?, SnapshotSource::Object)))
 }
 
-/// The slot's snapshot, from the freshest place that answers within the budget.
+/// Reads the store within `budget_ms`.
+async fn fetch_within(
+    env: &Env,
+    slot: &str,
+    budget_ms: u64,
+) -> Result<Option<(Snapshot, SnapshotSource)>> {
+    let fetch = Box::pin(fetch_from_store(env, slot));
+    let budget = Delay::from(Duration::from_millis(budget_ms));
+    match select(fetch, budget).await {
+        Either::Left((res, _)) => res,
+        Either::Right(_) => Err(Error::RustError(format!("no answer within {budget_ms} ms"))),
+    }
+}
+
+fn remember(slot: &str, snapshot: Rc<Snapshot>) {
+    SNAPSHOTS.with(|c| {
+        c.borrow_mut().insert(
+            slot.to_string(),
+            Cached {
+                snapshot,
+                fetched_ms: now_ms(),
+                refreshing: false,
+            },
+        )
+    });
+}
+
+/// Replaces an expired snapshot in the background; on failure the old one stays in use.
+async fn refresh(env: Env, slot: String, budget_ms: u64) {
+    match fetch_within(&env, &slot, budget_ms).await {
+        Ok(Some((snap, _))) => remember(&slot, Rc::new(snap)),
+        outcome => {
+            let why = match outcome {
+                Err(e) => e.to_string(),
+                _ => "no snapshot".to_string(),
+            };
+            console_warn!(
+                "slot {slot}: refresh failed ({why}); still serving the last known state"
+            );
+            SNAPSHOTS.with(|c| {
+                if let Some(e) = c.borrow_mut().get_mut(&slot) {
+                    e.refreshing = false;
+                }
+            });
+        }
+    }
+}
+
+/// The slot's snapshot. Within its max age the isolate's copy is used as is; past it the copy
+/// is still used while one background refresh per isolate and slot replaces it, so requests
+/// never wait on the store once an isolate has seen the slot. Without a copy the request waits
+/// for KV (then the Durable Object) within the read budget.
 pub async fn load_snapshot(
+    ctx: &Context,
     env: &Env,
     settings: &Settings,
     slot: &str,
 ) -> (Option<Rc<Snapshot>>, SnapshotSource) {
     let now = now_ms();
+    let max_age = settings.snapshot_max_age_ms as f64;
     let cached = SNAPSHOTS.with(|c| {
-        c.borrow()
-            .get(slot)
-            .map(|e| (Rc::clone(&e.snapshot), e.fetched_ms))
-    });
-    if let Some((snap, at)) = &cached {
-        if now - at < settings.snapshot_max_age_ms as f64 {
-            return (Some(Rc::clone(snap)), SnapshotSource::Isolate);
+        let mut c = c.borrow_mut();
+        let e = c.get_mut(slot)?;
+        let fresh = now - e.fetched_ms < max_age;
+        let start_refresh = !fresh && !e.refreshing;
+        if start_refresh {
+            e.refreshing = true;
         }
+        Some((Rc::clone(&e.snapshot), fresh, start_refresh))
+    });
+    if let Some((snap, fresh, start_refresh)) = cached {
+        if start_refresh {
+            // A refresh may take longer than a request may wait: give it ten budgets.
+            let budget = settings.read_budget_ms.saturating_mul(10);
+            ctx.wait_until(refresh(env.clone(), slot.to_string(), budget));
+        }
+        let source = if fresh {
+            SnapshotSource::Isolate
+        } else {
+            SnapshotSource::Stale
+        };
+        return (Some(snap), source);
     }
-    let fetch = Box::pin(fetch_from_store(env, slot));
-    let budget = Delay::from(Duration::from_millis(settings.read_budget_ms));
-    let outcome = match select(fetch, budget).await {
-        Either::Left((res, _)) => res,
-        Either::Right(_) => Err(Error::RustError(format!(
-            "no answer within {} ms",
-            settings.read_budget_ms
-        ))),
-    };
-    match outcome {
+    match fetch_within(env, slot, settings.read_budget_ms).await {
         Ok(Some((snap, source))) => {
             let snap = Rc::new(snap);
-            SNAPSHOTS.with(|c| {
-                c.borrow_mut().insert(
-                    slot.to_string(),
-                    Cached {
-                        snapshot: Rc::clone(&snap),
-                        fetched_ms: now_ms(),
-                    },
-                )
-            });
+            remember(slot, Rc::clone(&snap));
             (Some(snap), source)
         }
         Ok(None) => (None, SnapshotSource::Missing),
         Err(e) => {
-            console_warn!(
-                "slot {slot}: state unavailable ({e}); rendering with {}",
-                if cached.is_some() {
-                    "the last known state"
-                } else {
-                    "the fallback"
-                }
-            );
-            match cached {
-                Some((snap, _)) => (Some(snap), SnapshotSource::Stale),
-                None => (None, SnapshotSource::Missing),
-            }
+            let instead = if settings.fallback.is_some() {
+                "the fallback item"
+            } else {
+                "the slot as the page has it"
+            };
+            console_warn!("slot {slot}: state unavailable ({e}); rendering {instead}");
+            (None, SnapshotSource::Missing)
         }
     }
 }
@@ -162,8 +208,8 @@ pub struct Decision {
 }
 
 /// Reads the state and samples the posteriors.
-pub async fn decide(env: &Env, settings: &Settings, slot: &str) -> Decision {
-    let (snap, source) = load_snapshot(env, settings, slot).await;
+pub async fn decide(ctx: &Context, env: &Env, settings: &Settings, slot: &str) -> Decision {
+    let (snap, source) = load_snapshot(ctx, env, settings, slot).await;
     if let Some(snap) = snap {
         if let Some(arm) = with_rng(|rng| snap.pick(rng)) {
             return Decision {
@@ -222,10 +268,15 @@ fn server_timing(decision: &Decision, read_ms: f64) -> String {
 }
 
 /// `GET /`: the homepage with the slot filled in.
-pub async fn homepage(req: &Request, env: &Env, settings: &Settings) -> Result<Response> {
+pub async fn homepage(
+    req: &Request,
+    ctx: &Context,
+    env: &Env,
+    settings: &Settings,
+) -> Result<Response> {
     let slot = settings.slots[0].as_str();
     let start = now_ms();
-    let decision = decide(env, settings, slot).await;
+    let decision = decide(ctx, env, settings, slot).await;
     let read_ms = now_ms() - start;
     let fill = match &decision.item {
         Some(item) => SlotFill::Pick {

@@ -53,7 +53,7 @@ mod wasm {
     }
 
     #[event(fetch)]
-    async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
-        crate::routes::route(req, env).await
+    async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
+        crate::routes::route(req, env, ctx).await
     }
 }

@@ -11,13 +11,13 @@ use crate::slot_do;
 use crate::wasm::settings;
 
 /// Dispatches a request.
-pub async fn route(req: Request, env: Env) -> Result<Response> {
+pub async fn route(req: Request, env: Env, ctx: Context) -> Result<Response> {
     let path = req.path();
     let method = req.method();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let result = match (&method, segments.as_slice()) {
-        (Method::Get | Method::Head, [""]) => homepage(&req, &env).await,
-        (Method::Get, ["api", "slots", slot, "pick"]) => pick(&env, slot).await,
+        (Method::Get | Method::Head, [""]) => homepage(&req, &ctx, &env).await,
+        (Method::Get, ["api", "slots", slot, "pick"]) => pick(&ctx, &env, slot).await,
         (Method::Post, ["api", "slots", slot, "events"]) => events(req, &env, slot).await,
         (Method::Get, ["api", "slots", slot]) => forward_get(&env, slot, "state").await,
         (Method::Get, ["api", "slots", slot, "offsets"]) => {
@@ -68,9 +68,9 @@ fn redirect(location: &str) -> ApiResult {
     Ok(resp)
 }
 
-async fn homepage(req: &Request, env: &Env) -> ApiResult {
+async fn homepage(req: &Request, ctx: &Context, env: &Env) -> ApiResult {
     match settings(env) {
-        Ok(s) => Ok(edge::homepage(req, env, &s).await?),
+        Ok(s) => Ok(edge::homepage(req, ctx, env, &s).await?),
         Err(e) => {
             // The homepage never fails because of the bandit: serve it as it is.
             console_error!("{}", e.message);
@@ -82,10 +82,10 @@ async fn homepage(req: &Request, env: &Env) -> ApiResult {
     }
 }
 
-async fn pick(env: &Env, slot: &str) -> ApiResult {
+async fn pick(ctx: &Context, env: &Env, slot: &str) -> ApiResult {
     let s = settings(env)?;
     known_slot(&s, slot)?;
-    let d = edge::decide(env, &s, slot).await;
+    let d = edge::decide(ctx, env, &s, slot).await;
     let Some(item) = d.item else {
         return Err(ApiError::new(
             404,
