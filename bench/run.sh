@@ -214,10 +214,19 @@ edge() {
   log "edge: pick API without the asset router"
   start_worker noassets "$WORKER_PORT" --catalog demo --no-assets
   wrk -t2 -c16 -d2s "${targets[pick]}" >/dev/null
+  # The harness's ceiling: a trivial JS worker answering a constant, in the same Miniflare.
+  local trivial_port trivial_pid
+  trivial_port=$(free_port)
+  node bench/serve-trivial.mjs --port "$trivial_port" >"$RAW/trivial.serve.out" 2>"$RAW/trivial.serve.err" &
+  trivial_pid=$!
+  for _ in $(seq 1 100); do grep -q ready "$RAW/trivial.serve.out" 2>/dev/null && break; sleep 0.2; done
+  wrk -t2 -c16 -d2s "http://127.0.0.1:$trivial_port/" >/dev/null
   for r in $(seq 1 "$ROUNDS"); do
     record "noassets_pick_$r" "${WRK[@]}" "${targets[pick]}"
     record "noassets_py_item_$r" "${WRK[@]}" "${targets[py_item]}"
+    record "trivial_$r" "${WRK[@]}" "http://127.0.0.1:$trivial_port/"
   done
+  stop_pid "$trivial_pid"
   stop_pid "$ITEM_PID"
   stop_pid "$WORKER_PID"
 
