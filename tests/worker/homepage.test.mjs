@@ -283,3 +283,41 @@ describe("dashboard", () => {
     }
   });
 });
+
+describe("origin mode", () => {
+  test("ORIGIN_URL: the origin's homepage is streamed through the rewriter", async () => {
+    const { createServer } = await import("node:http");
+    let seenHeaders;
+    const origin = createServer((req, res) => {
+      seenHeaders = req.headers;
+      if (req.url !== "/") {
+        res.writeHead(404).end();
+        return;
+      }
+      res.writeHead(200, { "content-type": "text/html; charset=utf-8" });
+      // Small chunks, so the slot element arrives split across several of them.
+      const page = `<!doctype html><html><body><h1>Origin shop</h1><div class="hero" data-top-pick="home-top-pick"><p>origin placeholder</p></div>${"<p>filler</p>".repeat(500)}</body></html>`;
+      const chunks = page.match(/[\s\S]{1,37}/g);
+      let i = 0;
+      const next = () => (i < chunks.length ? res.write(chunks[i++], next) : res.end());
+      next();
+    });
+    await new Promise((r) => origin.listen(0, "127.0.0.1", r));
+    const w = await startWorker({ vars: { ORIGIN_URL: `http://127.0.0.1:${origin.address().port}`, ARMS: "2" } });
+    try {
+      await importItems(w, makeItems(2, "org"));
+      const r = await w.fetch("/", { headers: { cookie: "session=abc" } });
+      assert.equal(r.status, 200);
+      assert.equal(r.headers.get("cache-control"), "private, no-store");
+      const html = await r.text();
+      assert.ok(html.startsWith("<!doctype html><html><body><h1>Origin shop</h1>"));
+      assert.match(pickOf(html), /^org-[01]$/);
+      assert.ok(!html.includes("origin placeholder"));
+      assert.equal((html.match(/<p>filler<\/p>/g) ?? []).length, 500, "the rest of the page streams through intact");
+      assert.equal(seenHeaders.cookie, "session=abc", "the visitor's cookies reach the origin");
+    } finally {
+      await w.dispose();
+      origin.close();
+    }
+  });
+});
