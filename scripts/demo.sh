@@ -57,6 +57,7 @@ echo "demo: loading the demo catalog (www/catalog/demo.json)"
 
 if [ "$KAFKA" = "1" ]; then
   TANSU="${TANSU_BIN:-.tools/bin/tansu}"
+  [ -x "$TANSU" ] || bash scripts/install-tansu.sh
   KPORT="${KAFKA_PORT:-9092}"
   echo "demo: starting the broker on 127.0.0.1:$KPORT"
   "$TANSU" broker --storage-engine memory://tansu/ --listener-url "tcp://127.0.0.1:$KPORT" \
