@@ -321,3 +321,35 @@ describe("origin mode", () => {
     }
   });
 });
+
+describe("category pages", () => {
+  test("list a category's items, link to their product pages, and 404 otherwise", async () => {
+    const w = await startWorker({ vars: { ARMS: "2" } });
+    try {
+      const items = [
+        ...makeItems(3, "fl").map((i) => ({ ...i, category: "flowers" })),
+        { ...makeItems(1, "car")[0], category: "cars", title: "<i>Roadster</i>" },
+        { ...makeItems(1, "odd")[0], category: "odd name" },
+      ];
+      await importItems(w, items);
+      const r = await w.fetch("/category/flowers/");
+      assert.equal(r.status, 200);
+      const html = await r.text();
+      assert.equal((html.match(/<li class="card">/g) ?? []).length, 3);
+      for (const i of items.slice(0, 3)) assert.ok(html.includes(`href="/product/${i.id}/"`), i.id);
+      assert.ok(!html.includes("car-0"));
+      const cars = await (await w.fetch("/category/cars/")).text();
+      assert.ok(cars.includes("&lt;i&gt;Roadster&lt;/i&gt;") && !cars.includes("<i>Roadster"));
+      const product = await (await w.fetch("/product/fl-0/")).text();
+      assert.ok(product.includes(`<a href="/category/flowers/">flowers</a>`));
+      const odd = await (await w.fetch("/product/odd-0/")).text();
+      assert.ok(odd.includes("<span>odd name</span>"), "unlinkable categories are shown as text");
+      assert.equal((await w.fetch("/category/none/")).status, 404);
+      assert.equal((await w.fetch("/category/bad%20name/")).status, 404);
+      const redirect = await w.fetch("/category/flowers", { redirect: "manual" });
+      assert.equal(redirect.headers.get("location"), "/category/flowers/");
+    } finally {
+      await w.dispose();
+    }
+  });
+});

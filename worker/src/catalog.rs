@@ -75,6 +75,15 @@ pub fn is_valid_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'))
 }
 
+/// Whether `name` can be a category page's address: 1-64 characters of `A-Z a-z 0-9 _ -`.
+pub fn is_linkable_category(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 impl CatalogItem {
     /// Checks the id, the lengths and the URLs.
     pub fn validate(&self) -> Result<(), ItemError> {

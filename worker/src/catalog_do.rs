@@ -14,6 +14,8 @@ use crate::catalog::CatalogItem;
 pub const BINDING: &str = "CATALOG_STORE";
 /// The one catalog object's name.
 pub const NAME: &str = "catalog";
+/// Items shown on one category page.
+pub const CATEGORY_PAGE_ITEMS: usize = 48;
 /// Bound parameters per SQL statement, below SQLite's limits.
 const SQL_CHUNK: usize = 90;
 
@@ -78,7 +80,14 @@ impl CatalogObject {
                 "CREATE TABLE IF NOT EXISTS items (idx INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, title TEXT NOT NULL, image TEXT NOT NULL, photographer TEXT NOT NULL, category TEXT NOT NULL, source_url TEXT)",
                 None,
             );
-            match created {
+            // Category pages read one category in index order without scanning the table.
+            let indexed = created.and_then(|_| {
+                sql.exec(
+                    "CREATE INDEX IF NOT EXISTS items_by_category ON items (category, idx)",
+                    None,
+                )
+            });
+            match indexed {
                 Ok(_) => self.ready.set(true),
                 Err(e) => console_error!("catalog schema: {e}"),
             }
@@ -181,6 +190,17 @@ impl CatalogObject {
         Ok(chosen)
     }
 
+    fn category(&self, name: &str) -> Result<Vec<CatalogItem>> {
+        let rows: Vec<Row> = self
+            .sql()
+            .exec(
+                "SELECT idx, id, title, image, photographer, category, source_url FROM items WHERE category = ? ORDER BY idx LIMIT ?",
+                vec![name.into(), (CATEGORY_PAGE_ITEMS as i64).into()],
+            )?
+            .to_array()?;
+        Ok(rows.into_iter().map(CatalogItem::from).collect())
+    }
+
     fn item(&self, id: &str) -> Result<Option<CatalogItem>> {
         let rows: Vec<Row> = self
             .sql()
@@ -219,6 +239,9 @@ impl DurableObject for CatalogObject {
             }
             (Method::Get, "/count") => {
                 json_response(&serde_json::json!({ "total": self.count()? }))
+            }
+            (Method::Get, p) if p.starts_with("/category/") => {
+                json_response(&self.category(&p["/category/".len()..])?)
             }
             (Method::Get, p) if p.starts_with("/item/") => match self.item(&p["/item/".len()..])? {
                 Some(item) => json_response(&item),

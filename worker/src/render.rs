@@ -7,7 +7,7 @@ use std::rc::Rc;
 use lol_html::html_content::ContentType;
 use lol_html::{element, HtmlRewriter, Settings};
 
-use crate::catalog::CatalogItem;
+use crate::catalog::{is_linkable_category, CatalogItem};
 use crate::escape::{html, is_safe_url, js_string};
 
 /// An `<img>` of the item when it has a safe image URL.
@@ -161,7 +161,13 @@ pub fn product_page(template: &[u8], item: &CatalogItem) -> Result<Vec<u8>, Rewr
     body.push_str(&title);
     body.push_str("</h1>");
     push_byline(&mut body, "p", "product__by", item);
-    if !item.category.is_empty() {
+    if is_linkable_category(&item.category) {
+        body.push_str("<p class=\"product__category\">In <a href=\"/category/");
+        body.push_str(&item.category);
+        body.push_str("/\">");
+        body.push_str(&item.category);
+        body.push_str("</a></p>");
+    } else if !item.category.is_empty() {
         body.push_str("<p class=\"product__category\">In <span>");
         body.push_str(&html(&item.category));
         body.push_str("</span></p>");
@@ -178,6 +184,48 @@ pub fn product_page(template: &[u8], item: &CatalogItem) -> Result<Vec<u8>, Rewr
             element_content_handlers: vec![
                 element!("[data-product]", |el| {
                     el.set_attribute("data-product", &item.id)?;
+                    el.set_inner_content(&body, ContentType::Html);
+                    Ok(())
+                }),
+                element!("title", |el| {
+                    el.set_inner_content(&title_text, ContentType::Html);
+                    Ok(())
+                }),
+            ],
+            ..lol_html::RewriteStrSettings::new()
+        },
+    )
+    .map_err(|e| RewriteError(e.to_string()))?;
+    Ok(page.into_bytes())
+}
+
+/// Fills the category template's `data-category` element with a grid of the items.
+pub fn category_page(
+    template: &[u8],
+    name: &str,
+    items: &[CatalogItem],
+) -> Result<Vec<u8>, RewriteError> {
+    let template = std::str::from_utf8(template).map_err(|e| RewriteError(e.to_string()))?;
+    let heading = html(name).into_owned();
+    let mut body = format!("<h1 class=\"category__title\">{heading}</h1><ul class=\"grid\">");
+    for item in items {
+        let title = html(&item.title).into_owned();
+        body.push_str("<li class=\"card\"><a href=\"/product/");
+        body.push_str(&item.id);
+        body.push_str("/\">");
+        push_image(&mut body, "card__image", item, &title);
+        body.push_str("<span class=\"card__title\">");
+        body.push_str(&title);
+        body.push_str("</span></a></li>");
+    }
+    body.push_str("</ul>");
+    let title_text = format!("{heading} · Photon Prints");
+    let page = lol_html::rewrite_str(
+        template,
+        lol_html::RewriteStrSettings {
+            element_content_handlers: vec![
+                element!("[data-category]", |el| {
+                    el.set_attribute("data-category", name)?;
                     el.set_inner_content(&body, ContentType::Html);
                     Ok(())
                 }),
@@ -260,6 +308,24 @@ mod tests {
         }
         out.extend(rw.end().unwrap());
         assert_eq!(out, whole);
+    }
+
+    #[test]
+    fn category_page_lists_items_escaped() {
+        let tpl = br#"<html><head><title>x</title></head><body><main data-category></main></body></html>"#;
+        let items = [
+            item("Tulips <b>"),
+            CatalogItem {
+                id: "43".into(),
+                ..item("Roses")
+            },
+        ];
+        let out = String::from_utf8(category_page(tpl, "flowers", &items).unwrap()).unwrap();
+        assert!(out.contains(r#"data-category="flowers""#));
+        assert_eq!(out.matches("<li class=\"card\">").count(), 2);
+        assert!(out.contains(r#"href="/product/43/""#));
+        assert!(out.contains("Tulips &lt;b&gt;"));
+        assert!(out.contains("<title>flowers · Photon Prints</title>"));
     }
 
     #[test]

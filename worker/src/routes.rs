@@ -27,6 +27,8 @@ pub async fn route(req: Request, env: Env, ctx: Context) -> Result<Response> {
         (Method::Get, ["api", "catalog"]) => catalog_count(&env).await,
         (Method::Get, ["dashboard"]) => dashboard(&req, &env).await,
         (Method::Get, ["product", id, ""]) => product(&env, id).await,
+        (Method::Get, ["category", name, ""]) => category(&env, name).await,
+        (Method::Get, ["category", name]) => redirect(&format!("/category/{name}/")),
         (Method::Get, ["product", id]) => redirect(&format!("/product/{id}/")),
         (_, ["api", ..]) => Err(ApiError::new(
             404,
@@ -236,6 +238,26 @@ async fn catalog_count(env: &Env) -> ApiResult {
     Ok(catalog_stub(env)?
         .fetch_with_str("https://catalog/count")
         .await?)
+}
+
+async fn category(env: &Env, name: &str) -> ApiResult {
+    if !crate::catalog::is_linkable_category(name) {
+        return Err(ApiError::new(404, "no such category"));
+    }
+    let mut resp = catalog_stub(env)?
+        .fetch_with_str(&format!("https://catalog/category/{name}"))
+        .await?;
+    let items: Vec<CatalogItem> = resp.json().await?;
+    if items.is_empty() {
+        return Err(ApiError::new(404, format!("no prints in category {name}")));
+    }
+    let template = edge::asset_template(env, "/category.html").await?;
+    let body = crate::render::category_page(&template, name, &items)
+        .map_err(|e| ApiError::new(500, e.to_string()))?;
+    let resp = Response::from_bytes(body)?;
+    resp.headers()
+        .set("content-type", "text/html; charset=utf-8")?;
+    Ok(resp)
 }
 
 async fn product(env: &Env, id: &str) -> ApiResult {
