@@ -9,6 +9,7 @@ use std::time::Duration;
 use futures::future::{select, Either};
 use worker::*;
 
+use crate::catalog::CatalogItem;
 use crate::config::Settings;
 use crate::render::{pick_fragment, rewrite_page, HomepageRewriter, SlotFill};
 use crate::rng::with_rng;
@@ -195,42 +196,55 @@ pub async fn load_snapshot(
 
 /// The pick for a slot: the Thompson winner, or the configured fallback.
 pub struct Decision {
-    /// The item to show, if any.
-    pub item: Option<crate::catalog::CatalogItem>,
+    /// The snapshot the pick was drawn from and the winning arm's index (no copy of the item
+    /// on the hot path).
+    picked: Option<(Rc<Snapshot>, usize)>,
     /// Round number (0 for the fallback).
     pub epoch: u64,
     /// Snapshot version (0 for the fallback).
     pub version: u64,
     /// Where the state came from.
     pub source: SnapshotSource,
+}
+
+impl Decision {
     /// Whether this is the fallback rather than a sampled pick.
-    pub fallback: bool,
+    pub fn fallback(&self) -> bool {
+        self.picked.is_none()
+    }
+
+    /// The item to show: the winner, else the configured fallback, else nothing.
+    pub fn item<'a>(&'a self, settings: &'a Settings) -> Option<&'a CatalogItem> {
+        match &self.picked {
+            Some((snap, i)) => snap.arms.get(*i).map(|a| &a.item),
+            None => settings.fallback.as_ref(),
+        }
+    }
 }
 
 /// Reads the state and samples the posteriors.
 pub async fn decide(ctx: &Context, env: &Env, settings: &Settings, slot: &str) -> Decision {
     let (snap, source) = load_snapshot(ctx, env, settings, slot).await;
     if let Some(snap) = snap {
-        if let Some(arm) = with_rng(|rng| snap.pick(rng)) {
+        if let Some(i) = with_rng(|rng| snap.pick_index(rng)) {
             return Decision {
-                item: Some(arm.item.clone()),
                 epoch: snap.epoch,
                 version: snap.version,
+                picked: Some((snap, i)),
                 source,
-                fallback: false,
             };
         }
     }
     Decision {
-        item: settings.fallback.clone(),
+        picked: None,
         epoch: 0,
         version: 0,
         source,
-        fallback: true,
     }
 }
 
-async fn template(env: &Env, path: &str) -> Result<Rc<Vec<u8>>> {
+/// A static template from the assets, cached for the isolate's life.
+pub async fn template(env: &Env, path: &str) -> Result<Rc<Vec<u8>>> {
     if let Some(t) = TEMPLATES.with(|t| t.borrow().get(path).cloned()) {
         return Ok(t);
     }
@@ -249,17 +263,12 @@ async fn template(env: &Env, path: &str) -> Result<Rc<Vec<u8>>> {
     Ok(bytes)
 }
 
-/// A static template from the assets, cached for the isolate's life.
-pub async fn asset_template(env: &Env, path: &str) -> Result<Rc<Vec<u8>>> {
-    template(env, path).await
-}
-
 fn server_timing(decision: &Decision, read_ms: f64) -> String {
     format!(
         "snapshot;desc=\"{}\";dur={:.1}, pick;desc=\"{}\"",
         decision.source.as_str(),
         read_ms,
-        if decision.fallback {
+        if decision.fallback() {
             "fallback"
         } else {
             "thompson"
@@ -278,7 +287,7 @@ pub async fn homepage(
     let start = now_ms();
     let decision = decide(ctx, env, settings, slot).await;
     let read_ms = now_ms() - start;
-    let fill = match &decision.item {
+    let fill = match decision.item(settings) {
         Some(item) => SlotFill::Pick {
             fragment: pick_fragment(item),
             item: item.id.clone(),

@@ -28,6 +28,7 @@ pub use wasm::*;
 #[cfg(target_arch = "wasm32")]
 mod wasm {
     use std::cell::RefCell;
+    use std::rc::Rc;
 
     use worker::{event, Context, Env, Request, Response, Result};
 
@@ -38,17 +39,18 @@ mod wasm {
     pub use crate::slot_do::SlotObject;
 
     thread_local! {
-        static SETTINGS: RefCell<Option<Settings>> = const { RefCell::new(None) };
+        static SETTINGS: RefCell<Option<Rc<Settings>>> = const { RefCell::new(None) };
     }
 
     /// The worker's settings, parsed once per isolate (vars cannot change within one).
-    pub(crate) fn settings(env: &Env) -> std::result::Result<Settings, ApiError> {
+    pub(crate) fn settings(env: &Env) -> std::result::Result<Rc<Settings>, ApiError> {
         if let Some(s) = SETTINGS.with(|s| s.borrow().clone()) {
             return Ok(s);
         }
         let parsed = Settings::from_lookup(|name| env.var(name).ok().map(|v| v.to_string()))
             .map_err(|e| ApiError::new(500, format!("worker misconfigured: {e}")))?;
-        SETTINGS.with(|s| *s.borrow_mut() = Some(parsed.clone()));
+        let parsed = Rc::new(parsed);
+        SETTINGS.with(|s| *s.borrow_mut() = Some(Rc::clone(&parsed)));
         Ok(parsed)
     }
 

@@ -88,7 +88,7 @@ async fn pick(ctx: &Context, env: &Env, slot: &str) -> ApiResult {
     let s = settings(env)?;
     known_slot(&s, slot)?;
     let d = edge::decide(ctx, env, &s, slot).await;
-    let Some(item) = d.item else {
+    let Some(item) = d.item(&s) else {
         return Err(ApiError::new(
             404,
             format!("slot {slot:?} has no arms yet: import a catalog (POST /api/catalog)"),
@@ -99,7 +99,7 @@ async fn pick(ctx: &Context, env: &Env, slot: &str) -> ApiResult {
         "item": item.id,
         "epoch": d.epoch,
         "version": d.version,
-        "fallback": d.fallback,
+        "fallback": d.fallback(),
         "source": d.source.as_str(),
         "title": item.title,
         "image": item.image,
@@ -251,7 +251,7 @@ async fn category(env: &Env, name: &str) -> ApiResult {
     if items.is_empty() {
         return Err(ApiError::new(404, format!("no prints in category {name}")));
     }
-    let template = edge::asset_template(env, "/category.html").await?;
+    let template = edge::template(env, "/category.html").await?;
     let body = crate::render::category_page(&template, name, &items)
         .map_err(|e| ApiError::new(500, e.to_string()))?;
     let resp = Response::from_bytes(body)?;
@@ -274,7 +274,7 @@ async fn product(env: &Env, id: &str) -> ApiResult {
         ));
     }
     let item: CatalogItem = resp.json().await?;
-    let template = edge::asset_template(env, "/product.html").await?;
+    let template = edge::template(env, "/product.html").await?;
     let body = crate::render::product_page(&template, &item)
         .map_err(|e| ApiError::new(500, e.to_string()))?;
     let resp = Response::from_bytes(body)?;

@@ -39,7 +39,7 @@ fn now_ms() -> f64 {
 }
 
 impl SlotObject {
-    fn settings(&self) -> std::result::Result<Settings, ApiError> {
+    fn settings(&self) -> std::result::Result<std::rc::Rc<Settings>, ApiError> {
         crate::wasm::settings(&self.env)
     }
 

@@ -37,8 +37,8 @@ pub fn kv_key(slot: &str) -> String {
 }
 
 impl Snapshot {
-    /// The Thompson pick: one posterior draw per arm, highest wins.
-    pub fn pick<R: Rng + ?Sized>(&self, rng: &mut R) -> Option<&SnapshotArm> {
-        bandit::pick(self.arms.iter().map(|a| &a.posterior), rng).map(|i| &self.arms[i])
+    /// The Thompson pick: one posterior draw per arm, highest wins; the winner's index.
+    pub fn pick_index<R: Rng + ?Sized>(&self, rng: &mut R) -> Option<usize> {
+        bandit::pick(self.arms.iter().map(|a| &a.posterior), rng)
     }
 }
