@@ -151,9 +151,42 @@ pub fn rewrite_page(page: &[u8], slot: &str, fill: SlotFill) -> Result<Vec<u8>, 
     Ok(out)
 }
 
-/// Fills the product page template's `data-product` element with the item.
-pub fn product_page(template: &[u8], item: &CatalogItem) -> Result<Vec<u8>, RewriteError> {
+/// Fills the page template (`www/page.html`): its `data-page` element becomes a `kind` element
+/// (class and `data-{kind}` = `key`) holding `body`, and the title names the page.
+fn fill_page(
+    template: &[u8],
+    kind: &str,
+    key: &str,
+    title: &str,
+    body: &str,
+) -> Result<Vec<u8>, RewriteError> {
     let template = std::str::from_utf8(template).map_err(|e| RewriteError(e.to_string()))?;
+    let title_text = format!("{title} · Photon Prints");
+    let page = lol_html::rewrite_str(
+        template,
+        lol_html::RewriteStrSettings {
+            element_content_handlers: vec![
+                element!("[data-page]", |el| {
+                    el.remove_attribute("data-page");
+                    el.set_attribute("class", kind)?;
+                    el.set_attribute(&format!("data-{kind}"), key)?;
+                    el.set_inner_content(body, ContentType::Html);
+                    Ok(())
+                }),
+                element!("title", |el| {
+                    el.set_inner_content(&title_text, ContentType::Html);
+                    Ok(())
+                }),
+            ],
+            ..lol_html::RewriteStrSettings::new()
+        },
+    )
+    .map_err(|e| RewriteError(e.to_string()))?;
+    Ok(page.into_bytes())
+}
+
+/// The product page of an item.
+pub fn product_page(template: &[u8], item: &CatalogItem) -> Result<Vec<u8>, RewriteError> {
     let title = html(&item.title).into_owned();
     let mut body = String::with_capacity(1024);
     push_image(&mut body, "product__image", item, &title);
@@ -177,35 +210,15 @@ pub fn product_page(template: &[u8], item: &CatalogItem) -> Result<Vec<u8>, Rewr
         body.push_str(&html(src));
         body.push_str("\">Original photo</a></p>");
     }
-    let title_text = format!("{title} · Photon Prints");
-    let page = lol_html::rewrite_str(
-        template,
-        lol_html::RewriteStrSettings {
-            element_content_handlers: vec![
-                element!("[data-product]", |el| {
-                    el.set_attribute("data-product", &item.id)?;
-                    el.set_inner_content(&body, ContentType::Html);
-                    Ok(())
-                }),
-                element!("title", |el| {
-                    el.set_inner_content(&title_text, ContentType::Html);
-                    Ok(())
-                }),
-            ],
-            ..lol_html::RewriteStrSettings::new()
-        },
-    )
-    .map_err(|e| RewriteError(e.to_string()))?;
-    Ok(page.into_bytes())
+    fill_page(template, "product", &item.id, &title, &body)
 }
 
-/// Fills the category template's `data-category` element with a grid of the items.
+/// A category page: a grid of the items, each linking to its product page.
 pub fn category_page(
     template: &[u8],
     name: &str,
     items: &[CatalogItem],
 ) -> Result<Vec<u8>, RewriteError> {
-    let template = std::str::from_utf8(template).map_err(|e| RewriteError(e.to_string()))?;
     let heading = html(name).into_owned();
     let mut body = format!("<h1 class=\"category__title\">{heading}</h1><ul class=\"grid\">");
     for item in items {
@@ -219,26 +232,7 @@ pub fn category_page(
         body.push_str("</span></a></li>");
     }
     body.push_str("</ul>");
-    let title_text = format!("{heading} · Photon Prints");
-    let page = lol_html::rewrite_str(
-        template,
-        lol_html::RewriteStrSettings {
-            element_content_handlers: vec![
-                element!("[data-category]", |el| {
-                    el.set_attribute("data-category", name)?;
-                    el.set_inner_content(&body, ContentType::Html);
-                    Ok(())
-                }),
-                element!("title", |el| {
-                    el.set_inner_content(&title_text, ContentType::Html);
-                    Ok(())
-                }),
-            ],
-            ..lol_html::RewriteStrSettings::new()
-        },
-    )
-    .map_err(|e| RewriteError(e.to_string()))?;
-    Ok(page.into_bytes())
+    fill_page(template, "category", name, &heading, &body)
 }
 
 #[cfg(test)]
@@ -312,7 +306,8 @@ mod tests {
 
     #[test]
     fn category_page_lists_items_escaped() {
-        let tpl = br#"<html><head><title>x</title></head><body><main data-category></main></body></html>"#;
+        let tpl =
+            br#"<html><head><title>x</title></head><body><main data-page></main></body></html>"#;
         let items = [
             item("Tulips <b>"),
             CatalogItem {
@@ -331,7 +326,7 @@ mod tests {
     #[test]
     fn product_page_fills_the_template() {
         let tpl =
-            br#"<html><head><title>x</title></head><body><main data-product></main></body></html>"#;
+            br#"<html><head><title>x</title></head><body><main data-page></main></body></html>"#;
         let out = String::from_utf8(product_page(tpl, &item("Tulips <b>")).unwrap()).unwrap();
         assert!(out.contains(r#"data-product="42""#));
         assert!(out.contains("Tulips &lt;b&gt;"));

@@ -251,7 +251,7 @@ async fn category(env: &Env, name: &str) -> ApiResult {
     if items.is_empty() {
         return Err(ApiError::new(404, format!("no prints in category {name}")));
     }
-    let template = edge::template(env, "/category.html").await?;
+    let template = edge::template(env, "/page.html").await?;
     let body = crate::render::category_page(&template, name, &items)
         .map_err(|e| ApiError::new(500, e.to_string()))?;
     let resp = Response::from_bytes(body)?;
@@ -274,7 +274,7 @@ async fn product(env: &Env, id: &str) -> ApiResult {
         ));
     }
     let item: CatalogItem = resp.json().await?;
-    let template = edge::template(env, "/product.html").await?;
+    let template = edge::template(env, "/page.html").await?;
     let body = crate::render::product_page(&template, &item)
         .map_err(|e| ApiError::new(500, e.to_string()))?;
     let resp = Response::from_bytes(body)?;
