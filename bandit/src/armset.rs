@@ -189,6 +189,36 @@ impl ArmSet {
         self.round_impressions >= config.round_impressions
     }
 
+    /// Items a fresh draw must avoid, sorted: the current arms and those retired within the
+    /// cool-down (the list a catalog sample is asked to skip).
+    pub fn exclude_list(&self, config: &RotationConfig) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .excluded(config)
+            .into_iter()
+            .map(String::from)
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// Adds items as fresh arms of the current round with the policy's fresh prior, skipping
+    /// any already in the set; returns how many were added.
+    pub fn add_fresh(
+        &mut self,
+        items: impl IntoIterator<Item = String>,
+        policy: &PriorPolicy,
+    ) -> usize {
+        let prior = self.fresh_prior(policy);
+        let mut added = 0;
+        for item in items {
+            if self.position(&item).is_none() {
+                self.arms.push(Arm::fresh(item, prior, self.round));
+                added += 1;
+            }
+        }
+        added
+    }
+
     /// Items a fresh draw must avoid: the current arms and those retired within the cool-down.
     pub fn excluded(&self, config: &RotationConfig) -> HashSet<&str> {
         let mut out: HashSet<&str> = self.arms.iter().map(|a| a.item.as_str()).collect();

@@ -10,6 +10,7 @@ pub mod evaluate;
 pub mod history;
 pub mod policy;
 pub mod posterior;
+pub mod protocol;
 pub mod special;
 pub mod thompson;
 
@@ -17,4 +18,5 @@ pub use armset::{Arm, ArmSet, Recorded, RotationConfig, RotationPlan, RoundSumma
 pub use batch::{Disposition, EventBatch, ItemCount, OffsetLedger, OffsetRange};
 pub use policy::PriorPolicy;
 pub use posterior::Posterior;
+pub use protocol::{AppliedOffset, PushResponse};
 pub use thompson::{p_best, pick};

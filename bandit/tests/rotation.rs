@@ -480,3 +480,62 @@ fn bad_workloads_are_rejected() {
     };
     assert!(evaluate::run_one(&bad, EvalPolicy::Uniform, 1).is_err());
 }
+
+#[test]
+fn fresh_arms_join_the_current_round_once_with_the_fresh_prior() {
+    let policy = PriorPolicy::CARRY_EB;
+    let config = RotationConfig {
+        arms: 4,
+        policy,
+        ..RotationConfig::default()
+    };
+    let mut set = ArmSet::new(catalog(2), &policy);
+    let mut rng = SmallRng::seed_from_u64(5);
+    feed(&mut set, &mut rng);
+    let plan = set.plan_rotation(&config, &mut rng);
+    set.rotate(&config, &plan, vec!["item-7".into()]);
+    let prior = set.fresh_prior(&policy);
+    let added = set.add_fresh(
+        ["item-7".to_string(), "item-8".into(), "item-9".into()],
+        &policy,
+    );
+    // item-7 is already an arm: only the two new ones join, in round 2, with the fitted prior.
+    assert_eq!(added, 2);
+    assert_eq!(set.arms.iter().filter(|a| a.item == "item-7").count(), 1);
+    for item in ["item-8", "item-9"] {
+        let a = &set.arms[set.position(item).unwrap()];
+        assert_eq!((a.since_round, a.prior), (set.round, prior));
+        assert_eq!((a.impressions, a.total_impressions, a.clicks), (0, 0, 0));
+    }
+}
+
+#[test]
+fn exclude_list_is_sorted_and_covers_arms_and_cooling_retirees() {
+    let policy = PriorPolicy::RESET;
+    let config = RotationConfig {
+        arms: 4,
+        policy,
+        cooldown_rounds: 2,
+        ..RotationConfig::default()
+    };
+    let mut set = ArmSet::new(
+        vec!["d".into(), "b".into(), "c".into(), "a".into()],
+        &policy,
+    );
+    let mut rng = SmallRng::seed_from_u64(9);
+    feed(&mut set, &mut rng);
+    let plan = set.plan_rotation(&config, &mut rng);
+    let retired: Vec<String> = plan
+        .retire
+        .iter()
+        .map(|&i| set.arms[i].item.clone())
+        .collect();
+    assert_eq!(retired.len(), 2);
+    set.rotate(&config, &plan, vec!["z".into(), "y".into()]);
+    let list = set.exclude_list(&config);
+    let mut expected: Vec<String> = set.arms.iter().map(|a| a.item.clone()).collect();
+    expected.extend(retired);
+    expected.sort();
+    // The four arms and the two items retired one round ago (cool-down 2), in order.
+    assert_eq!(list, expected);
+}

@@ -4,8 +4,7 @@ use futures::StreamExt;
 use serde::Serialize;
 use worker::{Env, Request, Response, Result};
 
-/// Largest accepted request body.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+use bandit::protocol::MAX_BODY_BYTES;
 
 /// An error answer: status, message and optional extra JSON fields.
 #[derive(Debug)]

@@ -4,38 +4,17 @@
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use worker::*;
 
 use crate::api::json_response;
 use crate::catalog::CatalogItem;
+use crate::catalog_client::{CatalogCount, CatalogOp, ImportResult, SampleRequest};
 
-/// Binding name of the catalog namespace.
-pub const BINDING: &str = "CATALOG_STORE";
-/// The one catalog object's name.
-pub const NAME: &str = "catalog";
 /// Items shown on one category page.
 pub const CATEGORY_PAGE_ITEMS: usize = 48;
 /// Bound parameters per SQL statement, below SQLite's limits.
 const SQL_CHUNK: usize = 90;
-
-/// Request to draw fresh items.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct SampleRequest {
-    /// How many items are wanted.
-    pub count: usize,
-    /// Items that must not be drawn.
-    pub exclude: Vec<String>,
-}
-
-/// Answer to an import.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ImportResult {
-    /// Items added or replaced.
-    pub imported: usize,
-    /// Catalog size afterwards.
-    pub total: u64,
-}
 
 #[durable_object]
 pub struct CatalogObject {
@@ -227,27 +206,26 @@ impl DurableObject for CatalogObject {
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
-        let path = req.path();
-        match (req.method(), path.as_str()) {
-            (Method::Post, "/import") => {
+        let Some(op) = CatalogOp::parse(&req.method(), &req.url()?) else {
+            return Response::error("no such catalog operation", 404);
+        };
+        match op {
+            CatalogOp::Import => {
                 let items: Vec<CatalogItem> = req.json().await?;
                 json_response(&self.import(items)?)
             }
-            (Method::Post, "/sample") => {
+            CatalogOp::Sample => {
                 let sample: SampleRequest = req.json().await?;
                 json_response(&self.sample(sample)?)
             }
-            (Method::Get, "/count") => {
-                json_response(&serde_json::json!({ "total": self.count()? }))
-            }
-            (Method::Get, p) if p.starts_with("/category/") => {
-                json_response(&self.category(&p["/category/".len()..])?)
-            }
-            (Method::Get, p) if p.starts_with("/item/") => match self.item(&p["/item/".len()..])? {
+            CatalogOp::Count => json_response(&CatalogCount {
+                total: self.count()?,
+            }),
+            CatalogOp::Category(name) => json_response(&self.category(&name)?),
+            CatalogOp::Item(id) => match self.item(&id)? {
                 Some(item) => json_response(&item),
                 None => Response::error("no such item", 404),
             },
-            _ => Response::error("not found", 404),
         }
     }
 }

@@ -4,10 +4,11 @@ use bandit::{PriorPolicy, RotationConfig};
 
 use crate::catalog::CatalogItem;
 
-/// The default slot name.
-pub const DEFAULT_SLOT: &str = "home-top-pick";
+use bandit::protocol::DEFAULT_SLOT;
 /// Upper bound on the arm set size, which keeps the slot state small and P(best) cheap.
 pub const MAX_ARMS: usize = 64;
+/// Least time between two KV writes of one key (KV's write rate per key), the default too.
+pub const MIN_PUBLISH_INTERVAL_MS: u64 = 1000;
 
 /// Parsed worker settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -173,8 +174,8 @@ impl Settings {
             publish_interval_ms: num(
                 "PUBLISH_INTERVAL_MS",
                 var("PUBLISH_INTERVAL_MS"),
-                1000,
-                |n| *n >= 1000,
+                MIN_PUBLISH_INTERVAL_MS,
+                |n| *n >= MIN_PUBLISH_INTERVAL_MS,
                 "milliseconds, at least 1000 (KV's write rate per key)",
             )?,
             fallback,

@@ -11,9 +11,10 @@ use worker::*;
 
 use crate::catalog::CatalogItem;
 use crate::config::Settings;
+use crate::now_ms;
 use crate::render::{pick_fragment, rewrite_page, HomepageRewriter, SlotFill};
 use crate::rng::with_rng;
-use crate::slot_do;
+use crate::slot_client::{SlotClient, KV_BINDING};
 use crate::snapshot::{kv_key, Snapshot};
 
 /// Where a snapshot came from, for Server-Timing and logs.
@@ -57,12 +58,8 @@ thread_local! {
     static TEMPLATES: RefCell<HashMap<String, Rc<Vec<u8>>>> = RefCell::new(HashMap::new());
 }
 
-fn now_ms() -> f64 {
-    Date::now().as_millis() as f64
-}
-
 async fn fetch_from_store(env: &Env, slot: &str) -> Result<Option<(Snapshot, SnapshotSource)>> {
-    let kv = env.kv(slot_do::KV_BINDING)?;
+    let kv = env.kv(KV_BINDING)?;
     if let Some(text) = kv
         .get(&kv_key(slot))
         .text()
@@ -76,20 +73,9 @@ async fn fetch_from_store(env: &Env, slot: &str) -> Result<Option<(Snapshot, Sna
             }
         }
     }
-    let stub = env
-        .durable_object(slot_do::BINDING)?
-        .id_from_name(slot)?
-        .get_stub()?;
-    let mut resp = stub
-        .fetch_with_str(&format!("https://slot/slot/{slot}/snapshot"))
-        .await?;
-    if resp.status_code() != 200 {
-        return Err(Error::RustError(format!(
-            "slot object answered {}",
-            resp.status_code()
-        )));
-    }
-    Ok(Some((resp.json().await?, SnapshotSource::Object)))
+    // Nothing in KV yet (a new slot): the object fills the set if it can and answers.
+    let snapshot = SlotClient::new(env, slot)?.prime().await?;
+    Ok(Some((snapshot, SnapshotSource::Object)))
 }
 
 /// Reads the store within `budget_ms`.

@@ -2,10 +2,12 @@
 //! pick and state APIs, and ingests event batches into per-slot Durable Objects.
 
 pub mod catalog;
+pub mod catalog_client;
 pub mod config;
 pub mod dashboard;
 pub mod escape;
 pub mod render;
+pub mod slot_client;
 pub mod snapshot;
 pub mod state;
 
@@ -37,6 +39,11 @@ mod wasm {
 
     pub use crate::catalog_do::CatalogObject;
     pub use crate::slot_do::SlotObject;
+
+    /// Milliseconds since the Unix epoch, from the runtime's clock.
+    pub(crate) fn now_ms() -> f64 {
+        worker::Date::now().as_millis() as f64
+    }
 
     thread_local! {
         static SETTINGS: RefCell<Option<Rc<Settings>>> = const { RefCell::new(None) };

@@ -4,10 +4,10 @@ use worker::*;
 
 use crate::api::{authorize, json_response, read_body, require_content_type, ApiError};
 use crate::catalog::{parse_shop_lines, CatalogItem, ImportBody, MAX_ITEMS_PER_IMPORT};
-use crate::catalog_do;
+use crate::catalog_client::CatalogClient;
 use crate::config::Settings;
 use crate::edge;
-use crate::slot_do;
+use crate::slot_client::SlotClient;
 use crate::wasm::settings;
 
 /// Dispatches a request.
@@ -19,10 +19,8 @@ pub async fn route(req: Request, env: Env, ctx: Context) -> Result<Response> {
         (Method::Get | Method::Head, [""]) => homepage(&req, &ctx, &env).await,
         (Method::Get, ["api", "slots", slot, "pick"]) => pick(&ctx, &env, slot).await,
         (Method::Post, ["api", "slots", slot, "events"]) => events(req, &env, slot).await,
-        (Method::Get, ["api", "slots", slot]) => forward_get(&env, slot, "state").await,
-        (Method::Get, ["api", "slots", slot, "offsets"]) => {
-            forward_get(&env, slot, "offsets").await
-        }
+        (Method::Get, ["api", "slots", slot]) => slot_state(&env, slot).await,
+        (Method::Get, ["api", "slots", slot, "offsets"]) => slot_offsets(&env, slot).await,
         (Method::Post, ["api", "catalog"]) => import_catalog(req, &env).await,
         (Method::Get, ["api", "catalog"]) => catalog_count(&env).await,
         (Method::Get, ["dashboard"]) => dashboard(&req, &env).await,
@@ -58,10 +56,10 @@ fn known_slot(settings: &Settings, slot: &str) -> std::result::Result<(), ApiErr
     }
 }
 
-fn slot_stub(env: &Env, slot: &str) -> Result<Stub> {
-    env.durable_object(slot_do::BINDING)?
-        .id_from_name(slot)?
-        .get_stub()
+/// The client of a slot this worker serves (404 for any other name).
+fn slot_client(env: &Env, slot: &str) -> std::result::Result<SlotClient, ApiError> {
+    known_slot(&*settings(env)?, slot)?;
+    Ok(SlotClient::new(env, slot)?)
 }
 
 fn redirect(location: &str) -> ApiResult {
@@ -110,9 +108,8 @@ async fn pick(ctx: &Context, env: &Env, slot: &str) -> ApiResult {
 }
 
 async fn events(mut req: Request, env: &Env, slot: &str) -> ApiResult {
-    let s = settings(env)?;
     authorize(&req, env)?;
-    known_slot(&s, slot)?;
+    let client = slot_client(env, slot)?;
     require_content_type(&req, &["application/json"])?;
     let body = read_body(&mut req).await?;
     let batch: bandit::EventBatch = serde_json::from_slice(&body)
@@ -120,25 +117,7 @@ async fn events(mut req: Request, env: &Env, slot: &str) -> ApiResult {
     batch
         .validate()
         .map_err(|e| ApiError::new(400, format!("invalid event batch: {e}")))?;
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post)
-        .with_body(Some(String::from_utf8_lossy(&body).into_owned().into()));
-    let fwd = Request::new_with_init(&format!("https://slot/slot/{slot}/events"), &init)?;
-    Ok(slot_stub(env, slot)?.fetch_with_request(fwd).await?)
-}
-
-async fn forward_get(env: &Env, slot: &str, action: &str) -> ApiResult {
-    let s = settings(env)?;
-    known_slot(&s, slot)?;
-    Ok(slot_stub(env, slot)?
-        .fetch_with_str(&format!("https://slot/slot/{slot}/{action}"))
-        .await?)
-}
-
-fn catalog_stub(env: &Env) -> Result<Stub> {
-    env.durable_object(catalog_do::BINDING)?
-        .id_from_name(catalog_do::NAME)?
-        .get_stub()
+    Ok(client.ingest(&body).await?)
 }
 
 async fn import_catalog(mut req: Request, env: &Env) -> ApiResult {
@@ -197,25 +176,10 @@ async fn import_catalog(mut req: Request, env: &Env) -> ApiResult {
         item.validate()
             .map_err(|e| ApiError::new(400, format!("items[{i}]: {e}")))?;
     }
-    let body = serde_json::to_string(&items).map_err(|e| ApiError::new(500, e.to_string()))?;
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post).with_body(Some(body.into()));
-    let mut resp = catalog_stub(env)?
-        .fetch_with_request(Request::new_with_init("https://catalog/import", &init)?)
-        .await?;
-    if resp.status_code() != 200 {
-        return Err(ApiError::new(
-            502,
-            format!("catalog store answered {}", resp.status_code()),
-        ));
-    }
-    let result: catalog_do::ImportResult = resp.json().await?;
+    let result = CatalogClient::new(env)?.import(&items).await?;
     // New items may complete under-filled slots right away.
     for slot in &s.slots {
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post);
-        let req = Request::new_with_init(&format!("https://slot/slot/{slot}/refill"), &init)?;
-        if let Err(e) = slot_stub(env, slot)?.fetch_with_request(req).await {
+        if let Err(e) = SlotClient::new(env, slot)?.refill().await {
             console_warn!("refill of {slot} after import failed: {e}");
         }
     }
@@ -230,24 +194,26 @@ async fn dashboard(req: &Request, env: &Env) -> ApiResult {
         .find(|(k, _)| k == "slot")
         .map(|(_, v)| v.into_owned())
         .unwrap_or_else(|| s.slots[0].clone());
-    known_slot(&s, &slot)?;
-    forward_get(env, &slot, "dashboard").await
+    Ok(slot_client(env, &slot)?.dashboard().await?)
+}
+
+async fn slot_state(env: &Env, slot: &str) -> ApiResult {
+    Ok(slot_client(env, slot)?.state().await?)
+}
+
+async fn slot_offsets(env: &Env, slot: &str) -> ApiResult {
+    Ok(slot_client(env, slot)?.offsets().await?)
 }
 
 async fn catalog_count(env: &Env) -> ApiResult {
-    Ok(catalog_stub(env)?
-        .fetch_with_str("https://catalog/count")
-        .await?)
+    Ok(json_response(&CatalogClient::new(env)?.count().await?)?)
 }
 
 async fn category(env: &Env, name: &str) -> ApiResult {
     if !crate::catalog::is_linkable_category(name) {
         return Err(ApiError::new(404, "no such category"));
     }
-    let mut resp = catalog_stub(env)?
-        .fetch_with_str(&format!("https://catalog/category/{name}"))
-        .await?;
-    let items: Vec<CatalogItem> = resp.json().await?;
+    let items = CatalogClient::new(env)?.category(name).await?;
     if items.is_empty() {
         return Err(ApiError::new(404, format!("no prints in category {name}")));
     }
@@ -264,16 +230,12 @@ async fn product(env: &Env, id: &str) -> ApiResult {
     if !crate::catalog::is_valid_id(id) {
         return Err(ApiError::new(404, "no such product"));
     }
-    let mut resp = catalog_stub(env)?
-        .fetch_with_str(&format!("https://catalog/item/{id}"))
-        .await?;
-    if resp.status_code() == 404 {
+    let Some(item) = CatalogClient::new(env)?.item(id).await? else {
         return Err(ApiError::new(
             404,
             format!("no product {id} in the catalog"),
         ));
-    }
-    let item: CatalogItem = resp.json().await?;
+    };
     let template = edge::template(env, "/page.html").await?;
     let body = crate::render::product_page(&template, &item)
         .map_err(|e| ApiError::new(500, e.to_string()))?;

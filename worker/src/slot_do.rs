@@ -1,27 +1,22 @@
-//! The slot Durable Object: owns one slot's arm set, applies event batches exactly once,
-//! rotates rounds, and publishes the edge snapshot to KV.
+//! The slot Durable Object: loads one slot's state, runs the pure steps of `state.rs` on it
+//! (apply a batch exactly once, rotate, fill from the catalog), saves it in one write, and
+//! publishes the edge snapshot to KV.
 
 use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 
-use bandit::{Arm, Disposition, EventBatch, Recorded, RotationConfig};
+use bandit::protocol::{ConflictResponse, PushResponse};
+use bandit::{Disposition, EventBatch, RotationConfig};
 use futures::lock::Mutex;
 use worker::*;
 
 use crate::api::{json_response, ApiError};
-use crate::catalog::CatalogItem;
-use crate::catalog_do::{self, SampleRequest};
+use crate::catalog_client::CatalogClient;
 use crate::config::Settings;
+use crate::now_ms;
+use crate::slot_client::{RefillResult, SlotOp, KV_BINDING};
 use crate::snapshot::kv_key;
-use crate::state::SlotState;
-
-/// Binding name of the slot namespace.
-pub const BINDING: &str = "SLOT_STORE";
-/// KV binding holding the snapshots.
-pub const KV_BINDING: &str = "SNAPSHOTS";
-/// Items reported by name when a batch counts items outside the set.
-const REPORTED_OUTSIDERS: usize = 20;
-/// How often an under-filled set asks the catalog again (ms).
-const REFILL_INTERVAL_MS: f64 = 10_000.0;
+use crate::state::{SlotState, STATE_KEY};
 
 #[durable_object]
 pub struct SlotObject {
@@ -34,32 +29,37 @@ pub struct SlotObject {
     last_published_ms: Cell<f64>,
 }
 
-fn now_ms() -> f64 {
-    Date::now().as_millis() as f64
-}
-
 impl SlotObject {
-    fn settings(&self) -> std::result::Result<std::rc::Rc<Settings>, ApiError> {
+    fn settings(&self) -> std::result::Result<Rc<Settings>, ApiError> {
         crate::wasm::settings(&self.env)
     }
 
-    async fn load(&self, slot: &str, rotation: &RotationConfig) -> Result<SlotState> {
+    /// The state in memory, else the stored one (kept in memory), else `None`.
+    async fn load_stored(&self) -> Result<Option<SlotState>> {
         if let Some(s) = self.cached.borrow().as_ref() {
-            return Ok(s.clone());
+            return Ok(Some(s.clone()));
         }
-        let stored: Option<String> = self.state.storage().get("state").await?;
-        let st = match stored {
-            Some(json) => serde_json::from_str(&json)
-                .map_err(|e| Error::RustError(format!("stored slot state is unreadable: {e}")))?,
-            None => SlotState::new(slot, rotation),
+        let stored: Option<String> = self.state.storage().get(STATE_KEY).await?;
+        let Some(json) = stored else {
+            return Ok(None);
         };
+        let st: SlotState = serde_json::from_str(&json)
+            .map_err(|e| Error::RustError(format!("stored slot state is unreadable: {e}")))?;
         *self.cached.borrow_mut() = Some(st.clone());
-        Ok(st)
+        Ok(Some(st))
+    }
+
+    /// The slot's state: the stored one, or a new one when nothing is stored yet.
+    async fn load(&self, slot: &str, rotation: &RotationConfig) -> Result<SlotState> {
+        Ok(self
+            .load_stored()
+            .await?
+            .unwrap_or_else(|| SlotState::new(slot, rotation)))
     }
 
     async fn save(&self, st: SlotState) -> Result<()> {
         let json = serde_json::to_string(&st).map_err(|e| Error::RustError(e.to_string()))?;
-        match self.state.storage().put("state", json).await {
+        match self.state.storage().put(STATE_KEY, json).await {
             Ok(()) => {
                 *self.cached.borrow_mut() = Some(st);
                 Ok(())
@@ -72,152 +72,71 @@ impl SlotObject {
         }
     }
 
-    async fn catalog_sample(&self, count: usize, exclude: Vec<String>) -> Result<Vec<CatalogItem>> {
-        if count == 0 {
-            return Ok(Vec::new());
-        }
-        let stub = self
-            .env
-            .durable_object(catalog_do::BINDING)?
-            .id_from_name(catalog_do::NAME)?
-            .get_stub()?;
-        let body = serde_json::to_string(&SampleRequest { count, exclude })
-            .map_err(|e| Error::RustError(e.to_string()))?;
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post).with_body(Some(body.into()));
-        let req = Request::new_with_init("https://catalog/sample", &init)?;
-        let mut resp = stub.fetch_with_request(req).await?;
-        if resp.status_code() != 200 {
-            return Err(Error::RustError(format!(
-                "catalog sample answered {}",
-                resp.status_code()
-            )));
-        }
-        resp.json().await
-    }
-
-    /// Tops the set up to n arms from the catalog (a new slot, a grown n, a catalog import).
+    /// Tops the set up to n arms from the catalog when due (a new slot, a grown n, a catalog
+    /// import); whether items joined.
     async fn fill(
         &self,
         st: &mut SlotState,
         rotation: &RotationConfig,
         force: bool,
     ) -> Result<bool> {
-        let missing = rotation.arms.saturating_sub(st.arms.arms.len());
-        let now = now_ms();
-        if missing == 0 || (!force && now - st.last_refill_ms < REFILL_INTERVAL_MS) {
+        let Some(wanted) = st.begin_fill(rotation, now_ms(), force) else {
             return Ok(false);
-        }
-        st.last_refill_ms = now;
-        let exclude: Vec<String> = st
-            .arms
-            .excluded(rotation)
-            .into_iter()
-            .map(String::from)
-            .collect();
-        let fresh = self.catalog_sample(missing, exclude).await?;
-        if fresh.is_empty() {
-            return Ok(false);
-        }
-        let prior = st.arms.fresh_prior(&rotation.policy);
-        for item in fresh {
-            st.arms.arms.push(Arm {
-                item: item.id.clone(),
-                prior,
-                clicks: 0,
-                impressions: 0,
-                total_clicks: 0,
-                total_impressions: 0,
-                since_round: st.arms.round,
-            });
-            st.items.insert(item.id.clone(), item);
-        }
-        st.version += 1;
-        Ok(true)
+        };
+        let fresh = CatalogClient::new(&self.env)?
+            .sample(wanted.count, wanted.exclude)
+            .await?;
+        Ok(st.add_fresh(fresh, rotation))
     }
 
     async fn rotate(&self, st: &mut SlotState, rotation: &RotationConfig) -> Result<()> {
         let plan = crate::rng::with_rng(|rng| st.arms.plan_rotation(rotation, rng));
-        let mut exclude: Vec<String> = st
-            .arms
-            .excluded(rotation)
-            .into_iter()
-            .map(String::from)
-            .collect();
-        exclude.sort();
-        let fresh = self.catalog_sample(plan.fresh_needed, exclude).await?;
-        let ids: Vec<String> = fresh.iter().map(|i| i.id.clone()).collect();
-        for item in fresh {
-            st.items.insert(item.id.clone(), item);
-        }
-        let summary = st.arms.rotate(rotation, &plan, ids);
-        st.items.retain(|id, _| st.arms.position(id).is_some());
-        st.push_round(summary);
+        let fresh = CatalogClient::new(&self.env)?
+            .sample(plan.fresh_needed, st.arms.exclude_list(rotation))
+            .await?;
+        st.finish_rotation(rotation, &plan, fresh);
         Ok(())
     }
 
-    async fn apply(
+    async fn ingest(
         &self,
         slot: &str,
-        batch: EventBatch,
+        mut req: Request,
+        rotation: &RotationConfig,
     ) -> std::result::Result<Response, ApiError> {
-        let settings = self.settings()?;
-        let rotation = settings.rotation;
-        let mut st = self.load(slot, &rotation).await?;
+        // The worker's edge parsed and validated these bytes before forwarding them.
+        let bytes = req.bytes().await?;
+        let batch: EventBatch = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::new(400, format!("malformed event batch: {e}")))?;
+        let mut st = self.load(slot, rotation).await?;
         match st.ledger.disposition(&batch) {
             Disposition::Duplicate => {
                 st.totals.duplicates += 1;
                 self.save(st).await?;
-                return Ok(json_response(&serde_json::json!({"status": "duplicate"}))?);
+                return Ok(json_response(&PushResponse::Duplicate)?);
             }
             Disposition::Conflict => {
                 st.totals.conflicts += 1;
-                let offsets = st.offsets_json();
+                let offsets = st.ledger.entries();
                 self.save(st).await?;
-                let mut err = ApiError::new(409, "the batch straddles offsets already applied: resynchronise from the returned offsets");
-                err.extra = Some(serde_json::json!({ "offsets": offsets }));
-                return Err(err);
+                let body = ConflictResponse {
+                    error: "the batch straddles offsets already applied: resynchronise from the returned offsets".into(),
+                    offsets,
+                };
+                return Ok(json_response(&body)?.with_status(409));
             }
             Disposition::Apply => {}
         }
-        let (mut impressions, mut clicks) = (0u64, 0u64);
-        let mut outside = Vec::new();
-        for c in &batch.counts {
-            match st.arms.record(&c.item, c.impressions, c.clicks) {
-                Recorded::Counted => {
-                    impressions += c.impressions;
-                    clicks += c.clicks;
-                }
-                Recorded::NotInSet => {
-                    st.totals.outside_impressions += c.impressions;
-                    st.totals.outside_clicks += c.clicks;
-                    if outside.len() < REPORTED_OUTSIDERS {
-                        outside.push(c.item.clone());
-                    }
-                }
-            }
+        let mut applied = st.apply_batch(&batch, now_ms());
+        if st.arms.round_complete(rotation) {
+            self.rotate(&mut st, rotation).await?;
+            applied.rotated = true;
+            applied.round = st.arms.round;
         }
-        st.totals.impressions += impressions;
-        st.totals.clicks += clicks;
-        st.totals.batches += 1;
-        let rotated = st.arms.round_complete(&rotation);
-        if rotated {
-            self.rotate(&mut st, &rotation).await?;
-        }
-        self.fill(&mut st, &rotation, false).await?;
-        st.ledger.advance(&batch);
-        st.version += 1;
-        st.last_batch_ms = Some(now_ms());
-        let round = st.arms.round;
+        self.fill(&mut st, rotation, false).await?;
         self.save(st).await?;
-        self.schedule_publish(&rotation).await;
-        Ok(json_response(&serde_json::json!({
-            "status": "applied",
-            "counted": {"impressions": impressions, "clicks": clicks},
-            "not_in_set": outside,
-            "round": round,
-            "rotated": rotated,
-        }))?)
+        self.schedule_publish(rotation).await;
+        Ok(json_response(&PushResponse::Applied(applied))?)
     }
 
     async fn publish(&self, rotation: &RotationConfig) -> Result<()> {
@@ -243,7 +162,7 @@ impl SlotObject {
         let interval = self
             .settings()
             .map(|s| s.publish_interval_ms)
-            .unwrap_or(1000) as f64;
+            .unwrap_or(crate::config::MIN_PUBLISH_INTERVAL_MS) as f64;
         let since = now_ms() - self.last_published_ms.get();
         let result = if since >= interval {
             self.publish(rotation).await
@@ -259,66 +178,57 @@ impl SlotObject {
         }
     }
 
-    async fn handle(&self, mut req: Request) -> std::result::Result<Response, ApiError> {
-        // Path: /slot/{name}/{action}
-        let path = req.path();
-        let mut parts = path.trim_start_matches('/').splitn(3, '/');
-        let (Some("slot"), Some(slot), action) =
-            (parts.next(), parts.next(), parts.next().unwrap_or(""))
-        else {
-            return Err(ApiError::new(404, "not found"));
+    /// Fills the set when due, saving and publishing only when it changed.
+    async fn fill_and_save(
+        &self,
+        st: &mut SlotState,
+        rotation: &RotationConfig,
+        force: bool,
+    ) -> Result<bool> {
+        let changed = self.fill(st, rotation, force).await?;
+        if changed {
+            self.save(st.clone()).await?;
+            self.schedule_publish(rotation).await;
+        }
+        Ok(changed)
+    }
+
+    async fn handle(&self, req: Request) -> std::result::Result<Response, ApiError> {
+        let Some((slot, op)) = SlotOp::parse(&req.method(), &req.url()?) else {
+            return Err(ApiError::new(404, "no such slot operation"));
         };
-        let slot = slot.to_string();
         let _guard = self.lock.lock().await;
         let settings = self.settings()?;
-        let rotation = settings.rotation;
-        match (req.method(), action) {
-            (Method::Post, "events") => {
-                let batch: EventBatch = req
-                    .json()
-                    .await
-                    .map_err(|e| ApiError::new(400, e.to_string()))?;
-                batch
-                    .validate()
-                    .map_err(|e| ApiError::new(400, e.to_string()))?;
-                self.apply(&slot, batch).await
+        let rotation = &settings.rotation;
+        match op {
+            SlotOp::Ingest => self.ingest(&slot, req, rotation).await,
+            SlotOp::Prime => {
+                let mut st = self.load(&slot, rotation).await?;
+                self.fill_and_save(&mut st, rotation, false).await?;
+                Ok(json_response(&st.snapshot(rotation, now_ms()))?)
             }
-            (Method::Get, "snapshot") => {
-                let mut st = self.load(&slot, &rotation).await?;
-                if self.fill(&mut st, &rotation, false).await? {
-                    self.save(st.clone()).await?;
-                    self.schedule_publish(&rotation).await;
-                }
-                Ok(json_response(&st.snapshot(&rotation, now_ms()))?)
+            SlotOp::Refill => {
+                let mut st = self.load(&slot, rotation).await?;
+                let changed = self.fill_and_save(&mut st, rotation, true).await?;
+                Ok(json_response(&RefillResult {
+                    arms: st.arms.arms.len(),
+                    changed,
+                })?)
             }
-            (Method::Post, "refill") => {
-                let mut st = self.load(&slot, &rotation).await?;
-                let changed = self.fill(&mut st, &rotation, true).await?;
-                if changed {
-                    self.save(st.clone()).await?;
-                    self.schedule_publish(&rotation).await;
-                }
-                Ok(json_response(
-                    &serde_json::json!({"arms": st.arms.arms.len(), "changed": changed}),
-                )?)
+            SlotOp::State => {
+                let st = self.load(&slot, rotation).await?;
+                Ok(json_response(&st.state_json(rotation))?)
             }
-            (Method::Get, "state") => {
-                let st = self.load(&slot, &rotation).await?;
-                Ok(json_response(&st.state_json(&rotation))?)
-            }
-            (Method::Get, "dashboard") => {
-                let st = self.load(&slot, &rotation).await?;
-                let resp = Response::from_html(crate::dashboard::page(&st, &rotation, now_ms()))?;
+            SlotOp::Dashboard => {
+                let st = self.load(&slot, rotation).await?;
+                let resp = Response::from_html(crate::dashboard::page(&st, rotation, now_ms()))?;
                 resp.headers().set("cache-control", "no-store")?;
                 Ok(resp)
             }
-            (Method::Get, "offsets") => {
-                let st = self.load(&slot, &rotation).await?;
-                Ok(json_response(
-                    &serde_json::json!({"slot": slot, "offsets": st.offsets_json()}),
-                )?)
+            SlotOp::Offsets => {
+                let st = self.load(&slot, rotation).await?;
+                Ok(json_response(&st.offsets())?)
             }
-            _ => Err(ApiError::new(404, "not found")),
         }
     }
 }
@@ -350,13 +260,11 @@ impl DurableObject for SlotObject {
                 return Response::ok("skipped");
             }
         };
-        if self.cached.borrow().is_none() {
-            // Woken after an eviction: publish what is stored.
-            let stored: Option<String> = self.state.storage().get("state").await?;
-            if let Some(st) = stored.and_then(|json| serde_json::from_str::<SlotState>(&json).ok())
-            {
-                *self.cached.borrow_mut() = Some(st);
-            }
+        // Woken after an eviction the memory is empty: publish what is stored (a slot that never
+        // stored anything has nothing to publish).
+        if let Err(e) = self.load_stored().await {
+            console_error!("snapshot publish from alarm skipped: {e}");
+            return Response::ok("skipped");
         }
         if let Err(e) = self.publish(&settings.rotation).await {
             console_error!("snapshot publish from alarm failed: {e}");

@@ -1,9 +1,13 @@
-//! A slot's persisted state and its read models (edge snapshot, operator JSON). Pure: the
-//! Durable Object in `slot_do.rs` does the I/O.
+//! A slot's persisted state, the pure steps that change it (count a batch, add fresh items,
+//! finish a rotation) and its read models (edge snapshot, operator JSON). The Durable Object
+//! in `slot_do.rs` only loads, calls these, and saves.
 
 use std::collections::{BTreeMap, VecDeque};
 
-use bandit::{ArmSet, OffsetLedger, RotationConfig, RoundSummary};
+use bandit::protocol::{Applied, Counted, OffsetsResponse};
+use bandit::{
+    ArmSet, EventBatch, OffsetLedger, Recorded, RotationConfig, RotationPlan, RoundSummary,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::CatalogItem;
@@ -11,6 +15,21 @@ use crate::snapshot::{Snapshot, SnapshotArm};
 
 /// Rounds kept in the operator history.
 pub const ROUND_HISTORY: usize = 20;
+/// Storage key of the one value that holds a slot's whole state.
+pub const STATE_KEY: &str = "state";
+/// Items reported by name when a batch counts items outside the set.
+pub const REPORTED_OUTSIDERS: usize = 20;
+/// How often an under-filled set asks the catalog again (ms), unless forced.
+pub const REFILL_INTERVAL_MS: f64 = 10_000.0;
+
+/// What a fill asks the catalog for: `count` items, none of `exclude`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FillWanted {
+    /// Items missing from the set.
+    pub count: usize,
+    /// Items that must not be drawn (sorted).
+    pub exclude: Vec<String>,
+}
 
 /// Running totals for operators.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -93,19 +112,104 @@ impl SlotState {
         }
     }
 
-    /// Offsets as the bridge reads them.
-    pub fn offsets_json(&self) -> serde_json::Value {
-        let list: Vec<serde_json::Value> = self
-            .ledger
-            .applied
-            .iter()
-            .flat_map(|(topic, parts)| {
-                parts.iter().map(
-                    move |(p, o)| serde_json::json!({"topic": topic, "partition": p, "offset": o}),
-                )
-            })
+    /// Counts a batch the ledger says to apply into the arms and totals, advances the ledger
+    /// and the version. Items outside the set are totalled apart (the first few by name).
+    pub fn apply_batch(&mut self, batch: &EventBatch, now_ms: f64) -> Applied {
+        let mut counted = Counted::default();
+        let mut not_in_set = Vec::new();
+        for c in &batch.counts {
+            match self.arms.record(&c.item, c.impressions, c.clicks) {
+                Recorded::Counted => {
+                    counted.impressions += c.impressions;
+                    counted.clicks += c.clicks;
+                }
+                Recorded::NotInSet => {
+                    self.totals.outside_impressions += c.impressions;
+                    self.totals.outside_clicks += c.clicks;
+                    if not_in_set.len() < REPORTED_OUTSIDERS {
+                        not_in_set.push(c.item.clone());
+                    }
+                }
+            }
+        }
+        self.totals.impressions += counted.impressions;
+        self.totals.clicks += counted.clicks;
+        self.totals.batches += 1;
+        self.ledger.advance(batch);
+        self.version += 1;
+        self.last_batch_ms = Some(now_ms);
+        Applied {
+            counted,
+            not_in_set,
+            round: self.arms.round,
+            rotated: false,
+        }
+    }
+
+    /// Whether the set should ask the catalog for items now, and for which; records the
+    /// attempt so an under-filled set asks at most every [`REFILL_INTERVAL_MS`] unless
+    /// `force` (a catalog import).
+    pub fn begin_fill(
+        &mut self,
+        rotation: &RotationConfig,
+        now_ms: f64,
+        force: bool,
+    ) -> Option<FillWanted> {
+        let count = rotation.arms.saturating_sub(self.arms.arms.len());
+        if count == 0 || (!force && now_ms - self.last_refill_ms < REFILL_INTERVAL_MS) {
+            return None;
+        }
+        self.last_refill_ms = now_ms;
+        Some(FillWanted {
+            count,
+            exclude: self.arms.exclude_list(rotation),
+        })
+    }
+
+    /// Adds catalog items as fresh arms with the policy's fresh prior; whether any joined.
+    pub fn add_fresh(&mut self, fresh: Vec<CatalogItem>, rotation: &RotationConfig) -> bool {
+        let room = rotation.arms.saturating_sub(self.arms.arms.len());
+        let fresh: Vec<CatalogItem> = fresh
+            .into_iter()
+            .filter(|i| self.arms.position(&i.id).is_none())
+            .take(room)
             .collect();
-        serde_json::Value::Array(list)
+        let added = self
+            .arms
+            .add_fresh(fresh.iter().map(|i| i.id.clone()), &rotation.policy);
+        for item in fresh {
+            self.items.insert(item.id.clone(), item);
+        }
+        if added > 0 {
+            self.version += 1;
+        }
+        added > 0
+    }
+
+    /// Ends the round with `plan`, admitting `fresh` catalog items; keeps display fields of
+    /// the current arms only and the bounded round history.
+    pub fn finish_rotation(
+        &mut self,
+        rotation: &RotationConfig,
+        plan: &RotationPlan,
+        fresh: Vec<CatalogItem>,
+    ) {
+        let ids: Vec<String> = fresh.iter().map(|i| i.id.clone()).collect();
+        for item in fresh {
+            self.items.insert(item.id.clone(), item);
+        }
+        let summary = self.arms.rotate(rotation, plan, ids);
+        let arms = &self.arms;
+        self.items.retain(|id, _| arms.position(id).is_some());
+        self.push_round(summary);
+    }
+
+    /// Offsets as the bridge reads them.
+    pub fn offsets(&self) -> OffsetsResponse {
+        OffsetsResponse {
+            slot: self.slot.clone(),
+            offsets: self.ledger.entries(),
+        }
     }
 
     /// The operator's view, with P(best).
@@ -150,7 +254,7 @@ impl SlotState {
             "round_impressions": self.arms.round_impressions,
             "fresh_prior": self.arms.fresh_prior(&rotation.policy),
             "arms": arms,
-            "offsets": self.offsets_json(),
+            "offsets": self.ledger.entries(),
             "rounds": self.rounds,
             "totals": self.totals,
             "last_batch_ms": self.last_batch_ms,
@@ -158,10 +262,171 @@ impl SlotState {
     }
 
     /// Appends a finished round to the bounded history.
-    pub fn push_round(&mut self, summary: RoundSummary) {
+    fn push_round(&mut self, summary: RoundSummary) {
         self.rounds.push_back(summary);
         while self.rounds.len() > ROUND_HISTORY {
             self.rounds.pop_front();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bandit::{ItemCount, OffsetRange, PriorPolicy};
+    use rand::rngs::SmallRng;
+    use rand::SeedableRng;
+
+    fn rotation(arms: usize) -> RotationConfig {
+        RotationConfig {
+            arms,
+            round_impressions: 100,
+            policy: PriorPolicy::RESET,
+            cooldown_rounds: 2,
+        }
+    }
+
+    fn items(ids: &[&str]) -> Vec<CatalogItem> {
+        ids.iter()
+            .map(|id| CatalogItem {
+                id: id.to_string(),
+                title: format!("Title {id}"),
+                image: String::new(),
+                photographer: String::new(),
+                category: String::new(),
+                source_url: None,
+            })
+            .collect()
+    }
+
+    fn batch(from: i64, to: i64, counts: &[(&str, u64, u64)]) -> EventBatch {
+        EventBatch {
+            source: "test".into(),
+            offsets: vec![OffsetRange {
+                topic: "t".into(),
+                partition: 0,
+                from,
+                to,
+            }],
+            counts: counts
+                .iter()
+                .map(|&(item, impressions, clicks)| ItemCount {
+                    item: item.into(),
+                    impressions,
+                    clicks,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn fill_asks_for_the_missing_arms_at_most_every_interval_unless_forced() {
+        let rot = rotation(3);
+        let mut st = SlotState::new("s", &rot);
+        let want = st
+            .begin_fill(&rot, 1_000.0, false)
+            .expect("an empty set asks");
+        assert_eq!(want.count, 3);
+        assert!(want.exclude.is_empty());
+        assert!(st.add_fresh(items(&["b", "a"]), &rot));
+        assert_eq!(st.version, 1);
+        // Still one short, but it just asked.
+        assert_eq!(
+            st.begin_fill(&rot, 1_000.0 + REFILL_INTERVAL_MS - 1.0, false),
+            None
+        );
+        let forced = st.begin_fill(&rot, 1_001.0, true).expect("forced");
+        assert_eq!(
+            forced,
+            FillWanted {
+                count: 1,
+                exclude: vec!["a".into(), "b".into()]
+            }
+        );
+        let later = st.begin_fill(&rot, 1_001.0 + REFILL_INTERVAL_MS, false);
+        assert_eq!(later.map(|w| w.count), Some(1));
+        // More items than room, one of them already an arm: only one joins.
+        assert!(st.add_fresh(items(&["a", "c", "d"]), &rot));
+        let ids: Vec<&str> = st.arms.arms.iter().map(|a| a.item.as_str()).collect();
+        assert_eq!(ids, vec!["b", "a", "c"]);
+        assert_eq!(st.items.len(), 3);
+        assert!(!st.add_fresh(items(&["e"]), &rot));
+        assert_eq!(st.begin_fill(&rot, 1e12, true), None);
+        assert_eq!(st.version, 2);
+    }
+
+    #[test]
+    fn a_batch_counts_arms_totals_outsiders_and_advances_the_ledger() {
+        let rot = rotation(2);
+        let mut st = SlotState::new("s", &rot);
+        st.add_fresh(items(&["a", "b"]), &rot);
+        let outsiders: Vec<(String, u64, u64)> = (0..REPORTED_OUTSIDERS + 5)
+            .map(|i| (format!("x{i:02}"), 2, 1))
+            .collect();
+        let mut counts: Vec<(&str, u64, u64)> = vec![("a", 10, 2), ("b", 5, 0)];
+        counts.extend(outsiders.iter().map(|(i, m, c)| (i.as_str(), *m, *c)));
+        let b = batch(0, 99, &counts);
+        let applied = st.apply_batch(&b, 42.0);
+        assert_eq!(
+            applied.counted,
+            Counted {
+                impressions: 15,
+                clicks: 2
+            }
+        );
+        assert_eq!(applied.not_in_set.len(), REPORTED_OUTSIDERS);
+        assert_eq!(applied.not_in_set[0], "x00");
+        assert!(!applied.rotated);
+        let t = &st.totals;
+        assert_eq!((t.impressions, t.clicks, t.batches), (15, 2, 1));
+        let outside = (REPORTED_OUTSIDERS as u64 + 5) * 2;
+        assert_eq!(
+            (t.outside_impressions, t.outside_clicks),
+            (outside, outside / 2)
+        );
+        assert_eq!(st.arms.arms[0].impressions, 10);
+        assert_eq!(st.arms.round_impressions, 15);
+        assert_eq!(st.ledger.get("t", 0), Some(99));
+        assert_eq!(st.last_batch_ms, Some(42.0));
+        assert_eq!(st.version, 2);
+        assert_eq!(st.offsets().offsets[0].offset, 99);
+    }
+
+    #[test]
+    fn a_rotation_keeps_display_fields_of_current_arms_only() {
+        let rot = rotation(4);
+        let mut st = SlotState::new("s", &rot);
+        st.add_fresh(items(&["a", "b", "c", "d"]), &rot);
+        st.apply_batch(
+            &batch(
+                0,
+                9,
+                &[("a", 40, 9), ("b", 30, 0), ("c", 20, 5), ("d", 10, 0)],
+            ),
+            1.0,
+        );
+        assert!(st.arms.round_complete(&rot));
+        let mut rng = SmallRng::seed_from_u64(3);
+        let plan = st.arms.plan_rotation(&rot, &mut rng);
+        let retired: Vec<String> = plan
+            .retire
+            .iter()
+            .map(|&i| st.arms.arms[i].item.clone())
+            .collect();
+        let exclude = st.arms.exclude_list(&rot);
+        assert_eq!(exclude, vec!["a", "b", "c", "d"]);
+        st.finish_rotation(&rot, &plan, items(&["e", "f"]));
+        assert_eq!(st.arms.round, 2);
+        assert_eq!(st.arms.arms.len(), 4);
+        let mut shown: Vec<&String> = st.items.keys().collect();
+        let mut arms: Vec<&String> = st.arms.arms.iter().map(|a| &a.item).collect();
+        shown.sort();
+        arms.sort();
+        assert_eq!(shown, arms);
+        assert!(retired.iter().all(|r| !st.items.contains_key(r)));
+        assert_eq!(st.rounds.len(), 1);
+        // The retirees cool down: a fill after the rotation must not draw them again.
+        let exclude = st.arms.exclude_list(&rot);
+        assert!(retired.iter().all(|r| exclude.contains(r)));
     }
 }
