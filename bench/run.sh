@@ -238,7 +238,7 @@ edge() {
     wrk -t2 -c16 -d2s "$w/api/slots/home-top-pick/pick" >/dev/null
     record "arms_${n}_pick" "${WRK[@]}" "$w/api/slots/home-top-pick/pick"
     record "arms_${n}_static" "${WRK[@]}" "$w/index.html"
-    curl -s "$w/api/slots/home-top-pick" >"$RAW/arms_${n}_state.json"
+    curl -s -H "Authorization: Bearer $INGEST_TOKEN" "$w/api/slots/home-top-pick" >"$RAW/arms_${n}_state.json"
     stop_pid "$WORKER_PID"
   done
 }

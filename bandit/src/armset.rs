@@ -408,7 +408,7 @@ pub fn candidate_indices<R: Rng + ?Sized>(
 }
 
 /// The first `needed` candidates that are not excluded, without repeats.
-pub fn choose_fresh<'a>(
+fn choose_fresh<'a>(
     candidates: impl IntoIterator<Item = &'a str>,
     excluded: &HashSet<&str>,
     needed: usize,

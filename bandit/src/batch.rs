@@ -14,6 +14,26 @@ pub const MAX_ITEMS_PER_BATCH: usize = 10_000;
 pub const MAX_RANGES_PER_BATCH: usize = 1_024;
 /// Largest impressions or clicks count for one item in one batch.
 pub const MAX_COUNT: u64 = 1_000_000_000;
+/// Largest offset a batch may claim: 2^53 - 1, the largest integer every JSON reader keeps
+/// exactly (a partition taking a million events a second reaches it in 285 years). A claim of
+/// `i64::MAX` would otherwise make every later batch of the partition a silent duplicate.
+pub const MAX_OFFSET: i64 = (1 << 53) - 1;
+/// Most topic-partitions one slot's ledger keeps; the ledger lives in the slot's one stored
+/// value, so it is bounded (operators drop entries no longer in use).
+pub const MAX_LEDGER_ENTRIES: usize = 1_024;
+
+/// Whether `id` can be a catalog item id: 1 to [`MAX_ITEM_ID_LEN`] bytes of
+/// `A-Z a-z 0-9 . _ ~ -`, and not `.` or `..` (ids go into URLs as they are). The worker's
+/// catalog and every event batch hold to it, so the bridge can drop anything else at once.
+pub fn is_valid_item_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ITEM_ID_LEN
+        && id != "."
+        && id != ".."
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'))
+}
 
 /// Aggregated feedback for one slot, with the stream positions it covers.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +89,9 @@ pub enum BatchError {
         /// Its length.
         len: usize,
     },
+    /// An item id has characters no catalog id has.
+    #[error("counts[{0}].item is not a catalog id (A-Z a-z 0-9 . _ ~ -, not . or ..)")]
+    BadItem(usize),
     /// An item occurs twice.
     #[error("counts[{0}].item {1:?} occurs more than once; sum it into one entry")]
     DuplicateItem(usize, String),
@@ -121,6 +144,12 @@ impl EventBatch {
             if r.from > r.to {
                 return Err(BatchError::BadRange(i, "from is greater than to"));
             }
+            if r.to > MAX_OFFSET {
+                return Err(BatchError::BadRange(
+                    i,
+                    "to is beyond 2^53 - 1, the largest offset accepted",
+                ));
+            }
             if !seen_ranges.insert((r.topic.as_str(), r.partition)) {
                 return Err(BatchError::DuplicateRange(i, r.topic.clone(), r.partition));
             }
@@ -135,6 +164,9 @@ impl EventBatch {
                     index: i,
                     len: c.item.len(),
                 });
+            }
+            if !is_valid_item_id(&c.item) {
+                return Err(BatchError::BadItem(i));
             }
             if c.impressions > MAX_COUNT || c.clicks > MAX_COUNT {
                 return Err(BatchError::CountTooLarge(i));
@@ -188,6 +220,51 @@ impl OffsetLedger {
             (0, _) => Disposition::Duplicate,
             _ => Disposition::Conflict,
         }
+    }
+
+    /// Topic-partitions the ledger would hold after applying `batch`.
+    pub fn len_after(&self, batch: &EventBatch) -> usize {
+        self.len()
+            + batch
+                .offsets
+                .iter()
+                .filter(|r| self.get(&r.topic, r.partition).is_none())
+                .count()
+    }
+
+    /// Topic-partitions in the ledger.
+    pub fn len(&self) -> usize {
+        self.applied.values().map(BTreeMap::len).sum()
+    }
+
+    /// Whether the ledger is empty.
+    pub fn is_empty(&self) -> bool {
+        self.applied.is_empty()
+    }
+
+    /// Sets a partition's applied offset (an operator's correction); `None` forgets it, so
+    /// the next batch there is applied whatever its offsets. Returns the previous offset.
+    pub fn set(&mut self, topic: &str, partition: i32, offset: Option<i64>) -> Option<i64> {
+        match offset {
+            Some(o) => self
+                .applied
+                .entry(topic.to_string())
+                .or_default()
+                .insert(partition, o),
+            None => {
+                let parts = self.applied.get_mut(topic)?;
+                let old = parts.remove(&partition);
+                if parts.is_empty() {
+                    self.applied.remove(topic);
+                }
+                old
+            }
+        }
+    }
+
+    /// Forgets every partition of a topic; how many there were.
+    pub fn forget_topic(&mut self, topic: &str) -> usize {
+        self.applied.remove(topic).map_or(0, |p| p.len())
     }
 
     /// Records the batch's ranges as applied.
@@ -249,6 +326,14 @@ mod tests {
         let mut b = good.clone();
         b.counts[0].item = "x".repeat(MAX_ITEM_ID_LEN + 1);
         assert!(matches!(b.validate(), Err(BatchError::ItemTooLong { .. })));
+        for bad in [".", "..", "a b", "a\"b", "<x>", "é", "a/b"] {
+            let mut b = good.clone();
+            b.counts[0].item = bad.into();
+            assert_eq!(b.validate(), Err(BatchError::BadItem(0)), "{bad:?}");
+        }
+        let mut b = good.clone();
+        b.counts[0].item = "A.b_c~d-9".into();
+        b.validate().unwrap();
         let mut b = good.clone();
         b.counts[0].clicks = MAX_COUNT + 1;
         assert_eq!(b.validate(), Err(BatchError::CountTooLarge(0)));
@@ -268,6 +353,11 @@ mod tests {
             Err(BatchError::DuplicateRange(1, _, 0))
         ));
         assert_eq!(batch(&[]).validate(), Err(BatchError::NoOffsets));
+        batch(&[("t", 0, 0, MAX_OFFSET)]).validate().unwrap();
+        assert!(matches!(
+            batch(&[("t", 0, 0, i64::MAX)]).validate(),
+            Err(BatchError::BadRange(0, _))
+        ));
         assert!(serde_json::from_str::<EventBatch>(
             r#"{"source":"x","offsets":[],"counts":[],"extra":1}"#
         )
@@ -305,5 +395,41 @@ mod tests {
         );
         assert_eq!(l.get("t", 0), Some(99));
         assert_eq!(l.get("t", 1), None);
+    }
+
+    #[test]
+    fn the_ledger_is_bounded_and_operators_can_correct_it() {
+        let mut l = OffsetLedger::default();
+        let wide: Vec<(String, i32)> = (0..MAX_LEDGER_ENTRIES as i32)
+            .map(|p| ("t".to_string(), p))
+            .collect();
+        let ranges: Vec<(&str, i32, i64, i64)> =
+            wide.iter().map(|(t, p)| (t.as_str(), *p, 0, 0)).collect();
+        let full = batch(&ranges);
+        assert_eq!(l.len_after(&full), MAX_LEDGER_ENTRIES);
+        l.advance(&full);
+        assert_eq!(l.len(), MAX_LEDGER_ENTRIES);
+        // Known partitions add nothing; a new one would pass the bound.
+        assert_eq!(l.len_after(&batch(&[("t", 5, 1, 9)])), MAX_LEDGER_ENTRIES);
+        assert_eq!(
+            l.len_after(&batch(&[("t", 5, 1, 9), ("u", 0, 0, 0)])),
+            MAX_LEDGER_ENTRIES + 1
+        );
+        // Dropping a partition that is no longer read makes room.
+        assert_eq!(l.set("t", 7, None), Some(0));
+        assert_eq!(l.len_after(&batch(&[("u", 0, 0, 0)])), MAX_LEDGER_ENTRIES);
+        assert_eq!(l.forget_topic("t"), MAX_LEDGER_ENTRIES - 1);
+        assert!(l.is_empty());
+        // A poisoned offset is corrected by setting it back.
+        l.advance(&batch(&[("v", 0, 0, MAX_OFFSET)]));
+        assert_eq!(
+            l.disposition(&batch(&[("v", 0, 10, 20)])),
+            Disposition::Duplicate
+        );
+        assert_eq!(l.set("v", 0, Some(9)), Some(MAX_OFFSET));
+        assert_eq!(
+            l.disposition(&batch(&[("v", 0, 10, 20)])),
+            Disposition::Apply
+        );
     }
 }

@@ -39,7 +39,10 @@ produced = json.loads(open(args.produced).read().strip().splitlines()[-1])
 
 
 def get(path):
-    with urllib.request.urlopen(args.worker + path, timeout=10) as r:
+    # Operator reads: the worker's token (the harness sets no separate operator token).
+    req = urllib.request.Request(args.worker + path, headers={
+        "Authorization": "Bearer " + os.environ.get("INGEST_TOKEN", "")})
+    with urllib.request.urlopen(req, timeout=10) as r:
         return json.loads(r.read())
 
 

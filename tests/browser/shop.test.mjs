@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import path from "node:path";
 import { chromium } from "playwright-core";
-import { startWorker, importItems, state, ROOT } from "../lib/worker.mjs";
+import { startWorker, importItems, state, ROOT, TOKEN } from "../lib/worker.mjs";
 import { missingTools, tmpDir } from "../lib/e2e.mjs";
 
 const CHROMIUM = process.env.CHROMIUM_BIN ?? "/usr/bin/chromium";
@@ -44,6 +44,8 @@ describe("the shop in Chromium", { skip, timeout: 180_000 }, () => {
       args: FLAGS,
       viewport: DESKTOP,
       timeout: 30_000,
+      // Answers the dashboard's sign-in prompt (the tests' ingest token serves operators).
+      httpCredentials: { username: "operator", password: TOKEN },
       ...options,
     });
     contexts.push(ctx);
@@ -155,6 +157,9 @@ describe("the shop in Chromium", { skip, timeout: 180_000 }, () => {
   // The dashboard (GET /dashboard): server-side SVG of each arm's posterior.
   test("the dashboard renders the posteriors of the arm set", async () => {
     const arms = (await state(w)).arms.map((a) => a.item);
+    const anonymous = await (await browser({ httpCredentials: undefined })).newPage();
+    assert.equal((await anonymous.goto(w.url + "/dashboard")).status(), 401, "operators only");
+    await anonymous.close();
     const ctx = await browser();
     const page = await ctx.newPage();
     const r = await page.goto(w.url + "/dashboard", { waitUntil: "load" });

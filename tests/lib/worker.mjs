@@ -53,6 +53,11 @@ export function auth(extra = {}) {
   return { authorization: `Bearer ${TOKEN}`, "content-type": "application/json", ...extra };
 }
 
+/** Operator credentials: the tests set no OPERATOR_TOKEN, so the ingest token serves. */
+export function operatorAuth(extra = {}) {
+  return { authorization: `Bearer ${TOKEN}`, ...extra };
+}
+
 /** Imports items in the project's JSON form. */
 export async function importItems(w, items) {
   const r = await w.fetch("/api/catalog", { method: "POST", headers: auth(), body: JSON.stringify({ items }) });
@@ -90,7 +95,7 @@ export async function postBatch(w, body, slot = SLOT, headers = auth()) {
 }
 
 export async function state(w, slot = SLOT) {
-  const r = await w.fetch(`/api/slots/${slot}`);
+  const r = await w.fetch(`/api/slots/${slot}`, { headers: operatorAuth() });
   if (r.status !== 200) throw new Error(`state: ${r.status} ${await r.text()}`);
   return r.json();
 }

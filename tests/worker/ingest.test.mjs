@@ -1,7 +1,7 @@
 // The ingest API under workerd: exactly-once batches, rotation, and every bad-input case.
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startWorker, importItems, makeItems, batch, postBatch, state, auth, SLOT, TOKEN } from "../lib/worker.mjs";
+import { startWorker, importItems, makeItems, batch, postBatch, state, auth, operatorAuth, SLOT, TOKEN } from "../lib/worker.mjs";
 
 describe("ingest", () => {
   let w;
@@ -39,7 +39,7 @@ describe("ingest", () => {
     const off = s2.offsets.find((o) => o.topic === "t" && o.partition === 0);
     assert.equal(off.offset, body.offsets[0].to);
 
-    const offsets = await (await w.fetch(`/api/slots/${SLOT}/offsets`)).json();
+    const offsets = await (await w.fetch(`/api/slots/${SLOT}/offsets`, { headers: auth() })).json();
     assert.deepEqual(offsets, { slot: SLOT, offsets: s2.offsets });
   });
 
@@ -72,6 +72,9 @@ describe("ingest", () => {
       ["from after to", () => postBatch(w, batch([{ item, impressions: 1, clicks: 0 }], { topic: "u", from: 9, to: 3 })), 400],
       ["no offsets", () => postBatch(w, { source: "x", offsets: [], counts: [{ item, impressions: 1, clicks: 0 }] }), 400],
       ["unknown field", () => postBatch(w, { ...good(), extra: 1 }), 400],
+      ["offset beyond 2^53 - 1", () => postBatch(w, { source: "x", offsets: [{ topic: "v", partition: 0, from: 1, to: 2 ** 53 }], counts: [] }), 400],
+      ["not a catalog id", () => postBatch(w, { ...good(), counts: [{ item: "a\"b", impressions: 1, clicks: 0 }] }), 400],
+      ["id ..", () => postBatch(w, { ...good(), counts: [{ item: "..", impressions: 1, clicks: 0 }] }), 400],
     ];
     for (const [name, run, want] of cases) {
       const r = await run();
@@ -85,23 +88,48 @@ describe("ingest", () => {
     assert.equal(s1.version, s0.version);
   });
 
-  test("catalog writes are authenticated and validated", async () => {
-    const before = await (await w.fetch("/api/catalog")).json();
-    const post = (headers, body, q = "") => w.fetch(`/api/catalog${q}`, { method: "POST", headers, body });
-    const item = { id: "ok-1", title: "t", image: "/images/x.svg" };
-    assert.equal((await post({ "content-type": "application/json" }, JSON.stringify({ items: [item] }))).status, 401);
-    assert.equal((await post(auth(), JSON.stringify({ items: [{ ...item, id: "bad/id" }] }))).status, 400);
-    assert.equal((await post(auth(), JSON.stringify({ items: [{ ...item, image: "javascript:alert(1)" }] }))).status, 400);
-    assert.equal((await post(auth(), JSON.stringify({ items: makeItems(2001, "many") }))).status, 413);
-    assert.equal((await post(auth({ "content-type": "text/html" }), JSON.stringify({ items: [item] }))).status, 415);
-    assert.equal((await post(auth(), "{}", "?format=excel")).status, 400);
-    const after = await (await w.fetch("/api/catalog")).json();
-    assert.deepEqual(after, before);
+  test("the offset ledger is bounded; operators set and forget offsets", async () => {
+    const s0 = await state(w);
+    const item = s0.arms[0].item;
+    const ranges = (topic, n) => Array.from({ length: n }, (_, p) => ({ topic, partition: p, from: 0, to: 0 }));
+    const room = 1024 - s0.offsets.length;
+    const fill = await postBatch(w, { source: "test", offsets: ranges("wide", room), counts: [] });
+    assert.equal(fill.status, 200, JSON.stringify(fill.body));
+    // One partition more is refused whole, with what to do; the sender keeps retrying it.
+    const more = { source: "test", offsets: [{ topic: "late", partition: 0, from: 0, to: 9 }], counts: [{ item, impressions: 3, clicks: 1 }] };
+    const full = await postBatch(w, more);
+    assert.equal(full.status, 507);
+    assert.match(full.body.error, /POST \/api\/slots\/home-top-pick\/offsets/);
+    const s1 = await state(w);
+    assert.deepEqual(s1.arms, s0.arms);
+    const edit = (body, headers = auth()) => w.fetch(`/api/slots/${SLOT}/offsets`, { method: "POST", headers, body: JSON.stringify(body) });
+    assert.equal((await edit({ topic: "wide" }, { "content-type": "application/json" })).status, 401);
+    assert.equal((await edit({ topic: "wide", offset: 3 })).status, 400, "an offset needs a partition");
+    const forgot = await (await edit({ topic: "wide" })).json();
+    assert.equal(forgot.changed, room);
+    assert.equal((await postBatch(w, more)).status, 200);
+    const s2 = await state(w);
+    assert.equal(s2.arms.find((a) => a.item === item).impressions, s0.arms[0].impressions + 3);
+
+    // A batch claiming the largest offset makes later ones duplicates until an operator
+    // sets the partition back.
+    const poison = await postBatch(w, { source: "test", offsets: [{ topic: "p", partition: 0, from: 0, to: 2 ** 53 - 1 }], counts: [] });
+    assert.equal(poison.status, 200);
+    const next = { source: "test", offsets: [{ topic: "p", partition: 0, from: 10, to: 20 }], counts: [{ item, impressions: 2, clicks: 0 }] };
+    assert.equal((await postBatch(w, next)).body.status, "duplicate");
+    const reset = await (await edit({ topic: "p", partition: 0, offset: 9 })).json();
+    assert.equal(reset.previous, 2 ** 53 - 1);
+    assert.equal((await postBatch(w, next)).body.status, "applied");
+    const offsets = await (await w.fetch(`/api/slots/${SLOT}/offsets`, { headers: auth() })).json();
+    assert.equal(offsets.offsets.find((o) => o.topic === "p").offset, 20);
   });
 
-  test("unknown API routes and slots are 404", async () => {
-    assert.equal((await w.fetch("/api/slots/nope")).status, 404);
-    assert.equal((await w.fetch("/api/slots/nope/pick")).status, 404);
+  test("unknown API routes and slots are 404, naming no configured slot", async () => {
+    const slotState = await w.fetch("/api/slots/nope", { headers: operatorAuth() });
+    assert.equal(slotState.status, 404);
+    const pick = await w.fetch("/api/slots/nope/pick");
+    assert.equal(pick.status, 404);
+    for (const body of [await slotState.text(), await pick.text()]) assert.ok(!body.includes(SLOT), body);
     assert.equal((await w.fetch("/api/nothing")).status, 404);
   });
 });
@@ -118,7 +146,7 @@ describe("rotation", () => {
         const ids0 = s0.arms.map((a) => a.item);
         // 96 impressions: not yet a full round.
         const r1 = await postBatch(w, batch(ids0.map((item, i) => ({ item, impressions: 24, clicks: i }))));
-        assert.equal(r1.body.rotated, false);
+        assert.equal(r1.body.rotated, false, JSON.stringify(r1));
         assert.equal((await state(w)).round, 1);
         const before = await state(w);
         const r2 = await postBatch(w, batch([{ item: ids0[3], impressions: 4, clicks: 1 }]));

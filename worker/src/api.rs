@@ -1,20 +1,23 @@
-//! HTTP plumbing shared by the routes: JSON errors, bearer authentication, bounded bodies.
+//! HTTP plumbing shared by the routes: JSON errors (internals only in the log), credentials,
+//! bounded bodies.
 
 use futures::StreamExt;
 use serde::Serialize;
 use worker::{Env, Request, Response, Result};
 
-use bandit::protocol::MAX_BODY_BYTES;
+use bandit::protocol::{ErrorResponse, MAX_BODY_BYTES};
 
-/// An error answer: status, message and optional extra JSON fields.
+use crate::credentials::{Access, Secrets};
+
+/// An error answer: status and message.
 #[derive(Debug)]
 pub struct ApiError {
     /// HTTP status.
     pub status: u16,
     /// What went wrong and, where possible, what to do.
     pub message: String,
-    /// Extra fields merged into the JSON body (e.g. `offsets` on a 409).
-    pub extra: Option<serde_json::Value>,
+    /// The `WWW-Authenticate` challenge of a 401.
+    pub challenge: Option<&'static str>,
 }
 
 impl ApiError {
@@ -23,78 +26,72 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
-            extra: None,
+            challenge: None,
         }
     }
 
-    /// The JSON response `{"error": message, ...extra}`.
+    /// A 500 whose details go to the log under a reference, and only the reference to the
+    /// client.
+    pub fn internal(detail: impl std::fmt::Display) -> ApiError {
+        let reference = crate::rng::reference();
+        worker::console_error!("internal error {reference}: {detail}");
+        ApiError::new(
+            500,
+            format!("internal error (reference {reference}); the worker's log has the details"),
+        )
+    }
+
+    /// The JSON response `{"error": message}`.
     pub fn into_response(self) -> Result<Response> {
-        let mut body = serde_json::json!({ "error": self.message });
-        if let (Some(serde_json::Value::Object(extra)), Some(obj)) =
-            (self.extra, body.as_object_mut())
-        {
-            obj.extend(extra);
+        let body = ErrorResponse {
+            error: self.message,
+        };
+        let resp = json_response(&body)?.with_status(self.status);
+        if let Some(c) = self.challenge {
+            resp.headers().set("www-authenticate", c)?;
         }
-        Ok(json_response(&body)?.with_status(self.status))
+        Ok(resp)
     }
 }
 
 impl From<worker::Error> for ApiError {
     fn from(e: worker::Error) -> Self {
-        worker::console_error!("internal error: {e}");
-        ApiError::new(500, format!("internal error: {e}"))
+        ApiError::internal(e)
     }
 }
 
-/// A JSON response with `Cache-Control: no-store`.
+/// A JSON response with `Cache-Control: no-store` and `X-Content-Type-Options: nosniff`.
 pub fn json_response<T: Serialize>(value: &T) -> Result<Response> {
     let resp = Response::from_json(value)?;
     resp.headers().set("cache-control", "no-store")?;
+    resp.headers().set("x-content-type-options", "nosniff")?;
     Ok(resp)
 }
 
-/// Compares two secrets in time independent of where they differ.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = (a.len() ^ b.len()) as u8 | u8::from(a.len() != b.len());
-    for i in 0..a.len().max(b.len()) {
-        let x = a.get(i).copied().unwrap_or(0);
-        let y = b.get(i).copied().unwrap_or(0xff);
-        diff |= x ^ y;
-    }
-    diff == 0
+fn secret(env: &Env, name: &str) -> Option<String> {
+    env.secret(name)
+        .map(|s| s.to_string())
+        .or_else(|_| env.var(name).map(|v| v.to_string()))
+        .ok()
 }
 
-/// Checks `Authorization: Bearer <INGEST_TOKEN>`.
-pub fn authorize(req: &Request, env: &Env) -> std::result::Result<(), ApiError> {
-    let expected = env
-        .secret("INGEST_TOKEN")
-        .map(|s| s.to_string())
-        .or_else(|_| env.var("INGEST_TOKEN").map(|v| v.to_string()))
-        .ok()
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| {
-            ApiError::new(
-                401,
-                "writes are disabled: INGEST_TOKEN is not set on the worker (wrangler secret put INGEST_TOKEN, or .dev.vars locally)",
-            )
-        })?;
-    let header = req
-        .headers()
-        .get("authorization")
-        .ok()
-        .flatten()
-        .unwrap_or_default();
-    let presented = header.strip_prefix("Bearer ").ok_or_else(|| {
-        ApiError::new(
-            401,
-            "missing bearer token: send Authorization: Bearer <INGEST_TOKEN>",
-        )
-    })?;
-    if constant_time_eq(presented.trim().as_bytes(), expected.as_bytes()) {
-        Ok(())
-    } else {
-        Err(ApiError::new(401, "wrong bearer token"))
-    }
+/// Checks the request's credentials for `access` (see [`crate::credentials`]).
+pub fn authorize(req: &Request, env: &Env, access: Access) -> std::result::Result<(), ApiError> {
+    let secrets = Secrets {
+        ingest: secret(env, "INGEST_TOKEN"),
+        operator: secret(env, "OPERATOR_TOKEN"),
+    };
+    let header = req.headers().get("authorization").ok().flatten();
+    secrets.check(access, header.as_deref()).map_err(|denied| {
+        let mut e = ApiError::new(401, denied.to_string());
+        e.challenge = Some(match access {
+            Access::Ingest => "Bearer",
+            Access::Offsets | Access::Operator => {
+                "Basic realm=\"top-pick operators\", charset=\"UTF-8\""
+            }
+        });
+        e
+    })
 }
 
 /// Checks the request's media type against the accepted ones.
@@ -152,26 +149,18 @@ pub async fn read_body(req: &mut Request) -> std::result::Result<Vec<u8>, ApiErr
         Err(_) => return Ok(body),
     };
     while let Some(chunk) = stream.next().await {
-        let chunk =
-            chunk.map_err(|e| ApiError::new(400, format!("could not read the body: {e}")))?;
+        // A body that breaks off is the connection's fault, not the sender's: retry, not fix.
+        let chunk = chunk.map_err(|e| {
+            worker::console_warn!("request body broke off: {e}");
+            ApiError::new(
+                503,
+                "the request body could not be read to its end; send it again",
+            )
+        })?;
         if body.len() + chunk.len() > MAX_BODY_BYTES {
             return Err(too_large());
         }
         body.extend_from_slice(&chunk);
     }
     Ok(body)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::constant_time_eq;
-
-    #[test]
-    fn constant_time_eq_compares_exactly() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret2"));
-        assert!(!constant_time_eq(b"", b"x"));
-        assert!(constant_time_eq(b"", b""));
-    }
 }

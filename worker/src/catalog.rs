@@ -14,7 +14,8 @@ pub const MAX_ITEMS_PER_IMPORT: usize = 2_000;
 /// What the page needs to show one catalog item.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CatalogItem {
-    /// Item id: 1 to 128 characters of `A-Z a-z 0-9 . _ ~ -` (it goes into URLs as is).
+    /// Item id: 1 to 128 characters of `A-Z a-z 0-9 . _ ~ -`, not `.` or `..` (it goes into
+    /// URLs as is).
     pub id: String,
     /// Title shown under the photo.
     pub title: String,
@@ -66,14 +67,7 @@ pub enum ItemError {
     },
 }
 
-/// Whether `id` is a valid item id.
-pub fn is_valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= bandit::batch::MAX_ITEM_ID_LEN
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'))
-}
+use bandit::batch::is_valid_item_id;
 
 /// Whether `name` can be a category page's address: 1-64 characters of `A-Z a-z 0-9 _ -`.
 pub fn is_linkable_category(name: &str) -> bool {
@@ -87,7 +81,7 @@ pub fn is_linkable_category(name: &str) -> bool {
 impl CatalogItem {
     /// Checks the id, the lengths and the URLs.
     pub fn validate(&self) -> Result<(), ItemError> {
-        if !is_valid_id(&self.id) {
+        if !is_valid_item_id(&self.id) {
             return Err(ItemError::BadId(self.id.clone()));
         }
         for (field, value) in [

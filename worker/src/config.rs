@@ -27,6 +27,22 @@ pub struct Settings {
     pub fallback: Option<CatalogItem>,
     /// Origin whose homepage is rewritten instead of `www/index.html` (`ORIGIN_URL`).
     pub origin_url: Option<String>,
+    /// The Divolte collector's origin, admitted by the pages' Content-Security-Policy
+    /// (`COLLECTOR_ORIGIN`).
+    pub collector_origin: Option<String>,
+}
+
+/// Whether `s` is an origin a Content-Security-Policy can name: `http(s)://host[:port]`.
+pub fn is_csp_origin(s: &str) -> bool {
+    let rest = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"));
+    rest.is_some_and(|r| {
+        !r.is_empty()
+            && r.len() <= 253
+            && r.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+    })
 }
 
 /// A setting that does not parse.
@@ -154,6 +170,19 @@ impl Settings {
                 })
             }
         };
+        let collector_origin = match var("COLLECTOR_ORIGIN") {
+            None => None,
+            Some(v) if is_csp_origin(v.trim_end_matches('/')) => {
+                Some(v.trim_end_matches('/').to_string())
+            }
+            Some(v) => {
+                return Err(SettingError {
+                    name: "COLLECTOR_ORIGIN",
+                    value: v,
+                    expected: "an origin like https://collector.example.com (no path)".into(),
+                })
+            }
+        };
         Ok(Settings {
             slots,
             rotation,
@@ -180,6 +209,7 @@ impl Settings {
             )?,
             fallback,
             origin_url,
+            collector_origin,
         })
     }
 
@@ -225,6 +255,9 @@ mod tests {
             ("PUBLISH_INTERVAL_MS", "10"),
             ("ORIGIN_URL", "ftp://x"),
             ("FALLBACK_ITEM", "{}"),
+            ("COLLECTOR_ORIGIN", "https://c.example/divolte.js"),
+            ("COLLECTOR_ORIGIN", "https://c.example; script-src *"),
+            ("COLLECTOR_ORIGIN", "c.example"),
         ] {
             let err = parse(&[(k, v)]).unwrap_err();
             assert_eq!(err.name, k);
@@ -242,11 +275,16 @@ mod tests {
                 r#"{"id":"x1","title":"Fallback","image":"/images/x.svg"}"#,
             ),
             ("ORIGIN_URL", "https://shop.example/"),
+            ("COLLECTOR_ORIGIN", "https://collector.example:8290/"),
         ])
         .unwrap();
         assert!(s.has_slot("side") && !s.has_slot("other"));
         assert_eq!(s.rotation.arms, 16);
         assert_eq!(s.fallback.unwrap().id, "x1");
         assert_eq!(s.origin_url.as_deref(), Some("https://shop.example"));
+        assert_eq!(
+            s.collector_origin.as_deref(),
+            Some("https://collector.example:8290")
+        );
     }
 }

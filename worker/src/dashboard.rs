@@ -36,7 +36,7 @@ fn ago(ms: f64) -> String {
 }
 
 /// The density chart of every arm's posterior, sharing one x axis (click-through rate).
-pub fn density_svg(posteriors: &[Posterior]) -> String {
+fn density_svg(posteriors: &[Posterior]) -> String {
     let x_max = posteriors
         .iter()
         .map(|p| (p.mean() + 5.0 * p.variance().sqrt()).min(1.0))
@@ -107,9 +107,8 @@ pub fn density_svg(posteriors: &[Posterior]) -> String {
 }
 
 /// The whole dashboard page for one slot.
-pub fn page(st: &SlotState, rotation: &RotationConfig, now_ms: f64) -> String {
+pub fn page(st: &SlotState, rotation: &RotationConfig, p_best: &[f64], now_ms: f64) -> String {
     let posteriors = st.arms.posteriors(&rotation.policy);
-    let p_best = bandit::p_best(&posteriors);
     let mut out = String::with_capacity(32 * 1024);
     out.push_str("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><meta http-equiv=\"refresh\" content=\"5\">");
     let _ = write!(out, "<title>Dashboard · {}</title>", html(&st.slot));
@@ -147,7 +146,7 @@ pub fn page(st: &SlotState, rotation: &RotationConfig, now_ms: f64) -> String {
             .arms
             .arms
             .iter()
-            .zip(posteriors.iter().zip(&p_best))
+            .zip(posteriors.iter().zip(p_best))
             .enumerate()
         {
             let title = st
@@ -255,7 +254,7 @@ mod tests {
     #[test]
     fn renders_every_arm_escaped_with_its_curve() {
         let (st, rotation) = state_with_arms();
-        let page = page(&st, &rotation, 4_500.0);
+        let page = page(&st, &rotation, &st.p_best(&rotation), 4_500.0);
         assert_eq!(page.matches("<path ").count(), 2);
         assert!(page.contains("data-item=\"a\""));
         assert!(page.contains("data-item=\"b&lt;\""));
@@ -271,7 +270,7 @@ mod tests {
     fn empty_slot_says_what_to_do() {
         let rotation = RotationConfig::default();
         let st = SlotState::new("home-top-pick", &rotation);
-        let page = page(&st, &rotation, 0.0);
+        let page = page(&st, &rotation, &st.p_best(&rotation), 0.0);
         assert!(page.contains("import a catalog"));
         assert!(page.contains("no feedback yet"));
     }

@@ -12,6 +12,7 @@ use worker::*;
 use crate::catalog::CatalogItem;
 use crate::config::Settings;
 use crate::now_ms;
+use crate::page_headers::{security_headers, PageKind};
 use crate::render::{pick_fragment, rewrite_page, HomepageRewriter, SlotFill};
 use crate::rng::with_rng;
 use crate::slot_client::{SlotClient, KV_BINDING};
@@ -92,23 +93,43 @@ async fn fetch_within(
     }
 }
 
-fn remember(slot: &str, snapshot: Rc<Snapshot>) {
+/// Keeps `snapshot` as the slot's copy unless the isolate holds a newer one (KV is eventually
+/// consistent, so a read may return an older value than the last one seen); either way the
+/// copy counts as fresh again. Returns the copy to use.
+fn remember(slot: &str, snapshot: Rc<Snapshot>) -> Rc<Snapshot> {
     SNAPSHOTS.with(|c| {
-        c.borrow_mut().insert(
-            slot.to_string(),
-            Cached {
-                snapshot,
-                fetched_ms: now_ms(),
-                refreshing: false,
-            },
-        )
-    });
+        let mut c = c.borrow_mut();
+        let now = now_ms();
+        match c.get_mut(slot) {
+            Some(e) => {
+                if snapshot.is_newer_than(&e.snapshot) {
+                    e.snapshot = snapshot;
+                }
+                e.fetched_ms = now;
+                e.refreshing = false;
+                Rc::clone(&e.snapshot)
+            }
+            None => {
+                c.insert(
+                    slot.to_string(),
+                    Cached {
+                        snapshot: Rc::clone(&snapshot),
+                        fetched_ms: now,
+                        refreshing: false,
+                    },
+                );
+                snapshot
+            }
+        }
+    })
 }
 
 /// Replaces an expired snapshot in the background; on failure the old one stays in use.
 async fn refresh(env: Env, slot: String, budget_ms: u64) {
     match fetch_within(&env, &slot, budget_ms).await {
-        Ok(Some((snap, _))) => remember(&slot, Rc::new(snap)),
+        Ok(Some((snap, _))) => {
+            remember(&slot, Rc::new(snap));
+        }
         outcome => {
             let why = match outcome {
                 Err(e) => e.to_string(),
@@ -163,8 +184,7 @@ pub async fn load_snapshot(
     }
     match fetch_within(env, slot, settings.read_budget_ms).await {
         Ok(Some((snap, source))) => {
-            let snap = Rc::new(snap);
-            remember(slot, Rc::clone(&snap));
+            let snap = remember(slot, Rc::new(snap));
             (Some(snap), source)
         }
         Ok(None) => (None, SnapshotSource::Missing),
@@ -262,6 +282,20 @@ fn server_timing(decision: &Decision, read_ms: f64) -> String {
     )
 }
 
+/// An HTML page of the shop with its security headers; `nonce` admits the page's one inline
+/// script.
+pub fn shop_page(body: Vec<u8>, settings: &Settings, nonce: Option<&str>) -> Result<Response> {
+    let resp = Response::from_bytes(body)?;
+    let h = resp.headers();
+    h.set("content-type", "text/html; charset=utf-8")?;
+    for (name, value) in
+        security_headers(PageKind::Shop, nonce, settings.collector_origin.as_deref())
+    {
+        h.set(name, &value)?;
+    }
+    Ok(resp)
+}
+
 /// `GET /`: the homepage with the slot filled in.
 pub async fn homepage(
     req: &Request,
@@ -273,20 +307,18 @@ pub async fn homepage(
     let start = now_ms();
     let decision = decide(ctx, env, settings, slot).await;
     let read_ms = now_ms() - start;
+    let nonce = crate::rng::nonce();
     let fill = match decision.item(settings) {
         Some(item) => SlotFill::Pick {
-            fragment: pick_fragment(item),
+            fragment: pick_fragment(item, &nonce),
             item: item.id.clone(),
             epoch: decision.epoch,
         },
         None => SlotFill::Leave,
     };
-    let headers = Headers::new();
-    headers.set("content-type", "text/html; charset=utf-8")?;
-    headers.set("cache-control", "private, no-store")?;
-    headers.set("server-timing", &server_timing(&decision, read_ms))?;
+    let timing = server_timing(&decision, read_ms);
     if let Some(origin) = &settings.origin_url {
-        return origin_homepage(req, origin, slot, fill, headers).await;
+        return origin_homepage(req, origin, slot, fill, &timing).await;
     }
     let page = template(env, "/index.html").await?;
     let body = match rewrite_page(&page, slot, fill) {
@@ -296,16 +328,32 @@ pub async fn homepage(
             page.as_ref().clone()
         }
     };
-    Ok(Response::from_bytes(body)?.with_headers(headers))
+    let resp = shop_page(body, settings, Some(&nonce))?;
+    resp.headers().set("cache-control", "private, no-store")?;
+    resp.headers().set("server-timing", &timing)?;
+    Ok(resp)
 }
 
-/// The origin's homepage, streamed through the rewriter chunk by chunk.
+/// Origin headers the rewrite makes wrong: the body's length, encoding and validators change,
+/// and the page now differs per request.
+const REWRITTEN_HEADERS: [&str; 7] = [
+    "content-length",
+    "content-encoding",
+    "transfer-encoding",
+    "etag",
+    "last-modified",
+    "cache-control",
+    "expires",
+];
+
+/// The origin's homepage, streamed through the rewriter chunk by chunk, with every origin
+/// header except those the rewrite changes.
 async fn origin_homepage(
     req: &Request,
     origin: &str,
     slot: &str,
     fill: SlotFill,
-    headers: Headers,
+    timing: &str,
 ) -> Result<Response> {
     let url = format!("{origin}/");
     let fwd = Headers::new();
@@ -326,6 +374,15 @@ async fn origin_homepage(
     if resp.status_code() != 200 || !is_html {
         return Ok(resp);
     }
+    let headers = Headers::new();
+    // Iteration yields each Set-Cookie on its own, so appending keeps them all.
+    for (name, value) in resp.headers().entries() {
+        if !REWRITTEN_HEADERS.contains(&name.as_str()) {
+            headers.append(&name, &value)?;
+        }
+    }
+    headers.set("cache-control", "private, no-store")?;
+    headers.set("server-timing", timing)?;
     let stream = resp.stream()?;
     let rewriter = Rc::new(RefCell::new(Some(HomepageRewriter::new(slot, fill))));
     let tail_rw = Rc::clone(&rewriter);

@@ -4,8 +4,10 @@
 pub mod catalog;
 pub mod catalog_client;
 pub mod config;
+pub mod credentials;
 pub mod dashboard;
 pub mod escape;
+pub mod page_headers;
 pub mod render;
 pub mod slot_client;
 pub mod snapshot;
@@ -55,7 +57,7 @@ mod wasm {
             return Ok(s);
         }
         let parsed = Settings::from_lookup(|name| env.var(name).ok().map(|v| v.to_string()))
-            .map_err(|e| ApiError::new(500, format!("worker misconfigured: {e}")))?;
+            .map_err(|e| ApiError::internal(format!("worker misconfigured: {e}")))?;
         let parsed = Rc::new(parsed);
         SETTINGS.with(|s| *s.borrow_mut() = Some(Rc::clone(&parsed)));
         Ok(parsed)

@@ -1,5 +1,5 @@
 //! HTML output: the top pick rewritten into the homepage's slot element (lol_html), and the
-//! product page.
+//! product and category pages filled from one template.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -33,8 +33,9 @@ fn push_byline(out: &mut String, tag: &str, class: &str, item: &CatalogItem) {
 }
 
 /// The markup that fills the slot: a link to the product page marked as a top-pick click, the
-/// photo, title and photographer, and the guarded Divolte impression signal.
-pub fn pick_fragment(item: &CatalogItem) -> String {
+/// photo, title and photographer, and the guarded Divolte impression signal (a script the
+/// page's Content-Security-Policy admits by `nonce`).
+pub fn pick_fragment(item: &CatalogItem, nonce: &str) -> String {
     let id = html(&item.id);
     let title = html(&item.title);
     let mut out = String::with_capacity(512 + item.title.len() * 2);
@@ -51,7 +52,9 @@ pub fn pick_fragment(item: &CatalogItem) -> String {
     out.push_str("</a>");
     // Divolte's tag may load after this script (it is usually async), so retry on load; the
     // page must work when it never loads at all.
-    out.push_str("<script>(function(p){function s(){var d=window.divolte;if(d&&typeof d.signal==='function'){d.signal('impression',p);return true}return false}if(!s()){window.addEventListener('load',s)}})({source:'top_pick',productId:");
+    out.push_str("<script nonce=\"");
+    out.push_str(&html(nonce));
+    out.push_str("\">(function(p){function s(){var d=window.divolte;if(d&&typeof d.signal==='function'){d.signal('impression',p);return true}return false}if(!s()){window.addEventListener('load',s)}})({source:'top_pick',productId:");
     out.push_str(&js_string(&item.id));
     out.push_str("});</script>");
     out
@@ -78,12 +81,12 @@ pub enum SlotFill {
 #[error("HTML rewrite failed: {0}")]
 pub struct RewriteError(String);
 
-/// Where the rewriter writes its output.
-type Sink = Box<dyn FnMut(&[u8])>;
+/// The function the rewriter hands its output to.
+type OutputFn = Box<dyn FnMut(&[u8])>;
 
 /// A streaming homepage rewriter: feed chunks, collect output.
 pub struct HomepageRewriter {
-    rewriter: HtmlRewriter<'static, Sink>,
+    rewriter: HtmlRewriter<'static, OutputFn>,
     output: Rc<RefCell<Vec<u8>>>,
 }
 
@@ -91,8 +94,8 @@ impl HomepageRewriter {
     /// A rewriter that fills the element marked `data-top-pick="{slot}"`.
     pub fn new(slot: &str, fill: SlotFill) -> HomepageRewriter {
         let output = Rc::new(RefCell::new(Vec::with_capacity(16 * 1024)));
-        let sink_buf = Rc::clone(&output);
-        let sink: Sink = Box::new(move |c: &[u8]| sink_buf.borrow_mut().extend_from_slice(c));
+        let buf = Rc::clone(&output);
+        let collect: OutputFn = Box::new(move |c: &[u8]| buf.borrow_mut().extend_from_slice(c));
         // Slot names are restricted to [a-z0-9-] (config::is_valid_slot), so they are safe
         // inside the selector's quotes.
         let selector = format!("[data-top-pick=\"{slot}\"]");
@@ -119,7 +122,7 @@ impl HomepageRewriter {
                 element_content_handlers: vec![handler],
                 ..Settings::new()
             },
-            sink,
+            collect,
         );
         HomepageRewriter { rewriter, output }
     }
@@ -256,7 +259,7 @@ mod tests {
     fn fills_only_the_named_slot() {
         let it = item("Tulips");
         let fill = SlotFill::Pick {
-            fragment: pick_fragment(&it),
+            fragment: pick_fragment(&it, "n0nce"),
             item: it.id.clone(),
             epoch: 3,
         };
@@ -279,7 +282,7 @@ mod tests {
     #[test]
     fn hostile_titles_are_escaped() {
         let it = item("</script><script>alert('x')</script>\" onerror=\"x");
-        let frag = pick_fragment(&it);
+        let frag = pick_fragment(&it, "n0nce");
         assert!(!frag.contains("<script>alert"));
         assert!(!frag.contains("\" onerror"));
         assert!(frag.contains("&lt;/script&gt;"));
@@ -290,7 +293,7 @@ mod tests {
     fn streaming_in_small_chunks_gives_the_same_page() {
         let it = item("Tulips");
         let fill = SlotFill::Pick {
-            fragment: pick_fragment(&it),
+            fragment: pick_fragment(&it, "n0nce"),
             item: it.id.clone(),
             epoch: 1,
         };

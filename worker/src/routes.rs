@@ -6,8 +6,10 @@ use crate::api::{authorize, json_response, read_body, require_content_type, ApiE
 use crate::catalog::{parse_shop_lines, CatalogItem, ImportBody, MAX_ITEMS_PER_IMPORT};
 use crate::catalog_client::CatalogClient;
 use crate::config::Settings;
+use crate::credentials::Access;
 use crate::edge;
 use crate::slot_client::SlotClient;
+use crate::state::OffsetEdit;
 use crate::wasm::settings;
 
 /// Dispatches a request.
@@ -19,8 +21,9 @@ pub async fn route(req: Request, env: Env, ctx: Context) -> Result<Response> {
         (Method::Get | Method::Head, [""]) => homepage(&req, &ctx, &env).await,
         (Method::Get, ["api", "slots", slot, "pick"]) => pick(&ctx, &env, slot).await,
         (Method::Post, ["api", "slots", slot, "events"]) => events(req, &env, slot).await,
-        (Method::Get, ["api", "slots", slot]) => slot_state(&env, slot).await,
-        (Method::Get, ["api", "slots", slot, "offsets"]) => slot_offsets(&env, slot).await,
+        (Method::Get, ["api", "slots", slot]) => slot_state(&req, &env, slot).await,
+        (Method::Get, ["api", "slots", slot, "offsets"]) => slot_offsets(&req, &env, slot).await,
+        (Method::Post, ["api", "slots", slot, "offsets"]) => edit_offsets(req, &env, slot).await,
         (Method::Post, ["api", "catalog"]) => import_catalog(req, &env).await,
         (Method::Get, ["api", "catalog"]) => catalog_count(&env).await,
         (Method::Get, ["dashboard"]) => dashboard(&req, &env).await,
@@ -46,13 +49,8 @@ fn known_slot(settings: &Settings, slot: &str) -> std::result::Result<(), ApiErr
     if settings.has_slot(slot) {
         Ok(())
     } else {
-        Err(ApiError::new(
-            404,
-            format!(
-                "unknown slot {slot:?}; this worker serves {}",
-                settings.slots.join(", ")
-            ),
-        ))
+        // The configured names are not listed: they are the operator's business.
+        Err(ApiError::new(404, "unknown slot"))
     }
 }
 
@@ -108,7 +106,7 @@ async fn pick(ctx: &Context, env: &Env, slot: &str) -> ApiResult {
 }
 
 async fn events(mut req: Request, env: &Env, slot: &str) -> ApiResult {
-    authorize(&req, env)?;
+    authorize(&req, env, Access::Ingest)?;
     let client = slot_client(env, slot)?;
     require_content_type(&req, &["application/json"])?;
     let body = read_body(&mut req).await?;
@@ -122,7 +120,7 @@ async fn events(mut req: Request, env: &Env, slot: &str) -> ApiResult {
 
 async fn import_catalog(mut req: Request, env: &Env) -> ApiResult {
     let s = settings(env)?;
-    authorize(&req, env)?;
+    authorize(&req, env, Access::Ingest)?;
     let url = req.url()?;
     let format = url
         .query_pairs()
@@ -187,6 +185,7 @@ async fn import_catalog(mut req: Request, env: &Env) -> ApiResult {
 }
 
 async fn dashboard(req: &Request, env: &Env) -> ApiResult {
+    authorize(req, env, Access::Operator)?;
     let s = settings(env)?;
     let url = req.url()?;
     let slot = url
@@ -197,12 +196,24 @@ async fn dashboard(req: &Request, env: &Env) -> ApiResult {
     Ok(slot_client(env, &slot)?.dashboard().await?)
 }
 
-async fn slot_state(env: &Env, slot: &str) -> ApiResult {
+async fn slot_state(req: &Request, env: &Env, slot: &str) -> ApiResult {
+    authorize(req, env, Access::Operator)?;
     Ok(slot_client(env, slot)?.state().await?)
 }
 
-async fn slot_offsets(env: &Env, slot: &str) -> ApiResult {
+async fn slot_offsets(req: &Request, env: &Env, slot: &str) -> ApiResult {
+    authorize(req, env, Access::Offsets)?;
     Ok(slot_client(env, slot)?.offsets().await?)
+}
+
+async fn edit_offsets(mut req: Request, env: &Env, slot: &str) -> ApiResult {
+    authorize(&req, env, Access::Operator)?;
+    let client = slot_client(env, slot)?;
+    require_content_type(&req, &["application/json"])?;
+    let body = read_body(&mut req).await?;
+    serde_json::from_slice::<OffsetEdit>(&body)
+        .map_err(|e| ApiError::new(400, format!("malformed offset edit: {e}")))?;
+    Ok(client.edit_offsets(&body).await?)
 }
 
 async fn catalog_count(env: &Env) -> ApiResult {
@@ -218,16 +229,12 @@ async fn category(env: &Env, name: &str) -> ApiResult {
         return Err(ApiError::new(404, format!("no prints in category {name}")));
     }
     let template = edge::template(env, "/page.html").await?;
-    let body = crate::render::category_page(&template, name, &items)
-        .map_err(|e| ApiError::new(500, e.to_string()))?;
-    let resp = Response::from_bytes(body)?;
-    resp.headers()
-        .set("content-type", "text/html; charset=utf-8")?;
-    Ok(resp)
+    let body = crate::render::category_page(&template, name, &items).map_err(ApiError::internal)?;
+    Ok(edge::shop_page(body, &*settings(env)?, None)?)
 }
 
 async fn product(env: &Env, id: &str) -> ApiResult {
-    if !crate::catalog::is_valid_id(id) {
+    if !bandit::batch::is_valid_item_id(id) {
         return Err(ApiError::new(404, "no such product"));
     }
     let Some(item) = CatalogClient::new(env)?.item(id).await? else {
@@ -237,10 +244,6 @@ async fn product(env: &Env, id: &str) -> ApiResult {
         ));
     };
     let template = edge::template(env, "/page.html").await?;
-    let body = crate::render::product_page(&template, &item)
-        .map_err(|e| ApiError::new(500, e.to_string()))?;
-    let resp = Response::from_bytes(body)?;
-    resp.headers()
-        .set("content-type", "text/html; charset=utf-8")?;
-    Ok(resp)
+    let body = crate::render::product_page(&template, &item).map_err(ApiError::internal)?;
+    Ok(edge::shop_page(body, &*settings(env)?, None)?)
 }

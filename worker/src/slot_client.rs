@@ -27,17 +27,20 @@ pub enum SlotOp {
     Dashboard,
     /// The last applied offset per topic-partition.
     Offsets,
+    /// An operator's correction of the offset ledger (body: `OffsetEdit`). Writes.
+    EditOffsets,
 }
 
 impl SlotOp {
     /// Every operation.
-    pub const ALL: [SlotOp; 6] = [
+    pub const ALL: [SlotOp; 7] = [
         SlotOp::Ingest,
         SlotOp::Prime,
         SlotOp::Refill,
         SlotOp::State,
         SlotOp::Dashboard,
         SlotOp::Offsets,
+        SlotOp::EditOffsets,
     ];
 
     /// Path segment.
@@ -49,12 +52,16 @@ impl SlotOp {
             SlotOp::State => "state",
             SlotOp::Dashboard => "dashboard",
             SlotOp::Offsets => "offsets",
+            SlotOp::EditOffsets => "edit-offsets",
         }
     }
 
     /// Whether the operation may change the stored state (and so travels as a POST).
     pub fn writes(self) -> bool {
-        matches!(self, SlotOp::Ingest | SlotOp::Prime | SlotOp::Refill)
+        matches!(
+            self,
+            SlotOp::Ingest | SlotOp::Prime | SlotOp::Refill | SlotOp::EditOffsets
+        )
     }
 
     /// HTTP method.
@@ -172,6 +179,12 @@ mod client {
         /// The applied offsets, as the object answers them.
         pub async fn offsets(&self) -> Result<Response> {
             self.call(SlotOp::Offsets, None).await
+        }
+
+        /// Applies an operator's offset correction (its JSON as received); the object's
+        /// answer goes back as it is.
+        pub async fn edit_offsets(&self, edit: &[u8]) -> Result<Response> {
+            self.call(SlotOp::EditOffsets, Some(edit)).await
         }
     }
 }

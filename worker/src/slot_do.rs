@@ -5,6 +5,7 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
+use bandit::batch::MAX_LEDGER_ENTRIES;
 use bandit::protocol::{ConflictResponse, PushResponse};
 use bandit::{Disposition, EventBatch, RotationConfig};
 use futures::lock::Mutex;
@@ -14,9 +15,10 @@ use crate::api::{json_response, ApiError};
 use crate::catalog_client::CatalogClient;
 use crate::config::Settings;
 use crate::now_ms;
+use crate::page_headers::{security_headers, PageKind};
 use crate::slot_client::{RefillResult, SlotOp, KV_BINDING};
 use crate::snapshot::kv_key;
-use crate::state::{SlotState, STATE_KEY};
+use crate::state::{OffsetEdit, SlotState, STATE_KEY};
 
 #[durable_object]
 pub struct SlotObject {
@@ -27,6 +29,9 @@ pub struct SlotObject {
     /// runtime may deliver another request meanwhile.
     lock: Mutex<()>,
     last_published_ms: Cell<f64>,
+    /// P(best) of the arms at one state version: the operators' views compute it once per
+    /// version, not per request.
+    p_best: RefCell<Option<(u64, Rc<Vec<f64>>)>>,
 }
 
 impl SlotObject {
@@ -55,6 +60,29 @@ impl SlotObject {
             .load_stored()
             .await?
             .unwrap_or_else(|| SlotState::new(slot, rotation)))
+    }
+
+    /// The state for a read-only view. The in-memory copy is only ever replaced whole after a
+    /// successful write, so reading it needs no lock and never waits behind an ingest; only a
+    /// cold object takes the lock to load.
+    async fn read(&self, slot: &str, rotation: &RotationConfig) -> Result<SlotState> {
+        if let Some(s) = self.cached.borrow().as_ref() {
+            return Ok(s.clone());
+        }
+        let _guard = self.lock.lock().await;
+        self.load(slot, rotation).await
+    }
+
+    /// P(best) of `st`, computed once per version.
+    fn p_best(&self, st: &SlotState, rotation: &RotationConfig) -> Rc<Vec<f64>> {
+        if let Some((v, p)) = self.p_best.borrow().as_ref() {
+            if *v == st.version {
+                return Rc::clone(p);
+            }
+        }
+        let p = Rc::new(st.p_best(rotation));
+        *self.p_best.borrow_mut() = Some((st.version, Rc::clone(&p)));
+        p
     }
 
     async fn save(&self, st: SlotState) -> Result<()> {
@@ -127,6 +155,16 @@ impl SlotObject {
             }
             Disposition::Apply => {}
         }
+        let would_hold = st.ledger.len_after(&batch);
+        if would_hold > MAX_LEDGER_ENTRIES {
+            // Nothing is skipped: the sender retries until an operator makes room.
+            return Err(ApiError::new(
+                507,
+                format!(
+                    "the slot's offset ledger would hold {would_hold} topic-partitions (limit {MAX_LEDGER_ENTRIES}): forget the ones no longer read with POST /api/slots/{slot}/offsets {{\"topic\": ...}}"
+                ),
+            ));
+        }
         let mut applied = st.apply_batch(&batch, now_ms());
         if st.arms.round_complete(rotation) {
             self.rotate(&mut st, rotation).await?;
@@ -193,41 +231,76 @@ impl SlotObject {
         Ok(changed)
     }
 
+    async fn edit_offsets(
+        &self,
+        slot: &str,
+        mut req: Request,
+        rotation: &RotationConfig,
+    ) -> std::result::Result<Response, ApiError> {
+        let edit: OffsetEdit = serde_json::from_slice(&req.bytes().await?)
+            .map_err(|e| ApiError::new(400, format!("malformed offset edit: {e}")))?;
+        let mut st = self.load(slot, rotation).await?;
+        let result = st.edit_offsets(&edit).map_err(|e| ApiError::new(400, e))?;
+        if result.changed > 0 {
+            console_log!(
+                "slot {slot}: operator edit of offsets {edit:?}: previous {:?}",
+                result.previous
+            );
+            self.save(st).await?;
+        }
+        Ok(json_response(&result)?)
+    }
+
     async fn handle(&self, req: Request) -> std::result::Result<Response, ApiError> {
         let Some((slot, op)) = SlotOp::parse(&req.method(), &req.url()?) else {
             return Err(ApiError::new(404, "no such slot operation"));
         };
-        let _guard = self.lock.lock().await;
         let settings = self.settings()?;
         let rotation = &settings.rotation;
+        // Reads never take the lock; every write does.
         match op {
-            SlotOp::Ingest => self.ingest(&slot, req, rotation).await,
+            SlotOp::State => {
+                let st = self.read(&slot, rotation).await?;
+                let p_best = self.p_best(&st, rotation);
+                Ok(json_response(&st.state_json(rotation, &p_best))?)
+            }
+            SlotOp::Dashboard => {
+                let st = self.read(&slot, rotation).await?;
+                let p_best = self.p_best(&st, rotation);
+                let resp =
+                    Response::from_html(crate::dashboard::page(&st, rotation, &p_best, now_ms()))?;
+                resp.headers().set("cache-control", "no-store")?;
+                for (name, value) in security_headers(PageKind::Dashboard, None, None) {
+                    resp.headers().set(name, &value)?;
+                }
+                Ok(resp)
+            }
+            SlotOp::Offsets => {
+                let st = self.read(&slot, rotation).await?;
+                Ok(json_response(&st.offsets())?)
+            }
+            SlotOp::Ingest => {
+                let _guard = self.lock.lock().await;
+                self.ingest(&slot, req, rotation).await
+            }
+            SlotOp::EditOffsets => {
+                let _guard = self.lock.lock().await;
+                self.edit_offsets(&slot, req, rotation).await
+            }
             SlotOp::Prime => {
+                let _guard = self.lock.lock().await;
                 let mut st = self.load(&slot, rotation).await?;
                 self.fill_and_save(&mut st, rotation, false).await?;
                 Ok(json_response(&st.snapshot(rotation, now_ms()))?)
             }
             SlotOp::Refill => {
+                let _guard = self.lock.lock().await;
                 let mut st = self.load(&slot, rotation).await?;
                 let changed = self.fill_and_save(&mut st, rotation, true).await?;
                 Ok(json_response(&RefillResult {
                     arms: st.arms.arms.len(),
                     changed,
                 })?)
-            }
-            SlotOp::State => {
-                let st = self.load(&slot, rotation).await?;
-                Ok(json_response(&st.state_json(rotation))?)
-            }
-            SlotOp::Dashboard => {
-                let st = self.load(&slot, rotation).await?;
-                let resp = Response::from_html(crate::dashboard::page(&st, rotation, now_ms()))?;
-                resp.headers().set("cache-control", "no-store")?;
-                Ok(resp)
-            }
-            SlotOp::Offsets => {
-                let st = self.load(&slot, rotation).await?;
-                Ok(json_response(&st.offsets())?)
             }
         }
     }
@@ -241,6 +314,7 @@ impl DurableObject for SlotObject {
             cached: RefCell::new(None),
             lock: Mutex::new(()),
             last_published_ms: Cell::new(f64::NEG_INFINITY),
+            p_best: RefCell::new(None),
         }
     }
 

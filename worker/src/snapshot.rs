@@ -37,8 +37,36 @@ pub fn kv_key(slot: &str) -> String {
 }
 
 impl Snapshot {
+    /// Whether this snapshot is a later state of the slot than `other` (every change of the
+    /// slot raises its version).
+    pub fn is_newer_than(&self, other: &Snapshot) -> bool {
+        self.version > other.version
+    }
+
     /// The Thompson pick: one posterior draw per arm, highest wins; the winner's index.
     pub fn pick_index<R: Rng + ?Sized>(&self, rng: &mut R) -> Option<usize> {
         bandit::pick(self.arms.iter().map(|a| &a.posterior), rng)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(version: u64) -> Snapshot {
+        Snapshot {
+            slot: "s".into(),
+            epoch: 1,
+            version,
+            produced_at_ms: 0.0,
+            arms: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn only_a_higher_version_is_newer() {
+        assert!(snap(5).is_newer_than(&snap(4)));
+        assert!(!snap(5).is_newer_than(&snap(5)));
+        assert!(!snap(4).is_newer_than(&snap(5)));
     }
 }

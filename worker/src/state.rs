@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use bandit::batch::{MAX_LEDGER_ENTRIES, MAX_OFFSET, MAX_TOPIC_LEN};
 use bandit::protocol::{Applied, Counted, OffsetsResponse};
 use bandit::{
     ArmSet, EventBatch, OffsetLedger, Recorded, RotationConfig, RotationPlan, RoundSummary,
@@ -14,13 +15,13 @@ use crate::catalog::CatalogItem;
 use crate::snapshot::{Snapshot, SnapshotArm};
 
 /// Rounds kept in the operator history.
-pub const ROUND_HISTORY: usize = 20;
+const ROUND_HISTORY: usize = 20;
 /// Storage key of the one value that holds a slot's whole state.
 pub const STATE_KEY: &str = "state";
 /// Items reported by name when a batch counts items outside the set.
-pub const REPORTED_OUTSIDERS: usize = 20;
+const REPORTED_OUTSIDERS: usize = 20;
 /// How often an under-filled set asks the catalog again (ms), unless forced.
-pub const REFILL_INTERVAL_MS: f64 = 10_000.0;
+const REFILL_INTERVAL_MS: f64 = 10_000.0;
 
 /// What a fill asks the catalog for: `count` items, none of `exclude`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +49,32 @@ pub struct Totals {
     pub outside_impressions: u64,
     /// Clicks of items outside the set (not counted).
     pub outside_clicks: u64,
+}
+
+/// An operator's correction of the offset ledger (`POST /api/slots/{slot}/offsets`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OffsetEdit {
+    /// Topic (or replay / simulation stream name).
+    pub topic: String,
+    /// Partition; absent: every partition of the topic (only to forget them).
+    #[serde(default)]
+    pub partition: Option<i32>,
+    /// The new last applied offset; absent or null: forget the entry, so the next batch
+    /// there is applied whatever its offsets.
+    #[serde(default)]
+    pub offset: Option<i64>,
+}
+
+/// What an offset correction changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffsetEditResult {
+    /// Entries removed or replaced.
+    pub changed: usize,
+    /// The previous offset of the one partition named, if it had one.
+    pub previous: Option<i64>,
+    /// The whole ledger afterwards.
+    pub offsets: Vec<bandit::AppliedOffset>,
 }
 
 /// Everything the slot persists, written as one value so counts and offsets change together.
@@ -204,6 +231,44 @@ impl SlotState {
         self.push_round(summary);
     }
 
+    /// Applies an operator's offset correction, or says why it cannot be applied.
+    pub fn edit_offsets(&mut self, edit: &OffsetEdit) -> Result<OffsetEditResult, String> {
+        if edit.topic.is_empty() || edit.topic.len() > MAX_TOPIC_LEN {
+            return Err(format!("topic must be 1 to {MAX_TOPIC_LEN} bytes"));
+        }
+        let (changed, previous) = match (edit.partition, edit.offset) {
+            (Some(p), _) if p < 0 => return Err("partition is negative".into()),
+            (_, Some(o)) if !(0..=MAX_OFFSET).contains(&o) => {
+                return Err(format!("offset must be from 0 to {MAX_OFFSET}"))
+            }
+            (None, Some(_)) => return Err("setting an offset needs a partition".into()),
+            (None, None) => (self.ledger.forget_topic(&edit.topic), None),
+            (Some(p), offset) => {
+                if offset.is_some()
+                    && self.ledger.get(&edit.topic, p).is_none()
+                    && self.ledger.len() >= MAX_LEDGER_ENTRIES
+                {
+                    return Err(format!(
+                        "the ledger holds {MAX_LEDGER_ENTRIES} topic-partitions already: forget unused ones first"
+                    ));
+                }
+                let previous = self.ledger.set(&edit.topic, p, offset);
+                (
+                    usize::from(previous.is_some() || offset.is_some()),
+                    previous,
+                )
+            }
+        };
+        if changed > 0 {
+            self.version += 1;
+        }
+        Ok(OffsetEditResult {
+            changed,
+            previous,
+            offsets: self.ledger.entries(),
+        })
+    }
+
     /// Offsets as the bridge reads them.
     pub fn offsets(&self) -> OffsetsResponse {
         OffsetsResponse {
@@ -212,15 +277,20 @@ impl SlotState {
         }
     }
 
-    /// The operator's view, with P(best).
-    pub fn state_json(&self, rotation: &RotationConfig) -> serde_json::Value {
+    /// Each arm's probability of being the best, in arm order (the costly part of the
+    /// operators' views: callers compute it once per version).
+    pub fn p_best(&self, rotation: &RotationConfig) -> Vec<f64> {
+        bandit::p_best(&self.arms.posteriors(&rotation.policy))
+    }
+
+    /// The operator's view, with `p_best` from [`SlotState::p_best`] of this same state.
+    pub fn state_json(&self, rotation: &RotationConfig, p_best: &[f64]) -> serde_json::Value {
         let posteriors = self.arms.posteriors(&rotation.policy);
-        let p_best = bandit::p_best(&posteriors);
         let arms: Vec<serde_json::Value> = self
             .arms
             .arms
             .iter()
-            .zip(posteriors.iter().zip(p_best))
+            .zip(posteriors.iter().zip(p_best.iter().copied()))
             .map(|(a, (post, pb))| {
                 let item = self.items.get(&a.item);
                 serde_json::json!({
@@ -428,5 +498,46 @@ mod tests {
         // The retirees cool down: a fill after the rotation must not draw them again.
         let exclude = st.arms.exclude_list(&rot);
         assert!(retired.iter().all(|r| exclude.contains(r)));
+    }
+
+    #[test]
+    fn operators_set_and_forget_offsets_within_bounds() {
+        let rot = rotation(2);
+        let mut st = SlotState::new("s", &rot);
+        st.apply_batch(&batch(0, 99, &[]), 1.0);
+        let v = st.version;
+        let edit = |topic: &str, partition: Option<i32>, offset: Option<i64>| OffsetEdit {
+            topic: topic.into(),
+            partition,
+            offset,
+        };
+        let r = st.edit_offsets(&edit("t", Some(0), Some(10))).unwrap();
+        assert_eq!((r.changed, r.previous), (1, Some(99)));
+        assert_eq!(st.ledger.get("t", 0), Some(10));
+        assert_eq!(st.version, v + 1);
+        st.edit_offsets(&edit("t", Some(3), Some(5))).unwrap();
+        let r = st.edit_offsets(&edit("t", Some(0), None)).unwrap();
+        assert_eq!((r.changed, r.previous), (1, Some(10)));
+        assert_eq!(r.offsets.len(), 1);
+        let r = st.edit_offsets(&edit("t", None, None)).unwrap();
+        assert_eq!(r.changed, 1);
+        assert!(st.ledger.is_empty());
+        // Nothing to forget: no change, no new version.
+        let v = st.version;
+        assert_eq!(
+            st.edit_offsets(&edit("t", Some(1), None)).unwrap().changed,
+            0
+        );
+        assert_eq!(st.version, v);
+        for bad in [
+            edit("", Some(0), Some(1)),
+            edit("t", Some(-1), Some(1)),
+            edit("t", Some(0), Some(-1)),
+            edit("t", Some(0), Some(MAX_OFFSET + 1)),
+            edit("t", None, Some(1)),
+        ] {
+            assert!(st.edit_offsets(&bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(st.version, v);
     }
 }
