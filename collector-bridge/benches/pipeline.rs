@@ -85,22 +85,22 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(recs.len() as u64));
     g.bench_function("specialised", |b| {
         let mut p = Pipeline::new(&schema, Wire::Naked, Rules::default()).expect("pipeline");
-        let tp = p.agg.tp("divolte", 0);
+        let tp = p.own("divolte", 0);
         let mut offset = 0i64;
         b.iter(|| {
             for r in &recs {
-                black_box(p.process(tp, offset, Some(r)));
+                let _ = black_box(p.process(tp, offset, Some(r)));
                 offset += 1;
             }
             // Keep the aggregate bounded like the 500 ms flush does.
-            black_box(p.agg.drain("divolte"));
+            black_box(p.drain("divolte"));
         })
     });
     g.bench_function("apache_avro_generic", |b| {
         let mut p = Pipeline::new(&schema, Wire::Naked, Rules::default()).expect("pipeline");
         let names: Vec<String> = p.field_names().iter().map(|s| s.to_string()).collect();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        let tp = p.agg.tp("divolte", 0);
+        let tp = p.own("divolte", 0);
         let mut offset = 0i64;
         b.iter(|| {
             for r in &recs {
@@ -109,10 +109,10 @@ fn bench(c: &mut Criterion) {
                     Ok(v) => reference::extract(v, &names),
                     Err(e) => Err(e.clone()),
                 };
-                black_box(p.process_extracted(tp, offset, res));
+                let _ = black_box(p.process_extracted(tp, offset, res));
                 offset += 1;
             }
-            black_box(p.agg.drain("divolte"));
+            black_box(p.drain("divolte"));
         })
     });
     g.finish();

@@ -1,15 +1,15 @@
 //! Per-slot aggregation of counts into event batches, with the offset ranges each batch covers
 //! and a watermark per slot and partition so that no slot counts an offset it already applied.
+//! Owned by [`crate::pipeline::Pipeline`]; it measures what is pending, and
+//! [`crate::delivery::FlushPolicy`] decides when that is enough to deliver.
 
 use std::collections::HashMap;
 
-use bandit::batch::{MAX_ITEMS_PER_BATCH, MAX_RANGES_PER_BATCH};
+use bandit::protocol::AppliedOffset;
 use bandit::{EventBatch, ItemCount, OffsetRange};
 
 use crate::classify::{Event, Kind};
 
-/// Keep JSON bodies well under the worker's 1 MiB limit.
-pub const MAX_BATCH_JSON_BYTES: usize = 900 * 1024;
 /// JSON bytes of one count entry besides the item id (`{"item":"","impressions":N,"clicks":N},`).
 const ENTRY_OVERHEAD: usize = 64;
 /// Forget interned ids past this many, so catalog rotation cannot grow the map forever.
@@ -17,11 +17,22 @@ const MAX_INTERNED: usize = 100_000;
 
 /// A topic-partition known to the aggregator.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TopicPartition {
-    /// Topic (or stream name).
-    pub topic: String,
-    /// Partition.
-    pub partition: i32,
+struct TopicPartition {
+    topic: String,
+    partition: i32,
+}
+
+/// How much the aggregate holds since the last drain: what a flush policy decides on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pending {
+    /// Messages accounted (new to at least one slot).
+    pub events: u64,
+    /// Estimated JSON bytes of the largest slot batch.
+    pub bytes: usize,
+    /// Distinct items of the largest slot batch.
+    pub items: usize,
+    /// Topic-partitions known, each of which a batch may carry a range of.
+    pub partitions: usize,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -64,8 +75,11 @@ pub struct Aggregator {
     slots: Vec<SlotAgg>,
     tps: Vec<TopicPartition>,
     /// Whether each partition currently belongs to this process.
-    active: Vec<bool>,
+    owned: Vec<bool>,
     pending_offsets: u64,
+    /// Largest `live_items` and `json_bytes` over the slots since the last drain.
+    max_items: usize,
+    max_bytes: usize,
     last_tp: usize,
 }
 
@@ -75,13 +89,15 @@ impl Aggregator {
         Aggregator {
             slots: (0..slots).map(|_| SlotAgg::default()).collect(),
             tps: Vec::new(),
-            active: Vec::new(),
+            owned: Vec::new(),
             pending_offsets: 0,
+            max_items: 0,
+            max_bytes: 0,
             last_tp: 0,
         }
     }
 
-    /// Index of a topic-partition, registering (and activating) it when new.
+    /// Index of a topic-partition, registering it (as owned) when new.
     pub fn tp(&mut self, topic: &str, partition: i32) -> usize {
         if let Some(tp) = self.tps.get(self.last_tp) {
             if tp.partition == partition && tp.topic == topic {
@@ -99,7 +115,7 @@ impl Aggregator {
                     topic: topic.to_string(),
                     partition,
                 });
-                self.active.push(true);
+                self.owned.push(true);
                 for s in &mut self.slots {
                     s.tps.push(SlotTp::default());
                 }
@@ -110,33 +126,38 @@ impl Aggregator {
         idx
     }
 
-    /// The known topic-partitions.
-    pub fn topic_partitions(&self) -> &[TopicPartition] {
-        &self.tps
-    }
-
     /// Marks which partitions this process owns; messages of others are ignored.
-    pub fn set_active(&mut self, tp: usize, active: bool) {
-        if let Some(a) = self.active.get_mut(tp) {
-            *a = active;
+    pub fn set_owned(&mut self, tp: usize, owned: bool) {
+        if let Some(a) = self.owned.get_mut(tp) {
+            *a = owned;
         }
     }
 
     /// Whether a partition is owned.
-    pub fn is_active(&self, tp: usize) -> bool {
-        self.active.get(tp).copied().unwrap_or(false)
+    pub fn is_owned(&self, tp: usize) -> bool {
+        self.owned.get(tp).copied().unwrap_or(false)
     }
 
     /// Sets what the worker has applied for a slot on a partition.
-    pub fn set_applied(&mut self, slot: usize, tp: usize, applied: Option<i64>) {
+    #[cfg(test)]
+    fn set_applied(&mut self, slot: usize, tp: usize, applied: Option<i64>) {
         if let Some(s) = self.slots.get_mut(slot).and_then(|s| s.tps.get_mut(tp)) {
             s.applied = applied;
         }
     }
 
-    /// What the worker has applied for a slot on a partition.
-    pub fn applied(&self, slot: usize, tp: usize) -> Option<i64> {
-        self.slots.get(slot)?.tps.get(tp)?.applied
+    /// Sets a slot's watermark on every known partition from the worker's applied offsets; a
+    /// partition the list does not name has nothing applied (`None`).
+    pub fn set_watermarks(&mut self, slot: usize, applied: &[AppliedOffset]) {
+        let Some(s) = self.slots.get_mut(slot) else {
+            return;
+        };
+        for (st, tp) in s.tps.iter_mut().zip(&self.tps) {
+            st.applied = applied
+                .iter()
+                .find(|o| o.partition == tp.partition && o.topic == tp.topic)
+                .map(|o| o.offset);
+        }
     }
 
     /// Where to resume a partition: the lowest next offset over all slots, `None` when some
@@ -151,13 +172,11 @@ impl Aggregator {
     }
 
     /// Accounts one message at `offset`; `event` is what it counts for, if anything.
-    /// Returns true when a batch reached a size limit and must be flushed now.
     #[inline]
-    pub fn observe(&mut self, tp: usize, offset: i64, event: Option<&Event<'_>>) -> bool {
-        if !self.is_active(tp) {
-            return false;
+    pub fn observe(&mut self, tp: usize, offset: i64, event: Option<&Event<'_>>) {
+        if !self.is_owned(tp) {
+            return;
         }
-        let mut full = false;
         let mut counted_any = false;
         for (i, s) in self.slots.iter_mut().enumerate() {
             let Some(st) = s.tps.get_mut(tp) else {
@@ -181,25 +200,28 @@ impl Aggregator {
                 if c.impressions == 0 && c.clicks == 0 {
                     s.live_items += 1;
                     s.json_bytes += ev.item.len() + ENTRY_OVERHEAD;
+                    self.max_items = self.max_items.max(s.live_items);
+                    self.max_bytes = self.max_bytes.max(s.json_bytes);
                 }
                 match ev.kind {
                     Kind::Impression => c.impressions += 1,
                     Kind::Click => c.clicks += 1,
-                }
-                if s.live_items >= MAX_ITEMS_PER_BATCH || s.json_bytes >= MAX_BATCH_JSON_BYTES {
-                    full = true;
                 }
             }
         }
         if counted_any {
             self.pending_offsets += 1;
         }
-        full || self.tps.len() >= MAX_RANGES_PER_BATCH && self.pending_offsets > 0
     }
 
-    /// Messages accounted since the last drain.
-    pub fn pending(&self) -> u64 {
-        self.pending_offsets
+    /// What is pending since the last drain.
+    pub fn pending(&self) -> Pending {
+        Pending {
+            events: self.pending_offsets,
+            bytes: self.max_bytes,
+            items: self.max_items,
+            partitions: self.tps.len(),
+        }
     }
 
     /// Takes the pending batches (one per slot with any range); watermarks move only on
@@ -247,6 +269,8 @@ impl Aggregator {
             }
         }
         self.pending_offsets = 0;
+        self.max_items = 0;
+        self.max_bytes = 0;
         out
     }
 
@@ -273,6 +297,8 @@ impl Aggregator {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn ev(slot: usize, item: &str, kind: Kind) -> Event<'_> {
@@ -288,7 +314,8 @@ mod tests {
         a.observe(p0, 11, Some(&ev(0, "x", Kind::Click)));
         a.observe(p1, 5, None);
         a.observe(p0, 12, Some(&ev(0, "y", Kind::Impression)));
-        assert_eq!(a.pending(), 4);
+        assert_eq!(a.pending().events, 4);
+        assert_eq!(a.pending().items, 2);
         let b = a.drain("divolte");
         assert_eq!(b.len(), 1);
         let batch = &b[0].batch;
@@ -373,7 +400,7 @@ mod tests {
         let p = a.tp("t", 0);
         a.observe(p, 1, Some(&ev(0, "x", Kind::Impression)));
         a.observe(p, 1, Some(&ev(0, "x", Kind::Impression)));
-        a.set_active(p, false);
+        a.set_owned(p, false);
         a.observe(p, 2, Some(&ev(0, "x", Kind::Impression)));
         let b = a.drain("s");
         assert_eq!(b[0].batch.counts[0].impressions, 1);
@@ -382,21 +409,53 @@ mod tests {
 
     #[test]
     fn item_limit_asks_for_a_flush() {
+        let policy = crate::delivery::FlushPolicy::default();
         let mut a = Aggregator::new(1);
         let p = a.tp("t", 0);
-        let ids: Vec<String> = (0..MAX_ITEMS_PER_BATCH)
+        let ids: Vec<String> = (0..bandit::batch::MAX_ITEMS_PER_BATCH)
             .map(|i| format!("item-{i}"))
             .collect();
         let mut full_at = None;
         for (o, id) in ids.iter().enumerate() {
-            if a.observe(p, o as i64, Some(&ev(0, id, Kind::Impression))) {
+            a.observe(p, o as i64, Some(&ev(0, id, Kind::Impression)));
+            if policy.due(&a.pending(), Duration::ZERO).is_some() {
                 full_at = Some(o);
                 break;
             }
         }
-        assert_eq!(full_at, Some(MAX_ITEMS_PER_BATCH - 1));
+        assert_eq!(full_at, Some(bandit::batch::MAX_ITEMS_PER_BATCH - 1));
         let b = a.drain("s");
         b[0].batch.validate().unwrap();
         assert!(serde_json::to_vec(&b[0].batch).unwrap().len() < 1024 * 1024);
+        assert_eq!(
+            a.pending(),
+            Pending {
+                partitions: 1,
+                ..Pending::default()
+            }
+        );
+    }
+
+    #[test]
+    fn watermarks_come_from_applied_offsets_and_absent_partitions_are_unapplied() {
+        let mut a = Aggregator::new(2);
+        let p0 = a.tp("t", 0);
+        let p1 = a.tp("t", 1);
+        a.set_applied(0, p1, Some(7));
+        a.set_applied(1, p0, Some(3));
+        a.set_applied(1, p1, Some(4));
+        a.set_watermarks(
+            0,
+            &[AppliedOffset {
+                topic: "t".into(),
+                partition: 0,
+                offset: 20,
+            }],
+        );
+        // Slot 0: t/0 from the list, t/1 absent from it (nothing applied); slot 1 untouched.
+        assert_eq!(a.resume_offset(p0), Some(4));
+        assert_eq!(a.resume_offset(p1), None);
+        a.set_applied(0, p1, Some(9));
+        assert_eq!(a.resume_offset(p1), Some(5));
     }
 }

@@ -4,7 +4,9 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::sink::{SinkError, WorkerClient, MAX_BODY_BYTES};
+use bandit::protocol::MAX_BODY_BYTES;
+
+use crate::worker_client::{WorkerClient, WorkerError};
 
 /// Leave room for the JSON envelope and be safely under the limit.
 const BUDGET: usize = MAX_BODY_BYTES - 16 * 1024;
@@ -31,7 +33,7 @@ pub enum CatalogError {
     },
     /// The worker failed.
     #[error(transparent)]
-    Sink(#[from] SinkError),
+    Worker(#[from] WorkerError),
 }
 
 /// Splits items into bodies of at most `budget` bytes each (an item larger than that is an

@@ -1,12 +1,10 @@
 //! Classification rules: which records are impressions or clicks of which slot and item, and
 //! which are dropped (duplicates, corrupt, robots) or invalid (no usable item id).
 
+use bandit::protocol::DEFAULT_SLOT;
 use serde::Deserialize;
 
 use crate::avro::{DecodePlan, Extracted, SchemaError};
-
-/// Default slot fed by the `top_pick` source.
-pub const DEFAULT_SLOT: &str = "home-top-pick";
 
 /// Field positions in the decode plan.
 const F_EVENT_TYPE: usize = 0;
@@ -163,6 +161,9 @@ pub enum Unclassifiable {
     /// The item id is longer than the worker accepts.
     #[error("item id longer than {} bytes", bandit::batch::MAX_ITEM_ID_LEN)]
     ItemTooLong,
+    /// The item id has characters no catalog id has (the worker refuses such a batch whole).
+    #[error("item id is not a catalog id (A-Z a-z 0-9 . _ ~ -, not . or ..)")]
+    BadItem,
 }
 
 /// What a record is.
@@ -305,6 +306,9 @@ impl Classifier {
             None | Some("") => Outcome::Invalid(Unclassifiable::MissingItem),
             Some(item) if item.len() > bandit::batch::MAX_ITEM_ID_LEN => {
                 Outcome::Invalid(Unclassifiable::ItemTooLong)
+            }
+            Some(item) if !bandit::batch::is_valid_item_id(item) => {
+                Outcome::Invalid(Unclassifiable::BadItem)
             }
             Some(item) => Outcome::Event(Event { slot, item, kind }),
         }

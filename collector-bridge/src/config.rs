@@ -8,8 +8,12 @@ use std::time::Duration;
 use clap::Args;
 use serde::Deserialize;
 
+use bandit::protocol::DEFAULT_SLOT;
+
 use crate::avro::Wire;
-use crate::classify::{FieldNames, Rules, DEFAULT_SLOT};
+use crate::classify::{FieldNames, Rules};
+use crate::delivery::{FlushPolicy, DEFAULT_FLUSH_EVENTS, DEFAULT_FLUSH_INTERVAL_MS};
+use crate::worker_client::DEFAULT_SHUTDOWN_GRACE_MS;
 
 /// A configuration problem.
 #[derive(Debug, thiserror::Error)]
@@ -236,10 +240,8 @@ pub struct RunConfig {
     pub token_env: String,
     /// Rules.
     pub rules: Rules,
-    /// Flush interval.
-    pub flush_interval: Duration,
-    /// Flush size.
-    pub flush_events: u64,
+    /// When to push.
+    pub flush: FlushPolicy,
     /// Session timeout.
     pub session_timeout_ms: u64,
     /// Dead-letter topic.
@@ -252,10 +254,8 @@ pub struct RunConfig {
     pub shutdown_grace: Duration,
 }
 
-/// Default flush interval.
-pub const DEFAULT_FLUSH_INTERVAL_MS: u64 = 500;
-/// Default flush size.
-pub const DEFAULT_FLUSH_EVENTS: u64 = 10_000;
+/// Default Kafka consumer session timeout, in milliseconds.
+pub const DEFAULT_SESSION_TIMEOUT_MS: u64 = 10_000;
 /// Default token variable.
 pub const DEFAULT_TOKEN_ENV: &str = "INGEST_TOKEN";
 
@@ -419,23 +419,25 @@ impl RunArgs {
             worker_url,
             token_env,
             rules: self.classify.rules(&file)?,
-            flush_interval: Duration::from_millis(
-                self.flush_interval_ms
-                    .or(file.flush_interval_ms)
-                    .unwrap_or(DEFAULT_FLUSH_INTERVAL_MS),
+            flush: FlushPolicy::new(
+                flush_events,
+                Duration::from_millis(
+                    self.flush_interval_ms
+                        .or(file.flush_interval_ms)
+                        .unwrap_or(DEFAULT_FLUSH_INTERVAL_MS),
+                ),
             ),
-            flush_events,
             session_timeout_ms: self
                 .session_timeout_ms
                 .or(file.session_timeout_ms)
-                .unwrap_or(10_000),
+                .unwrap_or(DEFAULT_SESSION_TIMEOUT_MS),
             dead_letter_topic: self.dead_letter_topic.clone().or(file.dead_letter_topic),
             metrics_addr: self.metrics_addr.clone().or(file.metrics_addr),
             kafka_options,
             shutdown_grace: Duration::from_millis(
                 self.shutdown_grace_ms
                     .or(file.shutdown_grace_ms)
-                    .unwrap_or(30_000),
+                    .unwrap_or(DEFAULT_SHUTDOWN_GRACE_MS),
             ),
         })
     }

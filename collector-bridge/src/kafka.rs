@@ -1,6 +1,7 @@
 //! `run`: the Kafka source. One thread polls an rdkafka `BaseConsumer`; offsets are managed
 //! by the worker (the consumer never commits): on every assignment the bridge asks the worker
-//! what each slot has applied and starts each partition just after the lowest of those.
+//! what each slot has applied and starts each partition just after the lowest of those. Bad
+//! messages are optionally copied to a dead-letter topic.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -17,10 +18,10 @@ use rdkafka::types::RDKafkaRespErr;
 
 use crate::avro::load_schema;
 use crate::config::{read_token, RunConfig};
-use crate::engine::{flush, reload_watermarks, Flushed};
+use crate::delivery::{deliver_pending, load_watermarks, Delivery, FlushPolicy};
 use crate::metrics::Metrics;
 use crate::pipeline::{BadMessage, Pipeline};
-use crate::sink::{Backoff, SinkError, WorkerClient};
+use crate::worker_client::{Backoff, WorkerClient, WorkerError};
 
 /// Why `run` stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +34,7 @@ pub enum RunError {
     Kafka(#[from] KafkaError),
     /// The worker refused in a way retrying cannot fix.
     #[error(transparent)]
-    Sink(#[from] SinkError),
+    Worker(#[from] WorkerError),
     /// The metrics listener could not start.
     #[error("metrics listener on {addr}: {source}")]
     Metrics {
@@ -54,31 +55,33 @@ struct DeadLetter {
     topic: String,
 }
 
-struct Engine {
+/// Everything the poll loop and the rebalance callback share.
+struct ConsumerState {
     pipeline: Pipeline,
     client: WorkerClient,
     metrics: Arc<Metrics>,
-    /// Partitions owned now: (aggregator index, topic, partition).
+    flush: FlushPolicy,
+    /// Partitions owned now: (pipeline partition index, topic, partition).
     assigned: Vec<(usize, String, i32)>,
-    /// Last offset read per aggregator partition index, for lag.
+    /// Last offset read per pipeline partition index, for lag.
     last_seen: Vec<Option<i64>>,
     dead_letter: Option<DeadLetter>,
-    fatal: Option<SinkError>,
-    /// Set once the final flush is done: the revocation on close has nothing to push.
+    fatal: Option<WorkerError>,
+    /// Set once the final delivery is done: the revocation on close has nothing to push.
     closing: bool,
     bad_seen: u64,
     last_flush: Instant,
 }
 
 struct BridgeContext {
-    engine: Mutex<Engine>,
+    state: Mutex<ConsumerState>,
 }
 
 impl BridgeContext {
-    fn lock(&self) -> MutexGuard<'_, Engine> {
+    fn lock(&self) -> MutexGuard<'_, ConsumerState> {
         // A poisoned lock means a panic elsewhere already; keep the data, it is still consistent
         // at message granularity.
-        self.engine.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -91,44 +94,43 @@ impl ConsumerContext for BridgeContext {
         err: RDKafkaRespErr,
         tpl: &mut TopicPartitionList,
     ) {
-        let mut eng = self.lock();
+        let mut state = self.lock();
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let tpl = eng.on_assign(tpl);
+                let tpl = state.on_assign(tpl);
                 if let Err(e) = consumer.assign(&tpl) {
                     tracing::error!(error = %e, "assigning partitions failed");
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                eng.on_revoke();
+                state.on_revoke();
                 if let Err(e) = consumer.unassign() {
                     tracing::error!(error = %e, "unassigning partitions failed");
                 }
             }
             other => {
                 tracing::error!(error = ?other, "rebalance error; dropping the assignment");
-                eng.on_revoke();
+                state.on_revoke();
                 let _ = consumer.unassign();
             }
         }
     }
 }
 
-impl Engine {
+impl ConsumerState {
     fn on_assign(&mut self, tpl: &TopicPartitionList) -> TopicPartitionList {
         self.assigned.clear();
         for e in tpl.elements() {
-            let idx = self.pipeline.agg.tp(e.topic(), e.partition());
-            self.pipeline.agg.set_active(idx, true);
+            let idx = self.pipeline.own(e.topic(), e.partition());
             self.assigned
                 .push((idx, e.topic().to_string(), e.partition()));
         }
-        if let Err(e) = reload_watermarks(&mut self.pipeline, &self.client) {
+        if let Err(e) = load_watermarks(&mut self.pipeline, &self.client) {
             self.fatal.get_or_insert(e);
         }
         let mut out = TopicPartitionList::new();
         for (idx, topic, partition) in &self.assigned {
-            let offset = match self.pipeline.agg.resume_offset(*idx) {
+            let offset = match self.pipeline.resume_offset(*idx) {
                 Some(o) => Offset::Offset(o),
                 None => Offset::Beginning,
             };
@@ -144,35 +146,33 @@ impl Engine {
     fn on_revoke(&mut self) {
         // Hand over cleanly: what was read is pushed before another member starts there.
         if self.fatal.is_none() && !self.closing {
-            match flush(&mut self.pipeline, &self.client, "divolte") {
+            match deliver_pending(&mut self.pipeline, &self.client, "divolte") {
                 Ok(_) => {}
                 Err(e) => {
                     self.fatal.get_or_insert(e);
                 }
             }
         }
-        self.pipeline.agg.discard();
+        self.pipeline.discard();
         for (idx, topic, partition) in self.assigned.drain(..) {
             tracing::info!(topic, partition, "partition revoked");
-            self.pipeline.agg.set_active(idx, false);
+            self.pipeline.release(idx);
         }
         self.metrics.clear_lag();
     }
 
-    fn on_message<M: Message>(&mut self, m: &M) -> bool {
-        let idx = self.pipeline.agg.tp(m.topic(), m.partition());
+    fn on_message<M: Message>(&mut self, m: &M) {
+        let idx = self.pipeline.partition(m.topic(), m.partition());
         if idx >= self.last_seen.len() {
             self.last_seen.resize(idx + 1, None);
         }
-        if !self.pipeline.agg.is_active(idx) {
-            return false;
+        if !self.pipeline.owns(idx) {
+            return;
         }
         self.last_seen[idx] = Some(m.offset());
-        let (full, bad) = self.pipeline.process(idx, m.offset(), m.payload());
-        if let Some(bad) = bad {
+        if let Err(bad) = self.pipeline.process(idx, m.offset(), m.payload()) {
             self.on_bad(m, &bad);
         }
-        full
     }
 
     fn on_bad<M: Message>(&mut self, m: &M, bad: &BadMessage) {
@@ -214,7 +214,7 @@ impl Engine {
 
     fn seek_to_watermarks(&mut self, consumer: &BaseConsumer<BridgeContext>) {
         for (idx, topic, partition) in &self.assigned {
-            let offset = match self.pipeline.agg.resume_offset(*idx) {
+            let offset = match self.pipeline.resume_offset(*idx) {
                 Some(o) => Offset::Offset(o),
                 None => Offset::Beginning,
             };
@@ -294,10 +294,11 @@ pub fn run(
     };
 
     let ctx = BridgeContext {
-        engine: Mutex::new(Engine {
+        state: Mutex::new(ConsumerState {
             pipeline,
             client,
             metrics: metrics.clone(),
+            flush: cfg.flush,
             assigned: Vec::new(),
             last_seen: Vec::new(),
             dead_letter,
@@ -334,111 +335,64 @@ pub fn run(
         }
         let polled = consumer.poll(Duration::from_millis(50));
         let ctx = consumer.context();
-        let mut eng = ctx.lock();
-        if let Some(e) = eng.fatal.take() {
+        let mut state = ctx.lock();
+        if let Some(e) = state.fatal.take() {
             break Err(e.into());
         }
-        let mut full = false;
         match polled {
-            Some(Ok(m)) => full = eng.on_message(&m),
+            Some(Ok(m)) => state.on_message(&m),
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "kafka error (the client retries by itself)")
             }
             None => {}
         }
-        let due = full
-            || eng.pipeline.agg.pending() >= cfg.flush_events
-            || (eng.last_flush.elapsed() >= cfg.flush_interval && eng.pipeline.agg.pending() > 0);
-        if due {
-            let eng = &mut *eng;
-            eng.last_flush = Instant::now();
-            match flush(&mut eng.pipeline, &eng.client, "divolte") {
-                Ok(Flushed::Done) => {}
-                Ok(Flushed::Resync) => eng.seek_to_watermarks(&consumer),
+        let since_flush = state.last_flush.elapsed();
+        if state
+            .flush
+            .due(&state.pipeline.pending(), since_flush)
+            .is_some()
+        {
+            let state = &mut *state;
+            state.last_flush = Instant::now();
+            match deliver_pending(&mut state.pipeline, &state.client, "divolte") {
+                Ok(Delivery::Done) => {}
+                Ok(Delivery::Resync) => state.seek_to_watermarks(&consumer),
                 Err(e) => break Err(e.into()),
             }
-        } else if eng.last_flush.elapsed() >= cfg.flush_interval {
-            let stats = eng.pipeline.take_stats();
-            eng.metrics.add_stats(&stats);
-            eng.last_flush = Instant::now();
+        } else if since_flush >= state.flush.max_age {
+            // Nothing to deliver: still publish the counters at the same pace.
+            let stats = state.pipeline.take_stats();
+            state.metrics.add_stats(&stats);
+            state.last_flush = Instant::now();
         }
-        if let Some(dl) = &eng.dead_letter {
+        if let Some(dl) = &state.dead_letter {
             dl.producer.poll(Duration::ZERO);
         }
         if last_lag.elapsed() >= LAG_EVERY {
             last_lag = Instant::now();
-            eng.update_lag(&consumer);
+            state.update_lag(&consumer);
         }
     };
 
     // Flush what was read, then leave the group (which revokes and flushes nothing more).
     {
         let ctx = consumer.context();
-        let mut eng = ctx.lock();
-        let eng = &mut *eng;
+        let mut state = ctx.lock();
+        let state = &mut *state;
         if result.is_ok() {
-            match flush(&mut eng.pipeline, &eng.client, "divolte") {
+            match deliver_pending(&mut state.pipeline, &state.client, "divolte") {
                 Ok(_) => tracing::info!("final flush done"),
                 Err(e) => {
                     tracing::error!(error = %e, "final flush failed; the unpushed events will be read again on restart");
                 }
             }
         }
-        if let Some(dl) = &eng.dead_letter {
+        if let Some(dl) = &state.dead_letter {
             let _ = dl.producer.flush(Duration::from_secs(5));
         }
-        eng.closing = true;
+        state.closing = true;
     }
     consumer.unsubscribe();
     drop(consumer);
     result
-}
-
-/// Sends simulated records to a Kafka topic.
-pub struct KafkaSink {
-    producer: rdkafka::producer::ThreadedProducer<rdkafka::producer::DefaultProducerContext>,
-    topic: String,
-}
-
-impl KafkaSink {
-    /// A producer for `topic` on `brokers`.
-    pub fn new(
-        brokers: &str,
-        topic: &str,
-        options: &[(String, String)],
-    ) -> Result<KafkaSink, KafkaError> {
-        let mut pc = ClientConfig::new();
-        pc.set("bootstrap.servers", brokers).set("linger.ms", "5");
-        for (k, v) in options {
-            pc.set(k, v);
-        }
-        Ok(KafkaSink {
-            producer: pc.create()?,
-            topic: topic.to_string(),
-        })
-    }
-
-    /// Waits until every record is delivered.
-    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
-        self.producer.flush(timeout)
-    }
-}
-
-impl crate::simulate::RecordSink for KafkaSink {
-    fn send(&self, key: &str, record: Vec<u8>) -> Result<(), crate::simulate::SimError> {
-        let mut rec = BaseRecord::to(&self.topic).key(key).payload(&record);
-        loop {
-            match self.producer.send(rec) {
-                Ok(()) => return Ok(()),
-                Err((
-                    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                    back,
-                )) => {
-                    rec = back;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err((e, _)) => return Err(crate::simulate::SimError::Output(e.to_string())),
-            }
-        }
-    }
 }

@@ -2,21 +2,24 @@
 //! simulated visitors) decoded, classified and aggregated into event batches that the
 //! top-pick worker applies exactly once.
 //!
-//! Source -> transform -> sink: [`kafka`], [`replay`] and [`simulate`] produce messages;
-//! [`pipeline`] decodes ([`avro`]), classifies ([`classify`]) and aggregates ([`aggregate`]);
-//! [`engine`] pushes through [`sink`] and resynchronises on conflicts.
+//! Source -> pipeline -> delivery: [`kafka`], [`replay`] and [`simulate`] read messages;
+//! [`pipeline`] decodes ([`avro`]), classifies ([`classify`]) and aggregates them;
+//! [`delivery`] decides when to push ([`delivery::FlushPolicy`]), pushes through
+//! [`worker_client`] and resynchronises on conflicts, speaking [`bandit::protocol`].
+//! [`catalog`] imports catalogs, [`config`] merges flags, environment and file, and
+//! [`metrics`] serves Prometheus metrics.
 
-pub mod aggregate;
+mod aggregate;
 pub mod avro;
 pub mod catalog;
 pub mod classify;
 pub mod config;
-pub mod engine;
+pub mod delivery;
 pub mod kafka;
 pub mod metrics;
 pub mod pipeline;
 pub mod replay;
 pub mod simulate;
-pub mod sink;
+pub mod worker_client;
 
 pub use simulate::{true_ctr, CtrDist};

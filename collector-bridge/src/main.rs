@@ -9,14 +9,16 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+use bandit::protocol::DEFAULT_SLOT;
 use collector_bridge::avro::{load_schema, Wire};
 use collector_bridge::catalog;
 use collector_bridge::config::{read_token, ClassifyArgs, FileConfig, RunArgs, WorkerArgs};
+use collector_bridge::delivery::{FlushPolicy, DEFAULT_FLUSH_EVENTS, DEFAULT_FLUSH_INTERVAL_MS};
 use collector_bridge::metrics::Metrics;
 use collector_bridge::pipeline::Pipeline;
 use collector_bridge::replay::{replay_files, ReplayOptions};
-use collector_bridge::simulate::{self, CtrDist, FlushOptions, RecordEncoder, SimConfig};
-use collector_bridge::sink::{Backoff, WorkerClient};
+use collector_bridge::simulate::{self, CtrDist, KafkaOutput, RecordEncoder, SimConfig};
+use collector_bridge::worker_client::{Backoff, WorkerClient};
 
 mod evaluate_cmd;
 
@@ -53,10 +55,10 @@ struct ReplayArgs {
     #[command(flatten)]
     classify: ClassifyArgs,
     /// Push after this many records.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = DEFAULT_FLUSH_EVENTS)]
     flush_events: u64,
     /// Push at least this often, in milliseconds.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = DEFAULT_FLUSH_INTERVAL_MS)]
     flush_interval_ms: u64,
     /// Hide the progress indicator.
     #[arg(long)]
@@ -71,7 +73,7 @@ struct SimulateArgs {
     #[command(flatten)]
     worker: WorkerArgs,
     /// Slot to ask for picks and to feed.
-    #[arg(long, default_value = collector_bridge::classify::DEFAULT_SLOT)]
+    #[arg(long, default_value = DEFAULT_SLOT)]
     slot: String,
     /// Number of visitors.
     #[arg(long, default_value_t = 10_000)]
@@ -107,10 +109,10 @@ struct SimulateArgs {
     #[arg(long)]
     run_id: Option<String>,
     /// Push after this many records (direct mode).
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = DEFAULT_FLUSH_EVENTS)]
     flush_events: u64,
     /// Push at least this often, in milliseconds (direct mode).
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = DEFAULT_FLUSH_INTERVAL_MS)]
     flush_interval_ms: u64,
     /// Print the report as JSON.
     #[arg(long)]
@@ -170,123 +172,134 @@ fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Run(args) => {
-            let cfg = args.resolve()?;
-            let shutdown = shutdown_flag()?;
-            collector_bridge::kafka::run(&cfg, shutdown, Arc::new(Metrics::default()))
-                .context("collector-bridge run stopped")?;
-            Ok(())
-        }
-        Command::Replay(args) => {
-            let shutdown = shutdown_flag()?;
-            let metrics = Arc::new(Metrics::default());
-            let schema = load_schema(args.schema.as_deref())?;
-            let rules = args.classify.rules(&FileConfig::default())?;
-            let mut pipeline = Pipeline::new(&schema, Wire::Naked, rules)?;
-            let client = client(&args.worker, &shutdown, &metrics)?;
-            let opts = ReplayOptions {
-                flush_events: args.flush_events.max(1),
-                flush_interval: Duration::from_millis(args.flush_interval_ms),
-                progress: !args.no_progress,
-            };
-            let reports = replay_files(
-                &args.files,
-                &schema,
-                &mut pipeline,
-                &client,
-                &opts,
-                &shutdown,
-            )?;
-            let mut failed = false;
-            for r in &reports {
-                println!(
-                    "{} records={} already_applied={} bad={}{}",
-                    r.stream,
-                    r.records,
-                    r.already_applied,
-                    r.bad,
-                    r.error
-                        .as_deref()
-                        .map(|e| format!(" error={e}"))
-                        .unwrap_or_default()
-                );
-                failed |= r.error.is_some();
-            }
-            if failed {
-                bail!("some files could not be read to the end");
-            }
-            Ok(())
-        }
-        Command::Simulate(args) => {
-            let shutdown = shutdown_flag()?;
-            let metrics = Arc::new(Metrics::default());
-            let schema = load_schema(args.schema.as_deref())?;
-            let client = client(&args.worker, &shutdown, &metrics)?;
-            let cfg = SimConfig {
-                visitors: args.visitors,
-                rate: args.rate,
-                concurrency: args.concurrency,
-                seed: args.seed,
-                ctr: args.ctr,
-                slot: args.slot.clone(),
-                noise: args.noise.clamp(0.0, 1.0),
-            };
-            let report = match (&args.brokers, &args.topic) {
-                (Some(brokers), Some(topic)) => {
-                    let sink = collector_bridge::kafka::KafkaSink::new(brokers, topic, &[])?;
-                    let encoder = RecordEncoder::new(&schema)?;
-                    let r = simulate::run_visitors(
-                        &cfg, &client, &encoder, args.wire, &sink, &shutdown,
-                    )?;
-                    sink.flush(Duration::from_secs(30))
-                        .context("flushing records to Kafka")?;
-                    r
-                }
-                _ => {
-                    let run_id = args
-                        .run_id
-                        .clone()
-                        .unwrap_or_else(|| simulate::default_run_id(args.seed));
-                    let rules = ClassifyArgs {
-                        slot: Some(args.slot.clone()),
-                        ..ClassifyArgs::default()
-                    }
-                    .rules(&FileConfig::default())?;
-                    let flush = FlushOptions {
-                        interval: Duration::from_millis(args.flush_interval_ms),
-                        events: args.flush_events.max(1),
-                    };
-                    simulate::simulate_direct(
-                        &cfg, &client, &schema, rules, &run_id, flush, &shutdown,
-                    )?
-                }
-            };
-            if args.json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                println!(
-                    "visitors={} impressions={} clicks={} noise={} items_shown={}",
-                    report.visitors,
-                    report.impressions,
-                    report.clicks,
-                    report.noise,
-                    report.shown.len()
-                );
-            }
-            Ok(())
-        }
-        Command::Catalog(CatalogCommand::Import(args)) => {
-            let shutdown = shutdown_flag()?;
-            let metrics = Arc::new(Metrics::default());
-            let client = client(&args.worker, &shutdown, &metrics)?;
-            let answers = catalog::import(&args.files, args.format, &client)?;
-            for a in answers {
-                println!("{a}");
-            }
-            Ok(())
-        }
+    match Cli::parse().command {
+        Command::Run(args) => run(&args),
+        Command::Replay(args) => replay(&args),
+        Command::Simulate(args) => simulate(&args),
+        Command::Catalog(CatalogCommand::Import(args)) => catalog_import(&args),
         Command::Evaluate(args) => evaluate_cmd::run(&args),
     }
+}
+
+/// `run`: consume Kafka until SIGTERM or SIGINT.
+fn run(args: &RunArgs) -> Result<()> {
+    let cfg = args.resolve()?;
+    let shutdown = shutdown_flag()?;
+    collector_bridge::kafka::run(&cfg, shutdown, Arc::new(Metrics::default()))
+        .context("collector-bridge run stopped")?;
+    Ok(())
+}
+
+/// `replay`: push container files; prints one line per file.
+fn replay(args: &ReplayArgs) -> Result<()> {
+    let shutdown = shutdown_flag()?;
+    let metrics = Arc::new(Metrics::default());
+    let schema = load_schema(args.schema.as_deref())?;
+    let rules = args.classify.rules(&FileConfig::default())?;
+    let mut pipeline = Pipeline::new(&schema, Wire::Naked, rules)?;
+    let client = client(&args.worker, &shutdown, &metrics)?;
+    let opts = ReplayOptions {
+        flush: FlushPolicy::new(
+            args.flush_events,
+            Duration::from_millis(args.flush_interval_ms),
+        ),
+        progress: !args.no_progress,
+    };
+    let reports = replay_files(
+        &args.files,
+        &schema,
+        &mut pipeline,
+        &client,
+        &opts,
+        &shutdown,
+    )?;
+    let mut failed = false;
+    for r in &reports {
+        println!(
+            "{} records={} already_applied={} bad={}{}",
+            r.stream,
+            r.records,
+            r.already_applied,
+            r.bad,
+            r.error
+                .as_deref()
+                .map(|e| format!(" error={e}"))
+                .unwrap_or_default()
+        );
+        failed |= r.error.is_some();
+    }
+    if failed {
+        bail!("some files could not be read to the end");
+    }
+    Ok(())
+}
+
+/// `simulate`: visitors into Kafka (with --brokers) or straight into the pipeline; prints the
+/// report.
+fn simulate(args: &SimulateArgs) -> Result<()> {
+    let shutdown = shutdown_flag()?;
+    let metrics = Arc::new(Metrics::default());
+    let schema = load_schema(args.schema.as_deref())?;
+    let client = client(&args.worker, &shutdown, &metrics)?;
+    let cfg = SimConfig {
+        visitors: args.visitors,
+        rate: args.rate,
+        concurrency: args.concurrency,
+        seed: args.seed,
+        ctr: args.ctr,
+        slot: args.slot.clone(),
+        noise: args.noise.clamp(0.0, 1.0),
+    };
+    let report = match (&args.brokers, &args.topic) {
+        (Some(brokers), Some(topic)) => {
+            let output = KafkaOutput::new(brokers, topic, &[])?;
+            let encoder = RecordEncoder::new(&schema)?;
+            let r = simulate::run_visitors(&cfg, &client, &encoder, args.wire, &output, &shutdown)?;
+            output
+                .flush(Duration::from_secs(30))
+                .context("flushing records to Kafka")?;
+            r
+        }
+        _ => {
+            let run_id = args
+                .run_id
+                .clone()
+                .unwrap_or_else(|| simulate::default_run_id(args.seed));
+            let rules = ClassifyArgs {
+                slot: Some(args.slot.clone()),
+                ..ClassifyArgs::default()
+            }
+            .rules(&FileConfig::default())?;
+            let flush = FlushPolicy::new(
+                args.flush_events,
+                Duration::from_millis(args.flush_interval_ms),
+            );
+            simulate::simulate_direct(&cfg, &client, &schema, rules, &run_id, flush, &shutdown)?
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "visitors={} impressions={} clicks={} noise={} items_shown={}",
+            report.visitors,
+            report.impressions,
+            report.clicks,
+            report.noise,
+            report.shown.len()
+        );
+    }
+    Ok(())
+}
+
+/// `catalog import`: post catalog files; prints the worker's answer to each body.
+fn catalog_import(args: &CatalogImportArgs) -> Result<()> {
+    let shutdown = shutdown_flag()?;
+    let metrics = Arc::new(Metrics::default());
+    let client = client(&args.worker, &shutdown, &metrics)?;
+    let answers = catalog::import(&args.files, args.format, &client)?;
+    for a in answers {
+        println!("{a}");
+    }
+    Ok(())
 }

@@ -1,9 +1,13 @@
 //! Decode -> classify -> aggregate for one message at a time, shared by `run`, `replay` and
-//! `simulate`.
+//! `simulate`. [`Pipeline`] owns the aggregate: callers register the partitions they own, ask
+//! where to resume, and hand the pending batches to [`crate::delivery`].
 
 use apache_avro::Schema;
+use bandit::protocol::AppliedOffset;
+use bandit::EventBatch;
 
 use crate::aggregate::Aggregator;
+pub use crate::aggregate::{Pending, SlotBatch};
 use crate::avro::{DecodeError, DecodePlan, Extracted, SchemaError, Wire};
 use crate::classify::{Classifier, DropReason, Kind, Outcome, Rules, Unclassifiable};
 
@@ -28,22 +32,6 @@ pub struct Stats {
     pub unclassifiable: u64,
 }
 
-impl Stats {
-    /// Adds `other` into `self`.
-    pub fn add(&mut self, o: &Stats) {
-        self.consumed += o.consumed;
-        self.decoded += o.decoded;
-        self.ignored += o.ignored;
-        self.impressions += o.impressions;
-        self.clicks += o.clicks;
-        for i in 0..3 {
-            self.dropped[i] += o.dropped[i];
-        }
-        self.undecodable += o.undecodable;
-        self.unclassifiable += o.unclassifiable;
-    }
-}
-
 /// Why one message was skipped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BadMessage {
@@ -65,16 +53,14 @@ impl BadMessage {
     }
 }
 
-/// The per-message processing chain.
+/// The per-message processing chain and the aggregate it builds.
 #[derive(Debug)]
 pub struct Pipeline {
     wire: Wire,
     plan: DecodePlan,
     classifier: Classifier,
-    /// The aggregate being built.
-    pub agg: Aggregator,
-    /// Counters since the last [`Pipeline::take_stats`].
-    pub stats: Stats,
+    agg: Aggregator,
+    stats: Stats,
 }
 
 impl Pipeline {
@@ -97,15 +83,48 @@ impl Pipeline {
         self.classifier.slots()
     }
 
+    /// The field names the decode plan extracts, in order.
+    pub fn field_names(&self) -> Vec<&str> {
+        self.plan.field_names().iter().map(String::as_str).collect()
+    }
+
+    /// Index of a topic-partition, registering it (as owned) when first seen.
+    pub fn partition(&mut self, topic: &str, partition: i32) -> usize {
+        self.agg.tp(topic, partition)
+    }
+
+    /// Takes ownership of a topic-partition (registering it when new); returns its index.
+    pub fn own(&mut self, topic: &str, partition: i32) -> usize {
+        let tp = self.agg.tp(topic, partition);
+        self.agg.set_owned(tp, true);
+        tp
+    }
+
+    /// Gives a partition up: its messages are ignored until it is owned again.
+    pub fn release(&mut self, tp: usize) {
+        self.agg.set_owned(tp, false);
+    }
+
+    /// Whether a partition is owned.
+    pub fn owns(&self, tp: usize) -> bool {
+        self.agg.is_owned(tp)
+    }
+
+    /// Where to re-read a partition from: the lowest next offset over the slots' watermarks,
+    /// `None` when some slot has applied nothing there (start from the earliest offset).
+    pub fn resume_offset(&self, tp: usize) -> Option<i64> {
+        self.agg.resume_offset(tp)
+    }
+
     /// Processes one message of partition `tp` at `offset`; the offset is accounted even when
-    /// the message is bad. Returns whether a flush is due by size, or why the message is bad.
+    /// the message is bad, which is then returned.
     #[inline]
     pub fn process(
         &mut self,
         tp: usize,
         offset: i64,
         payload: Option<&[u8]>,
-    ) -> (bool, Option<BadMessage>) {
+    ) -> Result<(), BadMessage> {
         let decoded = payload
             .ok_or(DecodeError::Empty)
             .and_then(|p| self.wire.strip(p))
@@ -126,7 +145,7 @@ impl Pipeline {
         tp: usize,
         offset: i64,
         decoded: Result<Extracted<'_>, DecodeError>,
-    ) -> (bool, Option<BadMessage>) {
+    ) -> Result<(), BadMessage> {
         Self::account(
             &self.classifier,
             &mut self.agg,
@@ -137,11 +156,6 @@ impl Pipeline {
         )
     }
 
-    /// The field names the decode plan extracts, in order.
-    pub fn field_names(&self) -> Vec<&str> {
-        self.plan.field_names().iter().map(String::as_str).collect()
-    }
-
     #[inline]
     fn account(
         classifier: &Classifier,
@@ -150,13 +164,14 @@ impl Pipeline {
         tp: usize,
         offset: i64,
         decoded: Result<Extracted<'_>, DecodeError>,
-    ) -> (bool, Option<BadMessage>) {
+    ) -> Result<(), BadMessage> {
         stats.consumed += 1;
         let rec = match decoded {
             Ok(r) => r,
             Err(e) => {
                 stats.undecodable += 1;
-                return (agg.observe(tp, offset, None), Some(e.into()));
+                agg.observe(tp, offset, None);
+                return Err(e.into());
             }
         };
         stats.decoded += 1;
@@ -166,22 +181,51 @@ impl Pipeline {
                     Kind::Impression => stats.impressions += 1,
                     Kind::Click => stats.clicks += 1,
                 }
-                (agg.observe(tp, offset, Some(&ev)), None)
+                agg.observe(tp, offset, Some(&ev));
             }
             Outcome::Ignored => {
                 stats.ignored += 1;
-                (agg.observe(tp, offset, None), None)
+                agg.observe(tp, offset, None);
             }
             Outcome::Dropped(r) => {
                 let i = DropReason::ALL.iter().position(|x| *x == r).unwrap_or(0);
                 stats.dropped[i] += 1;
-                (agg.observe(tp, offset, None), None)
+                agg.observe(tp, offset, None);
             }
             Outcome::Invalid(u) => {
                 stats.unclassifiable += 1;
-                (agg.observe(tp, offset, None), Some(u.into()))
+                agg.observe(tp, offset, None);
+                return Err(u.into());
             }
         }
+        Ok(())
+    }
+
+    /// What the aggregate holds since the last drain.
+    pub fn pending(&self) -> Pending {
+        self.agg.pending()
+    }
+
+    /// Takes the pending batches, one per slot with any range; watermarks move only on
+    /// [`Pipeline::ack`].
+    pub fn drain(&mut self, source: &str) -> Vec<SlotBatch> {
+        self.agg.drain(source)
+    }
+
+    /// Records that the worker holds a slot's batch (applied now or before).
+    pub fn ack(&mut self, slot: usize, batch: &EventBatch) {
+        self.agg.ack(slot, batch);
+    }
+
+    /// Discards everything pending (the input will be re-read from the resume offsets).
+    pub fn discard(&mut self) {
+        self.agg.discard();
+    }
+
+    /// Sets a slot's watermarks from the worker's applied offsets; a partition the list does
+    /// not name has nothing applied.
+    pub fn set_watermarks(&mut self, slot: usize, applied: &[AppliedOffset]) {
+        self.agg.set_watermarks(slot, applied);
     }
 
     /// Returns and resets the counters.

@@ -7,14 +7,14 @@ use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use apache_avro::{Reader, Schema};
 
 use crate::avro::reference;
-use crate::engine::{flush, reload_watermarks, Flushed};
+use crate::delivery::{deliver_pending, load_watermarks, Delivery, FlushPolicy};
 use crate::pipeline::Pipeline;
-use crate::sink::{SinkError, WorkerClient};
+use crate::worker_client::{WorkerClient, WorkerError};
 
 /// Why a replay failed.
 #[derive(Debug, thiserror::Error)]
@@ -29,7 +29,7 @@ pub enum ReplayError {
     },
     /// The worker failed in a way retrying cannot fix.
     #[error(transparent)]
-    Sink(#[from] SinkError),
+    Worker(#[from] WorkerError),
     /// Too many conflicts in a row.
     #[error("{0}: the worker kept refusing batches; is another process pushing the same file?")]
     Conflicts(String),
@@ -38,10 +38,8 @@ pub enum ReplayError {
 /// Options of one replay.
 #[derive(Debug, Clone)]
 pub struct ReplayOptions {
-    /// Push after this many records.
-    pub flush_events: u64,
-    /// Push at least this often.
-    pub flush_interval: Duration,
+    /// When to push.
+    pub flush: FlushPolicy,
     /// Show a progress bar.
     pub progress: bool,
 }
@@ -143,17 +141,17 @@ pub fn replay_file(
     };
     let marker = sync_marker(path).map_err(|e| file_err(e.to_string()))?;
     let stream = stream_name(&marker);
-    let tp = pipeline.agg.tp(&stream, 0);
-    pipeline.agg.set_active(tp, true);
+    let tp = pipeline.own(&stream, 0);
     let names: Vec<String> = pipeline
         .field_names()
         .iter()
         .map(|s| s.to_string())
         .collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    load_watermarks(pipeline, client)?;
     for _attempt in 0..5 {
-        reload_watermarks(pipeline, client)?;
-        let start = pipeline.agg.resume_offset(tp).unwrap_or(0);
+        // After a conflict the watermarks are the worker's answer: re-read from there.
+        let start = pipeline.resume_offset(tp).unwrap_or(0);
         let mut report = FileReport {
             stream: stream.clone(),
             ..FileReport::default()
@@ -196,18 +194,19 @@ pub fn replay_file(
                     break;
                 }
             };
-            let (full, bad) =
-                pipeline.process_extracted(tp, offset, reference::extract(&value, &names));
-            if let Some(bad) = bad {
+            if let Err(bad) =
+                pipeline.process_extracted(tp, offset, reference::extract(&value, &names))
+            {
                 report.bad += 1;
                 tracing::warn!(file = %path.display(), stream = %stream, partition = 0, offset, error = %bad, "skipping bad record");
             }
-            if full
-                || pipeline.agg.pending() >= opts.flush_events
-                || last_flush.elapsed() >= opts.flush_interval
+            if opts
+                .flush
+                .due(&pipeline.pending(), last_flush.elapsed())
+                .is_some()
             {
                 last_flush = Instant::now();
-                if flush(pipeline, client, "replay")? == Flushed::Resync {
+                if deliver_pending(pipeline, client, "replay")? == Delivery::Resync {
                     resync = true;
                     break;
                 }
@@ -216,7 +215,7 @@ pub fn replay_file(
                 break;
             }
         }
-        if !resync && flush(pipeline, client, "replay")? == Flushed::Resync {
+        if !resync && deliver_pending(pipeline, client, "replay")? == Delivery::Resync {
             resync = true;
         }
         bar.finish_and_clear();

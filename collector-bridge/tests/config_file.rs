@@ -25,8 +25,8 @@ fn the_example_file_resolves_to_its_values() {
     assert_eq!(cfg.group, "top-pick");
     assert_eq!(cfg.worker_url, "http://127.0.0.1:8787");
     assert_eq!(cfg.token_env, "INGEST_TOKEN");
-    assert_eq!(cfg.flush_events, 10_000);
-    assert_eq!(cfg.flush_interval.as_millis(), 500);
+    assert_eq!(cfg.flush.max_events, 10_000);
+    assert_eq!(cfg.flush.max_age.as_millis(), 500);
     assert_eq!(cfg.metrics_addr.as_deref(), Some("127.0.0.1:9898"));
     // The schema path is taken relative to the file.
     assert_eq!(
@@ -54,7 +54,7 @@ fn flags_win_over_the_file() {
     .unwrap();
     let cfg = cli.run.resolve().unwrap();
     assert_eq!(cfg.group, "other-group");
-    assert_eq!(cfg.flush_events, 7);
+    assert_eq!(cfg.flush.max_events, 7);
     assert_eq!(
         cfg.brokers, "127.0.0.1:9092",
         "unset flags fall back to the file"

@@ -10,11 +10,11 @@ use std::time::Duration;
 use bandit::{EventBatch, ItemCount, OffsetRange};
 use collector_bridge::avro::{DecodePlan, Wire};
 use collector_bridge::classify::{Classifier, DropReason, Kind, Outcome, Rules, Unclassifiable};
-use collector_bridge::engine::{flush, reload_watermarks, Flushed};
+use collector_bridge::delivery::{deliver_pending, load_watermarks, Delivery, FlushPolicy};
 use collector_bridge::metrics::Metrics;
 use collector_bridge::pipeline::Pipeline;
 use collector_bridge::simulate::{self, CtrDist, RecordEncoder, SimConfig};
-use collector_bridge::sink::{Backoff, SinkError, WorkerClient};
+use collector_bridge::worker_client::{Backoff, WorkerClient, WorkerError};
 use common::{event, Ev, FakeWorker};
 
 fn client(fake: &FakeWorker, token: Option<&str>) -> WorkerClient {
@@ -118,6 +118,14 @@ fn drop_rules_can_be_turned_off_and_corruption_is_dropped() {
         classify_with(Rules::default(), &encode(Ev::Click, &long_item, 1)),
         "Invalid(ItemTooLong)"
     );
+    // The worker refuses a batch with an id no catalog item can have: dropped here instead.
+    for bad in ["a b", "<x>", "..", "é"] {
+        assert_eq!(
+            classify_with(Rules::default(), &encode(Ev::Click, bad, 1)),
+            "Invalid(BadItem)",
+            "{bad:?}"
+        );
+    }
 }
 
 #[test]
@@ -159,7 +167,7 @@ fn custom_field_names_and_sources() {
 }
 
 fn feed(p: &mut Pipeline, topic: &str, partition: i32, events: &[(i64, Ev, &str)]) {
-    let tp = p.agg.tp(topic, partition);
+    let tp = p.partition(topic, partition);
     for (o, kind, item) in events {
         let bytes = encode(*kind, item, *o as u64);
         let _ = p.process(tp, *o, Some(&bytes));
@@ -206,15 +214,20 @@ fn conflict_resynchronises_without_losing_or_double_counting() {
     // Stale watermarks (as after a lost response): the bridge reads 0..99 again.
     feed(&mut p, "t", 0, &stream);
     assert_eq!(
-        flush(&mut p, &c, "divolte").expect("flush"),
-        Flushed::Resync
+        deliver_pending(&mut p, &c, "divolte").expect("deliver"),
+        Delivery::Resync
     );
     assert_eq!(fake.slot("home-top-pick").conflicts, 1);
-    let tp = p.agg.tp("t", 0);
-    assert_eq!(p.agg.resume_offset(tp), Some(50));
+    let tp = p.partition("t", 0);
+    // The watermarks come from the 409's offsets, not from another request.
+    assert_eq!(p.resume_offset(tp), Some(50));
+    assert_eq!(fake.slot("home-top-pick").offset_reads, 0);
     // Re-read from the resume offset, as the consumer's seek does.
     feed(&mut p, "t", 0, &stream[50..]);
-    assert_eq!(flush(&mut p, &c, "divolte").expect("flush"), Flushed::Done);
+    assert_eq!(
+        deliver_pending(&mut p, &c, "divolte").expect("deliver"),
+        Delivery::Done
+    );
     let impressions = 50
         + stream[50..]
             .iter()
@@ -224,9 +237,99 @@ fn conflict_resynchronises_without_losing_or_double_counting() {
     assert_eq!(fake.totals("home-top-pick"), (impressions, clicks));
     assert_eq!(fake.applied("home-top-pick", "t", 0), Some(99));
     // Redelivery after a crash is a duplicate and changes nothing.
-    reload_watermarks(&mut p, &c).expect("reload");
+    load_watermarks(&mut p, &c).expect("load");
     feed(&mut p, "t", 0, &stream);
-    assert_eq!(p.agg.pending(), 0);
+    assert_eq!(p.pending().events, 0);
+}
+
+#[test]
+fn a_conflict_takes_that_slots_watermarks_from_the_409_body() {
+    let fake = FakeWorker::start(&["s1", "s2"]);
+    let c = client(&fake, Some(&fake.token));
+    // Another process already applied s1's t/0 up to 49 and t/1 up to 29.
+    fake.preload(
+        "s1",
+        &EventBatch {
+            source: "other".into(),
+            offsets: vec![
+                OffsetRange {
+                    topic: "t".into(),
+                    partition: 0,
+                    from: 0,
+                    to: 49,
+                },
+                OffsetRange {
+                    topic: "t".into(),
+                    partition: 1,
+                    from: 0,
+                    to: 29,
+                },
+            ],
+            counts: vec![ItemCount {
+                item: "a".into(),
+                impressions: 25,
+                clicks: 0,
+            }],
+        },
+    );
+    // Slot 0 is s2 (pushed first), slot 1 is s1.
+    let rules = Rules {
+        sources: vec![
+            ("other_pick".into(), "s2".into()),
+            ("top_pick".into(), "s1".into()),
+        ],
+        ..Rules::default()
+    };
+    let mut p = Pipeline::new(&common::project_schema(), Wire::Naked, rules).expect("pipeline");
+    let tp0 = p.own("t", 0);
+    let tp1 = p.own("t", 1);
+    let schema = common::project_schema();
+    let enc = RecordEncoder::new(&schema).expect("encoder");
+    // t/0: even offsets are s1 impressions of "a", odd ones s2 impressions of "b";
+    // t/1: s1 clicks of "c".
+    let feed_from = |p: &mut Pipeline, from0: i64, from1: i64| {
+        for o in from0..100 {
+            let mut e = event(Ev::Impression, if o % 2 == 0 { "a" } else { "b" }, o as u64);
+            if o % 2 == 1 {
+                e.source = Some("other_pick");
+            }
+            let _ = p.process(tp0, o, Some(&enc.encode(&e).expect("encode")));
+        }
+        for o in from1..40 {
+            let e = event(Ev::Click, "c", o as u64);
+            let _ = p.process(tp1, o, Some(&enc.encode(&e).expect("encode")));
+        }
+    };
+    // Stale watermarks (nothing loaded): everything is read from offset 0.
+    feed_from(&mut p, 0, 0);
+    assert_eq!(
+        deliver_pending(&mut p, &c, "divolte").expect("deliver"),
+        Delivery::Resync
+    );
+    assert_eq!(fake.slot("s2").applied_batches, 1);
+    assert_eq!(fake.slot("s1").conflicts, 1);
+    // s1's watermarks are the 409's offsets (49 and 29), s2 keeps its acknowledged 99 and 39,
+    // and no slot's offsets were read again.
+    assert_eq!(p.resume_offset(tp0), Some(50));
+    assert_eq!(p.resume_offset(tp1), Some(30));
+    assert_eq!(
+        fake.slot("s1").offset_reads + fake.slot("s2").offset_reads,
+        0
+    );
+    feed_from(&mut p, 50, 30);
+    assert_eq!(
+        deliver_pending(&mut p, &c, "divolte").expect("deliver"),
+        Delivery::Done
+    );
+    // Exactly once: s1 = preloaded 25 + even offsets 50..=98, clicks 30..=39; s2 = odd 1..=99.
+    assert_eq!(fake.totals("s1"), (25 + 25, 10));
+    assert_eq!(fake.totals("s2"), (50, 0));
+    assert_eq!(fake.applied("s1", "t", 0), Some(99));
+    assert_eq!(fake.applied("s1", "t", 1), Some(39));
+    // s2 had nothing new in the re-read: no duplicate, no conflict, no second batch.
+    let s2 = fake.slot("s2");
+    assert_eq!((s2.applied_batches, s2.duplicates, s2.conflicts), (1, 0, 0));
+    assert_eq!(fake.slot("s1").offset_reads + s2.offset_reads, 0);
 }
 
 #[test]
@@ -254,10 +357,10 @@ fn several_slots_share_a_topic_with_separate_watermarks() {
         ..Rules::default()
     };
     let mut p = Pipeline::new(&common::project_schema(), Wire::Naked, rules).expect("pipeline");
-    let tp = p.agg.tp("t", 0);
-    reload_watermarks(&mut p, &c).expect("reload");
+    let tp = p.own("t", 0);
+    load_watermarks(&mut p, &c).expect("load");
     assert_eq!(
-        p.agg.resume_offset(tp),
+        p.resume_offset(tp),
         None,
         "s2 has applied nothing: start from the earliest"
     );
@@ -270,7 +373,10 @@ fn several_slots_share_a_topic_with_separate_watermarks() {
         }
         let _ = p.process(tp, o, Some(&enc.encode(&e).expect("encode")));
     }
-    assert_eq!(flush(&mut p, &c, "divolte").expect("flush"), Flushed::Done);
+    assert_eq!(
+        deliver_pending(&mut p, &c, "divolte").expect("deliver"),
+        Delivery::Done
+    );
     // s1 counts only even offsets above 9; s2 every odd offset.
     assert_eq!(fake.totals("s1"), (5, 0));
     assert_eq!(fake.totals("s2"), (10, 0));
@@ -291,13 +397,16 @@ fn transient_failures_are_retried_and_config_errors_are_fatal() {
         0,
         &[(0, Ev::Impression, "a"), (1, Ev::Click, "a")],
     );
-    assert_eq!(flush(&mut p, &c, "divolte").expect("flush"), Flushed::Done);
+    assert_eq!(
+        deliver_pending(&mut p, &c, "divolte").expect("deliver"),
+        Delivery::Done
+    );
     assert_eq!(fake.totals("home-top-pick"), (1, 1));
 
     let bad_token = client(&fake, Some("wrong"));
     feed(&mut p, "t", 0, &[(2, Ev::Impression, "a")]);
-    match flush(&mut p, &bad_token, "divolte") {
-        Err(e @ SinkError::Fatal { status: 401, .. }) => assert!(e.to_string().contains("token")),
+    match deliver_pending(&mut p, &bad_token, "divolte") {
+        Err(e @ WorkerError::Fatal { status: 401, .. }) => assert!(e.to_string().contains("token")),
         other => panic!("expected a fatal 401, got {other:?}"),
     }
     let rules = Rules {
@@ -306,8 +415,8 @@ fn transient_failures_are_retried_and_config_errors_are_fatal() {
     };
     let mut p = Pipeline::new(&common::project_schema(), Wire::Naked, rules).expect("pipeline");
     feed(&mut p, "t", 0, &[(0, Ev::Impression, "a")]);
-    match flush(&mut p, &c, "divolte") {
-        Err(e @ SinkError::Fatal { status: 404, .. }) => assert!(e.to_string().contains("slot")),
+    match deliver_pending(&mut p, &c, "divolte") {
+        Err(e @ WorkerError::Fatal { status: 404, .. }) => assert!(e.to_string().contains("slot")),
         other => panic!("expected a fatal 404, got {other:?}"),
     }
 }
@@ -351,8 +460,7 @@ fn replaying_a_container_file_twice_changes_nothing() {
     let fake = FakeWorker::start(&["home-top-pick"]);
     let c = client(&fake, Some(&fake.token));
     let opts = collector_bridge::replay::ReplayOptions {
-        flush_events: 500,
-        flush_interval: Duration::from_secs(5),
+        flush: FlushPolicy::new(500, Duration::from_secs(5)),
         progress: false,
     };
     let shutdown = Arc::new(AtomicBool::new(false));
@@ -411,17 +519,14 @@ fn direct_simulation_pushes_exactly_what_it_produced() {
         noise: 0.3,
     };
     let shutdown = Arc::new(AtomicBool::new(false));
-    let flush_opts = simulate::FlushOptions {
-        interval: Duration::from_millis(100),
-        events: 400,
-    };
+    let flush = FlushPolicy::new(400, Duration::from_millis(100));
     let r = simulate::simulate_direct(
         &cfg,
         &c,
         &common::project_schema(),
         Rules::default(),
         "test",
-        flush_opts,
+        flush,
         &shutdown,
     )
     .expect("simulate");

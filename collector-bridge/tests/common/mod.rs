@@ -8,8 +8,13 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use bandit::protocol::{
+    Applied, ConflictResponse, Counted, ErrorResponse, OffsetsResponse, PushResponse,
+    MAX_BODY_BYTES,
+};
 use bandit::{Disposition, EventBatch, OffsetLedger};
 use collector_bridge::simulate::SimEvent;
+use serde::Serialize;
 use serde_json::json;
 
 /// Per-slot state of the fake worker.
@@ -20,6 +25,8 @@ pub struct SlotState {
     pub applied_batches: u64,
     pub duplicates: u64,
     pub conflicts: u64,
+    /// `GET /api/slots/{slot}/offsets` requests answered.
+    pub offset_reads: u64,
 }
 
 #[derive(Debug, Default)]
@@ -41,24 +48,25 @@ pub struct FakeWorker {
     handle: Option<JoinHandle<()>>,
 }
 
-fn respond(req: tiny_http::Request, status: u16, body: serde_json::Value) {
+fn respond(req: tiny_http::Request, status: u16, body: &impl Serialize) {
     let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"application/json"[..])
         .expect("static header");
+    let text = serde_json::to_string(body).expect("serialisable answer");
     let _ = req.respond(
-        tiny_http::Response::from_string(body.to_string())
+        tiny_http::Response::from_string(text)
             .with_status_code(status)
             .with_header(header),
     );
 }
 
-fn offsets_json(l: &OffsetLedger) -> serde_json::Value {
-    let mut v = Vec::new();
-    for (t, parts) in &l.applied {
-        for (p, o) in parts {
-            v.push(json!({"topic": t, "partition": p, "offset": o}));
-        }
-    }
-    serde_json::Value::Array(v)
+fn error(req: tiny_http::Request, status: u16, message: impl Into<String>) {
+    respond(
+        req,
+        status,
+        &ErrorResponse {
+            error: message.into(),
+        },
+    )
 }
 
 impl FakeWorker {
@@ -170,65 +178,75 @@ fn handle_request(mut req: tiny_http::Request, state: &Mutex<State>, token: &str
     match (method.as_str(), parts.as_slice()) {
         ("POST", ["api", "slots", slot, "events"]) => {
             if !authed {
-                return respond(req, 401, json!({"error": "missing or wrong bearer token"}));
+                return error(req, 401, "missing or wrong bearer token");
             }
             if st.fail_next > 0 {
                 st.fail_next -= 1;
-                return respond(req, 503, json!({"error": "try later"}));
+                return error(req, 503, "try later");
             }
-            if body.len() > 1024 * 1024 {
-                return respond(req, 413, json!({"error": "too large"}));
+            if body.len() > MAX_BODY_BYTES {
+                return error(req, 413, "too large");
             }
             let Some(s) = st.slots.get_mut(*slot) else {
-                return respond(req, 404, json!({"error": format!("no slot {slot}")}));
+                return error(req, 404, format!("no slot {slot}"));
             };
             let batch: EventBatch = match serde_json::from_str(&body) {
                 Ok(b) => b,
-                Err(e) => return respond(req, 400, json!({"error": e.to_string()})),
+                Err(e) => return error(req, 400, e.to_string()),
             };
             if let Err(e) = batch.validate() {
-                return respond(req, 400, json!({"error": e.to_string()}));
+                return error(req, 400, e.to_string());
             }
             match s.ledger.disposition(&batch) {
                 Disposition::Apply => {
                     s.ledger.advance(&batch);
+                    let mut counted = Counted::default();
                     for c in &batch.counts {
                         let e = s.counts.entry(c.item.clone()).or_default();
                         e.0 += c.impressions;
                         e.1 += c.clicks;
+                        counted.impressions += c.impressions;
+                        counted.clicks += c.clicks;
                     }
                     s.applied_batches += 1;
-                    respond(
-                        req,
-                        200,
-                        json!({"status": "applied", "items": batch.counts.len()}),
-                    )
+                    // The fake has no arm set: everything counts, nothing rotates.
+                    let applied = Applied {
+                        counted,
+                        ..Applied::default()
+                    };
+                    respond(req, 200, &PushResponse::Applied(applied))
                 }
                 Disposition::Duplicate => {
                     s.duplicates += 1;
-                    respond(req, 200, json!({"status": "duplicate"}))
+                    respond(req, 200, &PushResponse::Duplicate)
                 }
                 Disposition::Conflict => {
                     s.conflicts += 1;
-                    let offsets = offsets_json(&s.ledger);
-                    respond(
-                        req,
-                        409,
-                        json!({"error": "range straddles applied offsets", "offsets": offsets}),
-                    )
+                    let body = ConflictResponse {
+                        error: "range straddles applied offsets".into(),
+                        offsets: s.ledger.entries(),
+                    };
+                    respond(req, 409, &body)
                 }
             }
         }
-        ("GET", ["api", "slots", slot, "offsets"]) => match st.slots.get(*slot) {
+        ("GET", ["api", "slots", _, "offsets"]) if !authed => {
+            error(req, 401, "missing or wrong bearer token")
+        }
+        ("GET", ["api", "slots", slot, "offsets"]) => match st.slots.get_mut(*slot) {
             Some(s) => {
-                let offsets = offsets_json(&s.ledger);
-                respond(req, 200, json!({"slot": slot, "offsets": offsets}))
+                s.offset_reads += 1;
+                let body = OffsetsResponse {
+                    slot: slot.to_string(),
+                    offsets: s.ledger.entries(),
+                };
+                respond(req, 200, &body)
             }
-            None => respond(req, 404, json!({"error": "no such slot"})),
+            None => error(req, 404, "no such slot"),
         },
         ("GET", ["api", "slots", slot, "pick"]) => {
             if st.catalog.is_empty() {
-                return respond(req, 404, json!({"error": "slot has no arms"}));
+                return error(req, 404, "slot has no arms");
             }
             st.picks += 1;
             // Cycle through the catalog so every item is shown.
@@ -236,15 +254,15 @@ fn handle_request(mut req: tiny_http::Request, state: &Mutex<State>, token: &str
             respond(
                 req,
                 200,
-                json!({"slot": slot, "item": item, "epoch": 1, "title": "t", "image": "/i.jpg", "href": format!("/product/{item}/#/?source=top_pick"), "photographer": "p"}),
+                &json!({"slot": slot, "item": item, "epoch": 1, "title": "t", "image": "/i.jpg", "href": format!("/product/{item}/#/?source=top_pick"), "photographer": "p"}),
             )
         }
         ("POST", ["api", "catalog"]) => {
             if !authed {
-                return respond(req, 401, json!({"error": "missing or wrong bearer token"}));
+                return error(req, 401, "missing or wrong bearer token");
             }
-            if body.len() > 1024 * 1024 {
-                return respond(req, 413, json!({"error": "too large"}));
+            if body.len() > MAX_BODY_BYTES {
+                return error(req, 413, "too large");
             }
             let n = if query.contains("format=divolte-shop") {
                 body.lines().filter(|l| !l.trim().is_empty()).count()
@@ -257,9 +275,9 @@ fn handle_request(mut req: tiny_http::Request, state: &Mutex<State>, token: &str
             st.catalog_posts
                 .push((query.to_string(), body.clone(), body.len()));
             let total = st.catalog_posts.len();
-            respond(req, 200, json!({"imported": n, "total": total}))
+            respond(req, 200, &json!({"imported": n, "total": total}))
         }
-        _ => respond(req, 404, json!({"error": "not found"})),
+        _ => error(req, 404, "not found"),
     }
 }
 

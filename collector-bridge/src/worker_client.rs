@@ -1,40 +1,27 @@
 //! The worker's HTTP client: push batches, read applied offsets, ask for picks, import
-//! catalogs; transient failures are retried with capped exponential backoff.
+//! catalogs; transient failures are retried with capped exponential backoff. The answers are
+//! parsed as the shared ingest protocol ([`bandit::protocol`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bandit::protocol::{
+    Applied, AppliedOffset, ConflictResponse, ErrorResponse, OffsetsResponse, PushResponse,
+    MAX_BODY_BYTES,
+};
 use bandit::EventBatch;
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use crate::metrics::{Metrics, PushResult};
 
-/// Largest body the worker accepts.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-
-/// The last applied offset of one topic-partition.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct AppliedOffset {
-    /// Topic.
-    pub topic: String,
-    /// Partition.
-    pub partition: i32,
-    /// Last applied offset (inclusive).
-    pub offset: i64,
-}
-
-#[derive(Debug, Deserialize)]
-struct OffsetsBody {
-    #[serde(default)]
-    offsets: Vec<AppliedOffset>,
-}
-
-#[derive(Debug, Deserialize)]
-struct StatusBody {
-    #[serde(default)]
-    status: String,
-}
+/// First delay before retrying the worker.
+const DEFAULT_BACKOFF_INITIAL: Duration = Duration::from_millis(100);
+/// Largest delay between retries.
+const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// How long to keep retrying the worker once shutdown is requested, in milliseconds.
+pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 30_000;
 
 /// The worker's answer to `GET /api/slots/{slot}/pick`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -52,17 +39,17 @@ pub struct Pick {
 /// What the worker did with a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PushOutcome {
-    /// Applied now.
-    Applied,
+    /// Applied now; what it changed.
+    Applied(Applied),
     /// Applied before; nothing changed.
     Duplicate,
-    /// Straddles what was applied; carries the worker's offsets.
+    /// Straddles what was applied: refused with 409, carrying the slot's applied offsets.
     Conflict(Vec<AppliedOffset>),
 }
 
-/// A failure that retrying will not fix.
+/// A failure of a worker request that retrying will not fix.
 #[derive(Debug, thiserror::Error)]
-pub enum SinkError {
+pub enum WorkerError {
     /// Misconfiguration: stop and tell the operator what to fix.
     #[error("worker answered {status} for {url}: {message}. {hint}")]
     Fatal {
@@ -120,9 +107,9 @@ pub struct Backoff {
 impl Default for Backoff {
     fn default() -> Self {
         Backoff {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(10),
-            shutdown_grace: Duration::from_secs(30),
+            initial: DEFAULT_BACKOFF_INITIAL,
+            max: DEFAULT_BACKOFF_MAX,
+            shutdown_grace: Duration::from_millis(DEFAULT_SHUTDOWN_GRACE_MS),
         }
     }
 }
@@ -156,13 +143,17 @@ fn percent_encode(s: &str) -> String {
 }
 
 fn error_message(body: &str) -> String {
-    #[derive(Deserialize)]
-    struct E {
-        error: String,
-    }
-    serde_json::from_str::<E>(body)
+    serde_json::from_str::<ErrorResponse>(body)
         .map(|e| e.error)
         .unwrap_or_else(|_| body.chars().take(300).collect())
+}
+
+/// Parses a worker answer, or says what was wrong with it.
+fn parse<T: DeserializeOwned>(url: &str, text: &str) -> Result<T, WorkerError> {
+    serde_json::from_str(text).map_err(|e| WorkerError::Protocol {
+        url: url.to_string(),
+        message: format!("{e}: {}", text.chars().take(200).collect::<String>()),
+    })
 }
 
 impl WorkerClient {
@@ -202,8 +193,8 @@ impl WorkerClient {
     fn with_retry<T>(
         &self,
         url: &str,
-        mut attempt: impl FnMut() -> Result<Attempt<T>, SinkError>,
-    ) -> Result<T, SinkError> {
+        mut attempt: impl FnMut() -> Result<Attempt<T>, WorkerError>,
+    ) -> Result<T, WorkerError> {
         let mut delay = self.backoff.initial;
         let mut shutdown_seen: Option<Instant> = None;
         loop {
@@ -215,7 +206,7 @@ impl WorkerClient {
             if self.shutdown.load(Ordering::Relaxed) {
                 let since = *shutdown_seen.get_or_insert_with(Instant::now);
                 if since.elapsed() >= self.backoff.shutdown_grace {
-                    return Err(SinkError::GaveUp {
+                    return Err(WorkerError::GaveUp {
                         url: url.to_string(),
                         last,
                     });
@@ -242,23 +233,23 @@ impl WorkerClient {
         url: &str,
         status: u16,
         body: String,
-    ) -> Result<Attempt<(u16, String)>, SinkError> {
+    ) -> Result<Attempt<(u16, String)>, WorkerError> {
         match status {
             200..=299 | 409 => Ok(Attempt::Done((status, body))),
-            401 | 403 => Err(SinkError::Fatal {
+            401 | 403 => Err(WorkerError::Fatal {
                 status,
                 url: url.to_string(),
                 message: error_message(&body),
                 hint: "Check the ingest token: the variable named by --token-env must hold the worker's INGEST_TOKEN.",
             }),
-            404 => Err(SinkError::Fatal {
+            404 => Err(WorkerError::Fatal {
                 status,
                 url: url.to_string(),
                 message: error_message(&body),
                 hint: "Check --worker-url and the slot name (--slot / --source-slot) against the worker's slots.",
             }),
             408 | 429 | 500..=599 => Ok(Attempt::Retry(format!("{status}: {}", error_message(&body)))),
-            _ => Err(SinkError::Rejected {
+            _ => Err(WorkerError::Rejected {
                 status,
                 url: url.to_string(),
                 message: error_message(&body),
@@ -272,7 +263,7 @@ impl WorkerClient {
         url: &str,
         ctype: Option<&str>,
         body: Option<&[u8]>,
-    ) -> Result<Attempt<(u16, String)>, SinkError> {
+    ) -> Result<Attempt<(u16, String)>, WorkerError> {
         let mut req = self.request(method, url);
         if let Some(c) = ctype {
             req = req.set("Content-Type", c);
@@ -296,14 +287,14 @@ impl WorkerClient {
     }
 
     /// Pushes one batch; retries transient failures until the worker answers.
-    pub fn push(&self, slot: &str, batch: &EventBatch) -> Result<PushOutcome, SinkError> {
+    pub fn push(&self, slot: &str, batch: &EventBatch) -> Result<PushOutcome, WorkerError> {
         let url = self.slot_url(slot, "/events");
-        let body = serde_json::to_vec(batch).map_err(|e| SinkError::Protocol {
+        let body = serde_json::to_vec(batch).map_err(|e| WorkerError::Protocol {
             url: url.clone(),
             message: e.to_string(),
         })?;
         if body.len() > MAX_BODY_BYTES {
-            return Err(SinkError::TooLarge(body.len()));
+            return Err(WorkerError::TooLarge(body.len()));
         }
         let started = Instant::now();
         let res = self.with_retry(&url, || {
@@ -312,7 +303,7 @@ impl WorkerClient {
         let (status, text) = match res {
             Ok(v) => v,
             Err(e) => {
-                if matches!(e, SinkError::Rejected { .. }) {
+                if matches!(e, WorkerError::Rejected { .. }) {
                     self.metrics.pushed(PushResult::Rejected, started.elapsed());
                 }
                 return Err(e);
@@ -320,52 +311,39 @@ impl WorkerClient {
         };
         if status == 409 {
             self.metrics.pushed(PushResult::Conflict, started.elapsed());
-            let offsets = serde_json::from_str::<OffsetsBody>(&text)
-                .map(|b| b.offsets)
-                .unwrap_or_default();
-            return Ok(PushOutcome::Conflict(offsets));
+            let conflict: ConflictResponse = parse(&url, &text)?;
+            return Ok(PushOutcome::Conflict(conflict.offsets));
         }
-        let parsed: StatusBody = serde_json::from_str(&text).map_err(|e| SinkError::Protocol {
-            url: url.clone(),
-            message: format!("{e}: {}", text.chars().take(200).collect::<String>()),
-        })?;
-        if parsed.status == "duplicate" {
-            self.metrics
-                .pushed(PushResult::Duplicate, started.elapsed());
-            Ok(PushOutcome::Duplicate)
-        } else {
-            self.metrics.pushed(PushResult::Applied, started.elapsed());
-            Ok(PushOutcome::Applied)
+        match parse::<PushResponse>(&url, &text)? {
+            PushResponse::Applied(applied) => {
+                self.metrics.pushed(PushResult::Applied, started.elapsed());
+                Ok(PushOutcome::Applied(applied))
+            }
+            PushResponse::Duplicate => {
+                self.metrics
+                    .pushed(PushResult::Duplicate, started.elapsed());
+                Ok(PushOutcome::Duplicate)
+            }
         }
     }
 
     /// The worker's last applied offset per topic-partition for a slot.
-    pub fn offsets(&self, slot: &str) -> Result<Vec<AppliedOffset>, SinkError> {
+    pub fn offsets(&self, slot: &str) -> Result<Vec<AppliedOffset>, WorkerError> {
         let url = self.slot_url(slot, "/offsets");
         let (_, text) = self.with_retry(&url, || self.send("GET", &url, None, None))?;
-        serde_json::from_str::<OffsetsBody>(&text)
-            .map(|b| b.offsets)
-            .map_err(|e| SinkError::Protocol {
-                url: url.clone(),
-                message: e.to_string(),
-            })
+        Ok(parse::<OffsetsResponse>(&url, &text)?.offsets)
     }
 
     /// Asks for the slot's current pick; `None` while the slot has no arms.
-    pub fn pick(&self, slot: &str) -> Result<Option<Pick>, SinkError> {
+    pub fn pick(&self, slot: &str) -> Result<Option<Pick>, WorkerError> {
         let url = self.slot_url(slot, "/pick");
         let res = self.with_retry(&url, || self.send("GET", &url, None, None));
         let (_, text) = match res {
             Ok(v) => v,
-            Err(SinkError::Fatal { status: 404, .. }) => return Ok(None),
+            Err(WorkerError::Fatal { status: 404, .. }) => return Ok(None),
             Err(e) => return Err(e),
         };
-        serde_json::from_str::<Pick>(&text)
-            .map(Some)
-            .map_err(|e| SinkError::Protocol {
-                url: url.clone(),
-                message: e.to_string(),
-            })
+        parse::<Pick>(&url, &text).map(Some)
     }
 
     /// Posts one catalog body (`query` like `?format=divolte-shop&category=cars`), returns
@@ -375,9 +353,9 @@ impl WorkerClient {
         query: &[(&str, &str)],
         ctype: &str,
         body: &[u8],
-    ) -> Result<serde_json::Value, SinkError> {
+    ) -> Result<serde_json::Value, WorkerError> {
         if body.len() > MAX_BODY_BYTES {
-            return Err(SinkError::TooLarge(body.len()));
+            return Err(WorkerError::TooLarge(body.len()));
         }
         let mut url = format!("{}/api/catalog", self.base);
         for (i, (k, v)) in query.iter().enumerate() {
@@ -386,9 +364,6 @@ impl WorkerClient {
         }
         let (_, text) =
             self.with_retry(&url, || self.send("POST", &url, Some(ctype), Some(body)))?;
-        serde_json::from_str(&text).map_err(|e| SinkError::Protocol {
-            url: url.clone(),
-            message: e.to_string(),
-        })
+        parse(&url, &text)
     }
 }

@@ -1,0 +1,290 @@
+//! `simulate`: synthetic visitors with hidden click-through rates per item. Each visitor asks
+//! the worker for the pick, "sees" it (an impression record) and clicks it with the item's
+//! true rate (a click record), in the Divolte shape of the chosen schema. The records go to
+//! Kafka or straight into the bridge's pipeline.
+
+mod ctr;
+mod output;
+mod record;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use apache_avro::Schema;
+use rand::Rng;
+
+pub use ctr::{true_ctr, CtrDist, SplitMix64};
+pub use output::{ChannelOutput, KafkaOutput, RecordOutput};
+pub use record::{EncodeError, RecordEncoder, SimEvent};
+
+use crate::avro::Wire;
+use crate::classify::Rules;
+use crate::delivery::{deliver_pending, load_watermarks, Delivery, FlushPolicy};
+use crate::pipeline::Pipeline;
+use crate::worker_client::{WorkerClient, WorkerError};
+
+/// Settings of a simulation.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Visitors to simulate.
+    pub visitors: u64,
+    /// Visitors per second (0: as fast as possible).
+    pub rate: f64,
+    /// Concurrent visitors.
+    pub concurrency: usize,
+    /// Seed of the hidden rates and of each visitor's choices.
+    pub seed: u64,
+    /// Hidden rate distribution.
+    pub ctr: CtrDist,
+    /// Slot to ask for picks.
+    pub slot: String,
+    /// Fraction of visitors who also view an unrelated page (noise records).
+    pub noise: f64,
+}
+
+/// What a simulation produced.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct SimReport {
+    /// Visitors simulated.
+    pub visitors: u64,
+    /// Impression records.
+    pub impressions: u64,
+    /// Click records.
+    pub clicks: u64,
+    /// Noise records.
+    pub noise: u64,
+    /// Impressions per item.
+    pub shown: HashMap<String, u64>,
+}
+
+/// Why a simulation stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// The worker failed.
+    #[error(transparent)]
+    Worker(#[from] WorkerError),
+    /// A record could not be encoded.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    /// The worker has no arms.
+    #[error("slot {0} has no arms after waiting; import a catalog first (collector-bridge catalog import)")]
+    NoArms(String),
+    /// Where records go failed.
+    #[error("output: {0}")]
+    Output(String),
+}
+
+/// A run id from the clock, for stream names.
+pub fn default_run_id(seed: u64) -> String {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    format!("{ms:x}-{seed}")
+}
+
+/// Runs the visitors; each asks the worker for the pick and emits records into `output`.
+pub fn run_visitors(
+    cfg: &SimConfig,
+    client: &WorkerClient,
+    encoder: &RecordEncoder,
+    wire: Wire,
+    output: &dyn RecordOutput,
+    shutdown: &Arc<AtomicBool>,
+) -> Result<SimReport, SimError> {
+    // Wait (bounded) for a catalog.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.pick(&cfg.slot)?.is_none() {
+        if Instant::now() > deadline || shutdown.load(Ordering::Relaxed) {
+            return Err(SimError::NoArms(cfg.slot.clone()));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let next = AtomicU64::new(0);
+    let report = Mutex::new(SimReport::default());
+    let start = Instant::now();
+    let first_error: Mutex<Option<SimError>> = Mutex::new(None);
+    let frame = |mut body: Vec<u8>| -> Vec<u8> {
+        if wire == Wire::Confluent {
+            let mut v = vec![0u8, 0, 0, 0, 1];
+            v.append(&mut body);
+            v
+        } else {
+            body
+        }
+    };
+    std::thread::scope(|scope| {
+        for _ in 0..cfg.concurrency.max(1) {
+            scope.spawn(|| {
+                let mut local = SimReport::default();
+                loop {
+                    if shutdown.load(Ordering::Relaxed)
+                        || first_error.lock().map(|e| e.is_some()).unwrap_or(true)
+                    {
+                        break;
+                    }
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= cfg.visitors {
+                        break;
+                    }
+                    if cfg.rate > 0.0 {
+                        let due = start + Duration::from_secs_f64(i as f64 / cfg.rate);
+                        let now = Instant::now();
+                        if due > now {
+                            std::thread::sleep(due - now);
+                        }
+                    }
+                    let r = visit(cfg, i, client, encoder, &frame, output, &mut local);
+                    if let Err(e) = r {
+                        if let Ok(mut slot) = first_error.lock() {
+                            slot.get_or_insert(e);
+                        }
+                        break;
+                    }
+                }
+                if let Ok(mut rep) = report.lock() {
+                    rep.visitors += local.visitors;
+                    rep.impressions += local.impressions;
+                    rep.clicks += local.clicks;
+                    rep.noise += local.noise;
+                    for (k, v) in local.shown {
+                        *rep.shown.entry(k).or_default() += v;
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = first_error.into_inner().ok().flatten() {
+        return Err(e);
+    }
+    report
+        .into_inner()
+        .map_err(|_| SimError::Output("report poisoned".into()))
+}
+
+fn visit(
+    cfg: &SimConfig,
+    i: u64,
+    client: &WorkerClient,
+    encoder: &RecordEncoder,
+    frame: &dyn Fn(Vec<u8>) -> Vec<u8>,
+    output: &dyn RecordOutput,
+    rep: &mut SimReport,
+) -> Result<(), SimError> {
+    let mut rng = SplitMix64::new(cfg.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ i);
+    let Some(pick) = client.pick(&cfg.slot)? else {
+        return Ok(());
+    };
+    let party = format!("0:sim{:x}:{i:x}", cfg.seed);
+    let session = format!("0:s{i:x}");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let mut ev = SimEvent {
+        event_type: "impression",
+        page_type: "home",
+        product_id: Some(pick.item.clone()),
+        source: Some("top_pick"),
+        party_id: party.clone(),
+        session_id: session,
+        event_id: format!("{i:x}-0"),
+        timestamp: now,
+        location: "/".into(),
+        duplicate: false,
+        user_agent_type: "Browser",
+    };
+    output.send(&party, frame(encoder.encode(&ev)?))?;
+    rep.visitors += 1;
+    rep.impressions += 1;
+    *rep.shown.entry(pick.item.clone()).or_default() += 1;
+    if rng.random::<f64>() < true_ctr(cfg.seed, &pick.item, cfg.ctr) {
+        ev.event_type = "pageView";
+        ev.page_type = "product";
+        ev.event_id = format!("{i:x}-1");
+        ev.location = format!("/product/{}/#/?source=top_pick", pick.item);
+        output.send(&party, frame(encoder.encode(&ev)?))?;
+        rep.clicks += 1;
+    }
+    if rng.random::<f64>() < cfg.noise {
+        ev.event_type = "pageView";
+        ev.page_type = "category";
+        ev.source = None;
+        ev.product_id = None;
+        ev.event_id = format!("{i:x}-2");
+        ev.location = "/category/animals/".into();
+        output.send(&party, frame(encoder.encode(&ev)?))?;
+        rep.noise += 1;
+    }
+    Ok(())
+}
+
+/// Runs the visitors straight into the bridge's pipeline (no Kafka): records are decoded,
+/// classified, aggregated and pushed as stream `simulate-<run id>`, partition 0.
+pub fn simulate_direct(
+    cfg: &SimConfig,
+    client: &WorkerClient,
+    schema: &Schema,
+    rules: Rules,
+    run_id: &str,
+    flush: FlushPolicy,
+    shutdown: &Arc<AtomicBool>,
+) -> Result<SimReport, SimError> {
+    let mut pipeline =
+        Pipeline::new(schema, Wire::Naked, rules).map_err(|e| SimError::Output(e.to_string()))?;
+    let encoder = RecordEncoder::new(schema)?;
+    let stream = format!("simulate-{run_id}");
+    let tp = pipeline.own(&stream, 0);
+    load_watermarks(&mut pipeline, client)?;
+    let mut offset = pipeline.resume_offset(tp).unwrap_or(0);
+    let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(16_384);
+    let output = ChannelOutput(Mutex::new(tx));
+    std::thread::scope(|scope| {
+        let visitors = scope.spawn(|| {
+            let r = run_visitors(cfg, client, &encoder, Wire::Naked, &output, shutdown);
+            // Closing the channel tells the pipeline loop the visitors are done.
+            drop(output);
+            r
+        });
+        let mut last_flush = Instant::now();
+        let pushed: Result<(), SimError> = loop {
+            let msg = rx.recv_timeout(Duration::from_millis(20));
+            let done = matches!(msg, Err(mpsc::RecvTimeoutError::Disconnected));
+            if let Ok(rec) = msg {
+                if let Err(bad) = pipeline.process(tp, offset, Some(&rec)) {
+                    tracing::warn!(stream = %stream, offset, error = %bad, "simulated record is bad");
+                }
+                offset += 1;
+            }
+            if done
+                || flush
+                    .due(&pipeline.pending(), last_flush.elapsed())
+                    .is_some()
+            {
+                last_flush = Instant::now();
+                match deliver_pending(&mut pipeline, client, "simulate") {
+                    Ok(Delivery::Done) => {}
+                    Ok(Delivery::Resync) => {
+                        break Err(SimError::Output(format!(
+                            "the worker refused stream {stream}; is another simulation using run id {run_id}?"
+                        )))
+                    }
+                    Err(e) => break Err(e.into()),
+                }
+            }
+            if done {
+                break Ok(());
+            }
+        };
+        // Unblock visitors if the pipeline stopped early.
+        drop(rx);
+        let report = visitors
+            .join()
+            .map_err(|_| SimError::Output("visitor thread panicked".into()))?;
+        pushed?;
+        report
+    })
+}
