@@ -5,7 +5,7 @@ SHELL := /bin/bash
 export WRANGLER_SEND_METRICS := false
 export PATH := $(HOME)/.cargo/bin:$(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: all tools test-tools bench-tools build build-worker build-native demo test test-rust test-worker test-e2e test-browser lint fmt bench dry-run clean
+.PHONY: all tools test-tools bench-tools build build-worker build-native demo test test-rust test-worker test-e2e test-browser lint fmt bench dry-run clean reliability
 
 all: build
 
@@ -58,6 +58,12 @@ test-browser: build-worker
 ## dry-run: what `wrangler deploy` would upload, checked offline.
 dry-run: build-worker
 	@out=$$(mktemp -d) && wrangler deploy --dry-run --outdir "$$out" && rm -rf "$$out"
+
+## reliability: the full campaigns (fault loop, worker outage, homepage without its store, load,
+## hostile catalog in Chromium); figures in docs/RELIABILITY.md. `make test` runs short versions.
+reliability: test-tools build
+	cargo build --release -p collector-bridge --examples
+	node tests/reliability/run.mjs
 
 bench: bench-tools build
 	bash bench/run.sh

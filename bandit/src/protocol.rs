@@ -74,6 +74,33 @@ pub struct ConflictResponse {
     pub offsets: Vec<AppliedOffset>,
 }
 
+/// `GET /api/slots/{slot}/pick`: the item to feature now, with what a page needs to show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PickResponse {
+    /// Slot name.
+    pub slot: String,
+    /// The chosen item's id.
+    pub item: String,
+    /// The set's round (0 for the fallback).
+    pub epoch: u64,
+    /// The slot state's version the pick was drawn from (0 for the fallback).
+    pub version: u64,
+    /// Whether this is the configured fallback rather than a sampled pick.
+    pub fallback: bool,
+    /// Where the state came from (`isolate`, `kv`, `object`, `stale`, `missing`).
+    pub source: String,
+    /// Title.
+    pub title: String,
+    /// Image URL.
+    pub image: String,
+    /// Photographer.
+    pub photographer: String,
+    /// Category.
+    pub category: String,
+    /// The product page, marked as a click on the top pick.
+    pub href: String,
+}
+
 /// Every error answer: `{"error": "..."}` (some carry more fields).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorResponse {

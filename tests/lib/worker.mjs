@@ -16,6 +16,8 @@ export const SLOT = "home-top-pick";
  * @param {object[]} [opts.extraWorkers] more workers in the same Miniflare (e.g. a failing store)
  * @param {object} [opts.durableObjects] overrides of the Durable Object bindings
  * @param {number} [opts.port] listen on this port (0: none needed; dispatchFetch works without)
+ * @param {string} [opts.persistTo] keep Durable Object and KV storage in this directory, so a
+ *   worker started again on it finds what the last one stored (a restart)
  */
 export async function startWorker(opts = {}) {
   const bundle = path.join(ROOT, "build/index.js");
@@ -36,6 +38,7 @@ export async function startWorker(opts = {}) {
   const mf = new Miniflare({
     host: "127.0.0.1",
     port: opts.port ?? 0,
+    ...(opts.persistTo ? { defaultPersistRoot: opts.persistTo } : {}),
     workers: [main, ...(opts.extraWorkers ?? [])],
   });
   const url = await mf.ready;

@@ -1,5 +1,6 @@
 //! URL routing and the API handlers.
 
+use bandit::protocol::PickResponse;
 use worker::*;
 
 use crate::api::{authorize, json_response, read_body, require_content_type, ApiError};
@@ -90,19 +91,19 @@ async fn pick(ctx: &Context, env: &Env, slot: &str) -> ApiResult {
             format!("slot {slot:?} has no arms yet: import a catalog (POST /api/catalog)"),
         ));
     };
-    Ok(json_response(&serde_json::json!({
-        "slot": slot,
-        "item": item.id,
-        "epoch": d.epoch,
-        "version": d.version,
-        "fallback": d.fallback(),
-        "source": d.source.as_str(),
-        "title": item.title,
-        "image": item.image,
-        "photographer": item.photographer,
-        "category": item.category,
-        "href": item.top_pick_href(),
-    }))?)
+    Ok(json_response(&PickResponse {
+        slot: slot.to_string(),
+        item: item.id.clone(),
+        epoch: d.epoch,
+        version: d.version,
+        fallback: d.fallback(),
+        source: d.source.as_str().to_string(),
+        title: item.title.clone(),
+        image: item.image.clone(),
+        photographer: item.photographer.clone(),
+        category: item.category.clone(),
+        href: item.top_pick_href(),
+    })?)
 }
 
 async fn events(mut req: Request, env: &Env, slot: &str) -> ApiResult {
