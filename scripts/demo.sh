@@ -55,7 +55,8 @@ cleanup() {
   wait 2>/dev/null || true
   echo "demo: stopped; logs are in $logs"
 }
-trap cleanup INT TERM EXIT
+trap 'cleanup; exit 130' INT TERM
+trap cleanup EXIT
 
 echo "demo: starting the worker on $URL (wrangler dev; logs in $logs/worker.log)"
 setsid wrangler dev --ip 127.0.0.1 --port "$PORT" --persist-to .wrangler/state >"$logs/worker.log" 2>&1 &
