@@ -9,6 +9,10 @@ use crate::batch::OffsetLedger;
 /// Largest request body the worker accepts, in bytes.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// Most catalog items the worker accepts in one import request (`POST /api/catalog`); the
+/// bridge's `catalog import` splits files by this count as well as by [`MAX_BODY_BYTES`].
+pub const MAX_ITEMS_PER_IMPORT: usize = 2_000;
+
 /// The slot a worker serves and a bridge feeds when none is configured.
 pub const DEFAULT_SLOT: &str = "home-top-pick";
 
@@ -99,6 +103,15 @@ pub struct PickResponse {
     pub category: String,
     /// The product page, marked as a click on the top pick.
     pub href: String,
+}
+
+/// `POST /api/catalog`: what an import did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogImportResponse {
+    /// Items added or replaced.
+    pub imported: usize,
+    /// Catalog size afterwards.
+    pub total: u64,
 }
 
 /// Every error answer: `{"error": "..."}` (some carry more fields).

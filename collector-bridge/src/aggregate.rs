@@ -1,38 +1,99 @@
 //! Per-slot aggregation of counts into event batches, with the offset ranges each batch covers
 //! and a watermark per slot and partition so that no slot counts an offset it already applied.
-//! Owned by [`crate::pipeline::Pipeline`]; it measures what is pending, and
-//! [`crate::delivery::FlushPolicy`] decides when that is enough to deliver.
+//! Owned by [`crate::pipeline::Pipeline`]; it measures what is pending (the exact JSON size of
+//! each slot's body included), and [`crate::delivery::FlushPolicy`] decides when that is
+//! enough to deliver.
 
 use std::collections::HashMap;
 
-use bandit::protocol::AppliedOffset;
+use bandit::protocol::{AppliedOffset, MAX_BODY_BYTES};
 use bandit::{EventBatch, ItemCount, OffsetRange};
 
 use crate::classify::{Event, Kind};
 
-/// JSON bytes of one count entry besides the item id (`{"item":"","impressions":N,"clicks":N},`).
-const ENTRY_OVERHEAD: usize = 64;
 /// Forget interned ids past this many, so catalog rotation cannot grow the map forever.
 const MAX_INTERNED: usize = 100_000;
+
+/// JSON bytes of a batch with an empty source and no ranges or counts:
+/// `{"source":"","offsets":[],"counts":[]}`.
+pub(crate) const ENVELOPE_BYTES: usize = 38;
+/// JSON bytes of one range besides its topic and numbers:
+/// `{"topic":,"partition":,"from":,"to":}`.
+const RANGE_FIXED_BYTES: usize = 37;
+/// JSON bytes of one count entry besides its item and numbers: `{"item":,"impressions":,"clicks":}`.
+const ENTRY_FIXED_BYTES: usize = 34;
+/// Most characters of a JSON integer (`-9223372036854775808`, `18446744073709551615`).
+const MAX_NUMBER_BYTES: usize = 20;
+
+/// Bytes serde_json writes for `s` as a JSON string, quotes included: `"` and `\` and the
+/// controls `\b \f \n \r \t` take two bytes, other controls six (`\u001f`), the rest
+/// (UTF-8 included) one byte per byte.
+pub(crate) fn json_str_len(s: &str) -> usize {
+    2 + s
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0x00..=0x1f => 6,
+            _ => 1,
+        })
+        .sum::<usize>()
+}
+
+/// Digits of an unsigned JSON integer.
+fn u64_len(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |l| l as usize + 1)
+}
+
+/// Characters of a signed JSON integer.
+fn i64_len(n: i64) -> usize {
+    usize::from(n < 0) + u64_len(n.unsigned_abs())
+}
+
+/// JSON bytes of one count entry.
+fn entry_len(item: &str, c: Counts) -> usize {
+    ENTRY_FIXED_BYTES + json_str_len(item) + u64_len(c.impressions) + u64_len(c.clicks)
+}
 
 /// A topic-partition known to the aggregator.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct TopicPartition {
     topic: String,
     partition: i32,
+    /// JSON bytes of a range of this partition besides `from` and `to`.
+    range_fixed: usize,
 }
 
 /// How much the aggregate holds since the last drain: what a flush policy decides on.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pending {
     /// Messages accounted (new to at least one slot).
     pub events: u64,
-    /// Estimated JSON bytes of the largest slot batch.
+    /// Exact JSON bytes of the largest slot batch as serde_json writes it, with an empty
+    /// `source` (the delivery adds the source's few bytes and checks the exact size again).
     pub bytes: usize,
+    /// Most bytes one more message can add to a slot's batch: a new range of the longest
+    /// partition name plus a new count entry, with numbers of the largest width.
+    pub growth: usize,
+    /// The largest body the worker takes now: the protocol's limit, lowered after a body was
+    /// refused as too large.
+    pub limit: usize,
     /// Distinct items of the largest slot batch.
     pub items: usize,
     /// Topic-partitions known, each of which a batch may carry a range of.
     pub partitions: usize,
+}
+
+impl Default for Pending {
+    fn default() -> Self {
+        Pending {
+            events: 0,
+            bytes: 0,
+            growth: 0,
+            limit: MAX_BODY_BYTES,
+            items: 0,
+            partitions: 0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -49,15 +110,31 @@ struct SlotTp {
     range: Option<(i64, i64)>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 struct SlotAgg {
     /// Interned item ids; zeroed rather than removed after a flush so hot items never
     /// allocate again.
     counts: HashMap<Box<str>, Counts>,
     /// Items with a non-zero count in the pending batch.
     live_items: usize,
-    json_bytes: usize,
+    /// JSON bytes of the pending count entries, separators excluded.
+    entry_bytes: usize,
+    /// Ranges of the pending batch.
+    ranges: usize,
+    /// JSON bytes of the pending ranges, separators excluded.
+    range_bytes: usize,
     tps: Vec<SlotTp>,
+}
+
+impl SlotAgg {
+    /// Exact JSON bytes of this slot's pending batch with an empty source.
+    fn body_bytes(&self) -> usize {
+        ENVELOPE_BYTES
+            + self.range_bytes
+            + self.ranges.saturating_sub(1)
+            + self.entry_bytes
+            + self.live_items.saturating_sub(1)
+    }
 }
 
 /// A batch ready to push for one slot.
@@ -70,16 +147,18 @@ pub struct SlotBatch {
 }
 
 /// Aggregates events of all slots.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Aggregator {
     slots: Vec<SlotAgg>,
     tps: Vec<TopicPartition>,
     /// Whether each partition currently belongs to this process.
     owned: Vec<bool>,
     pending_offsets: u64,
-    /// Largest `live_items` and `json_bytes` over the slots since the last drain.
+    /// Largest `live_items` and body size over the slots since the last drain.
     max_items: usize,
     max_bytes: usize,
+    /// Largest `range_fixed` over the known partitions.
+    max_range_fixed: usize,
     last_tp: usize,
 }
 
@@ -93,6 +172,7 @@ impl Aggregator {
             pending_offsets: 0,
             max_items: 0,
             max_bytes: 0,
+            max_range_fixed: 0,
             last_tp: 0,
         }
     }
@@ -111,9 +191,13 @@ impl Aggregator {
         {
             Some(i) => i,
             None => {
+                let range_fixed =
+                    RANGE_FIXED_BYTES + json_str_len(topic) + i64_len(partition.into());
+                self.max_range_fixed = self.max_range_fixed.max(range_fixed);
                 self.tps.push(TopicPartition {
                     topic: topic.to_string(),
                     partition,
+                    range_fixed,
                 });
                 self.owned.push(true);
                 for s in &mut self.slots {
@@ -124,6 +208,11 @@ impl Aggregator {
         };
         self.last_tp = idx;
         idx
+    }
+
+    /// Topic and partition of a partition index.
+    pub fn partition_name(&self, tp: usize) -> Option<(&str, i32)> {
+        self.tps.get(tp).map(|t| (t.topic.as_str(), t.partition))
     }
 
     /// Marks which partitions this process owns; messages of others are ignored.
@@ -147,7 +236,8 @@ impl Aggregator {
     }
 
     /// Sets a slot's watermark on every known partition from the worker's applied offsets; a
-    /// partition the list does not name has nothing applied (`None`).
+    /// partition the list does not name has nothing applied (`None`). The caller checks the
+    /// offsets' bounds first.
     pub fn set_watermarks(&mut self, slot: usize, applied: &[AppliedOffset]) {
         let Some(s) = self.slots.get_mut(slot) else {
             return;
@@ -161,14 +251,18 @@ impl Aggregator {
     }
 
     /// Where to resume a partition: the lowest next offset over all slots, `None` when some
-    /// slot has applied nothing there (start from the earliest offset).
-    pub fn resume_offset(&self, tp: usize) -> Option<i64> {
+    /// slot has applied nothing there (start from the earliest offset). A watermark with no
+    /// next offset (`i64::MAX`) is returned as the error `(slot, watermark)`.
+    pub fn resume_offset(&self, tp: usize) -> Result<Option<i64>, (usize, i64)> {
         let mut min: Option<i64> = None;
-        for s in &self.slots {
-            let next = s.tps.get(tp)?.applied? + 1;
+        for (i, s) in self.slots.iter().enumerate() {
+            let Some(applied) = s.tps.get(tp).and_then(|st| st.applied) else {
+                return Ok(None);
+            };
+            let next = applied.checked_add(1).ok_or((i, applied))?;
             min = Some(min.map_or(next, |m: i64| m.min(next)));
         }
-        min
+        Ok(min)
     }
 
     /// Accounts one message at `offset`; `event` is what it counts for, if anything.
@@ -177,6 +271,9 @@ impl Aggregator {
         if !self.is_owned(tp) {
             return;
         }
+        let Some(range_fixed) = self.tps.get(tp).map(|t| t.range_fixed) else {
+            return;
+        };
         let mut counted_any = false;
         for (i, s) in self.slots.iter_mut().enumerate() {
             let Some(st) = s.tps.get_mut(tp) else {
@@ -188,8 +285,15 @@ impl Aggregator {
             match &mut st.range {
                 // A redelivered offset is already in the pending counts.
                 Some((_, to)) if offset <= *to => continue,
-                Some((_, to)) => *to = offset,
-                None => st.range = Some((offset, offset)),
+                Some((_, to)) => {
+                    s.range_bytes = s.range_bytes - i64_len(*to) + i64_len(offset);
+                    *to = offset;
+                }
+                None => {
+                    st.range = Some((offset, offset));
+                    s.ranges += 1;
+                    s.range_bytes += range_fixed + 2 * i64_len(offset);
+                }
             }
             counted_any = true;
             if let Some(ev) = event.filter(|e| e.slot == i) {
@@ -197,17 +301,22 @@ impl Aggregator {
                     Some(c) => c,
                     None => s.counts.entry(Box::from(ev.item)).or_default(),
                 };
-                if c.impressions == 0 && c.clicks == 0 {
-                    s.live_items += 1;
-                    s.json_bytes += ev.item.len() + ENTRY_OVERHEAD;
-                    self.max_items = self.max_items.max(s.live_items);
-                    self.max_bytes = self.max_bytes.max(s.json_bytes);
-                }
+                let before = *c;
                 match ev.kind {
-                    Kind::Impression => c.impressions += 1,
-                    Kind::Click => c.clicks += 1,
+                    Kind::Impression => c.impressions = c.impressions.saturating_add(1),
+                    Kind::Click => c.clicks = c.clicks.saturating_add(1),
+                }
+                if before.impressions == 0 && before.clicks == 0 {
+                    s.live_items += 1;
+                    s.entry_bytes += entry_len(ev.item, *c);
+                    self.max_items = self.max_items.max(s.live_items);
+                } else {
+                    // A count gains a digit at each power of ten.
+                    s.entry_bytes = s.entry_bytes + (u64_len(c.impressions) + u64_len(c.clicks))
+                        - (u64_len(before.impressions) + u64_len(before.clicks));
                 }
             }
+            self.max_bytes = self.max_bytes.max(s.body_bytes());
         }
         if counted_any {
             self.pending_offsets += 1;
@@ -216,9 +325,17 @@ impl Aggregator {
 
     /// What is pending since the last drain.
     pub fn pending(&self) -> Pending {
+        // One message adds at most one range (or widens one) to every slot and one entry (or
+        // widens one) to one slot. Item ids are catalog ids (checked by the classifier), which
+        // JSON writes as they are; the bound assumes the longest.
+        let entry =
+            ENTRY_FIXED_BYTES + bandit::batch::MAX_ITEM_ID_LEN + 2 + 2 * MAX_NUMBER_BYTES + 1;
+        let range = self.max_range_fixed + 2 * MAX_NUMBER_BYTES + 1;
         Pending {
             events: self.pending_offsets,
             bytes: self.max_bytes,
+            growth: range + entry,
+            limit: MAX_BODY_BYTES,
             items: self.max_items,
             partitions: self.tps.len(),
         }
@@ -255,7 +372,9 @@ impl Aggregator {
                 s.counts.clear();
             }
             s.live_items = 0;
-            s.json_bytes = 0;
+            s.entry_bytes = 0;
+            s.ranges = 0;
+            s.range_bytes = 0;
             if !offsets.is_empty() {
                 counts.sort_by(|a, b| a.item.cmp(&b.item));
                 out.push(SlotBatch {
@@ -363,7 +482,7 @@ mod tests {
         let p = a.tp("t", 0);
         a.set_applied(0, p, Some(100));
         a.set_applied(1, p, Some(50));
-        assert_eq!(a.resume_offset(p), Some(51));
+        assert_eq!(a.resume_offset(p), Ok(Some(51)));
         for o in 51..=110 {
             a.observe(p, o, Some(&ev((o % 2) as usize, "i", Kind::Impression)));
         }
@@ -383,7 +502,7 @@ mod tests {
         assert_eq!(s1.batch.counts[0].impressions, 30);
         a.ack(0, &s0.batch);
         a.ack(1, &s1.batch);
-        assert_eq!(a.resume_offset(p), Some(111));
+        assert_eq!(a.resume_offset(p), Ok(Some(111)));
     }
 
     #[test]
@@ -391,7 +510,7 @@ mod tests {
         let mut a = Aggregator::new(2);
         let p = a.tp("t", 0);
         a.set_applied(0, p, Some(10));
-        assert_eq!(a.resume_offset(p), None);
+        assert_eq!(a.resume_offset(p), Ok(None));
     }
 
     #[test]
@@ -431,6 +550,7 @@ mod tests {
             a.pending(),
             Pending {
                 partitions: 1,
+                growth: a.pending().growth,
                 ..Pending::default()
             }
         );
@@ -453,9 +573,107 @@ mod tests {
             }],
         );
         // Slot 0: t/0 from the list, t/1 absent from it (nothing applied); slot 1 untouched.
-        assert_eq!(a.resume_offset(p0), Some(4));
-        assert_eq!(a.resume_offset(p1), None);
+        assert_eq!(a.resume_offset(p0), Ok(Some(4)));
+        assert_eq!(a.resume_offset(p1), Ok(None));
         a.set_applied(0, p1, Some(9));
-        assert_eq!(a.resume_offset(p1), Some(5));
+        assert_eq!(a.resume_offset(p1), Ok(Some(5)));
+    }
+
+    #[test]
+    fn json_lengths_match_serde() {
+        for s in [
+            "",
+            "a",
+            "\"",
+            "\\",
+            "\n\r\t\u{8}\u{c}",
+            "\u{1}\u{1f}\u{7f}",
+            "é€😀",
+            "a\"b\\c",
+        ] {
+            assert_eq!(
+                json_str_len(s),
+                serde_json::to_string(s).unwrap().len(),
+                "{s:?}"
+            );
+        }
+        for n in [0u64, 9, 10, 99, 100, 1_000_000_000, u64::MAX] {
+            assert_eq!(u64_len(n), n.to_string().len());
+        }
+        for n in [0i64, -1, 9, -10, i64::MAX, i64::MIN] {
+            assert_eq!(i64_len(n), n.to_string().len());
+        }
+        assert_eq!(
+            ENVELOPE_BYTES,
+            serde_json::to_vec(&EventBatch::default()).unwrap().len()
+        );
+    }
+
+    #[test]
+    fn an_applied_offset_without_a_next_one_is_an_error_not_a_panic() {
+        let mut a = Aggregator::new(2);
+        let p = a.tp("t", 0);
+        a.set_applied(0, p, Some(5));
+        a.set_applied(1, p, Some(i64::MAX));
+        assert_eq!(a.resume_offset(p), Err((1, i64::MAX)));
+    }
+
+    proptest::proptest! {
+        /// What the aggregate measures is exactly what serde_json writes, at every step, and
+        /// one message never adds more than the announced growth.
+        #[test]
+        fn pending_bytes_are_the_exact_json_size(
+            ops in proptest::collection::vec(
+                (0usize..4, 0i64..3, 0usize..3, 0usize..6, proptest::bool::ANY, 0u8..20),
+                1..300,
+            )
+        ) {
+            let topics = [
+                "divolte".to_string(),
+                "replay-\"quoted\"\\".to_string(),
+                "s\u{1}\n\té".to_string(),
+                "x".repeat(255),
+            ];
+            let items = [
+                "a".to_string(),
+                "15045568809".to_string(),
+                "A-z_0.9~".to_string(),
+                "i".repeat(128),
+                "b".to_string(),
+                "c".to_string(),
+            ];
+            // Offsets just below digit boundaries, so ranges widen as they grow.
+            let starts = [0i64, 7, 99_998, bandit::batch::MAX_OFFSET - 1_000];
+            let mut next = starts;
+            let mut a = Aggregator::new(3);
+            for (t, topic) in topics.iter().enumerate() {
+                a.tp(topic, t as i32 * 1000);
+            }
+            for (t, step, slot, item, click, what) in ops {
+                if what == 0 {
+                    let _ = a.drain("");
+                    continue;
+                }
+                let before = a.pending();
+                next[t] += step;
+                let ev = Event {
+                    slot,
+                    item: &items[item],
+                    kind: if click { Kind::Click } else { Kind::Impression },
+                };
+                // Mostly events, some messages that count for nothing.
+                a.observe(t, next[t], (what > 3).then_some(&ev));
+                let after = a.pending();
+                let exact = a
+                    .clone()
+                    .drain("")
+                    .iter()
+                    .map(|b| serde_json::to_vec(&b.batch).unwrap().len())
+                    .max()
+                    .unwrap_or(0);
+                proptest::prop_assert_eq!(after.bytes, exact);
+                proptest::prop_assert!(after.bytes <= before.bytes.max(ENVELOPE_BYTES) + before.growth);
+            }
+        }
     }
 }

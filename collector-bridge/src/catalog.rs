@@ -1,10 +1,12 @@
-//! `catalog import`: catalog files posted to the worker in bodies under 1 MiB.
+//! `catalog import`: catalog files posted to the worker in bodies under 1 MiB and of at most
+//! [`MAX_ITEMS_PER_IMPORT`] items, the worker's two limits.
 
 use std::path::Path;
 
+use bandit::protocol::CatalogImportResponse;
 use serde_json::Value;
 
-use bandit::protocol::MAX_BODY_BYTES;
+use bandit::protocol::{MAX_BODY_BYTES, MAX_ITEMS_PER_IMPORT};
 
 use crate::worker_client::{WorkerClient, WorkerError};
 
@@ -36,9 +38,14 @@ pub enum CatalogError {
     Worker(#[from] WorkerError),
 }
 
-/// Splits items into bodies of at most `budget` bytes each (an item larger than that is an
-/// error), returned as serialized JSON arrays of items.
-pub fn batch_items(items: &[Value], budget: usize) -> Result<Vec<Vec<Value>>, String> {
+/// Splits items into bodies of at most `budget` bytes and `max_items` items each (an item
+/// larger than the budget is an error).
+pub fn batch_items(
+    items: &[Value],
+    budget: usize,
+    max_items: usize,
+) -> Result<Vec<Vec<Value>>, String> {
+    let max_items = max_items.max(1);
     let mut out = Vec::new();
     let mut cur: Vec<Value> = Vec::new();
     let mut size = 0usize;
@@ -49,7 +56,7 @@ pub fn batch_items(items: &[Value], budget: usize) -> Result<Vec<Vec<Value>>, St
                 "item {i} is {n} bytes, over the 1 MiB request limit"
             ));
         }
-        if size + n > budget && !cur.is_empty() {
+        if (size + n > budget || cur.len() >= max_items) && !cur.is_empty() {
             out.push(std::mem::take(&mut cur));
             size = 0;
         }
@@ -62,10 +69,13 @@ pub fn batch_items(items: &[Value], budget: usize) -> Result<Vec<Vec<Value>>, St
     Ok(out)
 }
 
-/// Splits non-empty lines into bodies of at most `budget` bytes.
-pub fn batch_lines(text: &str, budget: usize) -> Result<Vec<String>, String> {
+/// Splits non-empty lines (one item each) into bodies of at most `budget` bytes and
+/// `max_items` lines each.
+pub fn batch_lines(text: &str, budget: usize, max_items: usize) -> Result<Vec<String>, String> {
+    let max_items = max_items.max(1);
     let mut out = Vec::new();
     let mut cur = String::new();
+    let mut lines = 0usize;
     for (i, line) in text.lines().enumerate() {
         let line = line.trim_end_matches('\r');
         if line.trim().is_empty() {
@@ -74,11 +84,13 @@ pub fn batch_lines(text: &str, budget: usize) -> Result<Vec<String>, String> {
         if line.len() + 1 > budget {
             return Err(format!("line {} is over the 1 MiB request limit", i + 1));
         }
-        if cur.len() + line.len() + 1 > budget {
+        if (cur.len() + line.len() + 1 > budget || lines >= max_items) && !cur.is_empty() {
             out.push(std::mem::take(&mut cur));
+            lines = 0;
         }
         cur.push_str(line);
         cur.push('\n');
+        lines += 1;
     }
     if !cur.is_empty() {
         out.push(cur);
@@ -109,7 +121,7 @@ pub fn import(
     files: &[impl AsRef<Path>],
     format: Format,
     client: &WorkerClient,
-) -> Result<Vec<Value>, CatalogError> {
+) -> Result<Vec<CatalogImportResponse>, CatalogError> {
     let mut answers = Vec::new();
     for f in files {
         let path = f.as_ref();
@@ -124,23 +136,23 @@ pub fn import(
                     .file_stem()
                     .and_then(|s| s.to_str())
                     .ok_or_else(|| err("file name is not UTF-8".into()))?;
-                for body in batch_lines(&text, BUDGET).map_err(err)? {
+                for body in batch_lines(&text, BUDGET, MAX_ITEMS_PER_IMPORT).map_err(err)? {
                     let a = client.post_catalog(
                         &[("format", "divolte-shop"), ("category", category)],
                         "application/x-ndjson",
                         body.as_bytes(),
                     )?;
-                    tracing::info!(file = %path.display(), answer = %a, "catalog batch imported");
+                    tracing::info!(file = %path.display(), imported = a.imported, total = a.total, "catalog batch imported");
                     answers.push(a);
                 }
             }
             Format::Json => {
                 let items = parse_json_items(&text).map_err(err)?;
-                for chunk in batch_items(&items, BUDGET).map_err(err)? {
+                for chunk in batch_items(&items, BUDGET, MAX_ITEMS_PER_IMPORT).map_err(err)? {
                     let body = serde_json::to_vec(&serde_json::json!({ "items": chunk }))
                         .map_err(|e| err(e.to_string()))?;
                     let a = client.post_catalog(&[], "application/json", &body)?;
-                    tracing::info!(file = %path.display(), answer = %a, "catalog batch imported");
+                    tracing::info!(file = %path.display(), imported = a.imported, total = a.total, "catalog batch imported");
                     answers.push(a);
                 }
             }
@@ -159,11 +171,16 @@ mod tests {
         let text = std::iter::repeat_n(line.as_str(), 50)
             .collect::<Vec<_>>()
             .join("\n");
-        let b = batch_lines(&text, 1010).unwrap();
+        let b = batch_lines(&text, 1010, 1000).unwrap();
         assert_eq!(b.len(), 5);
         assert!(b.iter().all(|s| s.len() <= 1010));
         assert_eq!(b.iter().map(|s| s.lines().count()).sum::<usize>(), 50);
-        assert!(batch_lines(&"y".repeat(2000), 1010).is_err());
+        assert!(batch_lines(&"y".repeat(2000), 1010, 1000).is_err());
+        // And by count: 50 lines, at most 7 a body.
+        let b = batch_lines(&text, 1 << 20, 7).unwrap();
+        assert_eq!(b.len(), 8);
+        assert!(b.iter().all(|s| s.lines().count() <= 7));
+        assert_eq!(b.iter().map(|s| s.lines().count()).sum::<usize>(), 50);
     }
 
     #[test]
@@ -171,12 +188,14 @@ mod tests {
         let items: Vec<Value> = (0..100)
             .map(|i| serde_json::json!({"id": format!("{i:04}"), "title": "t"}))
             .collect();
-        let b = batch_items(&items, 300).unwrap();
+        let b = batch_items(&items, 300, 1000).unwrap();
         assert!(b.len() > 1);
         assert_eq!(b.iter().map(Vec::len).sum::<usize>(), 100);
         for chunk in &b {
             assert!(serde_json::to_vec(chunk).unwrap().len() <= 300);
         }
+        let b = batch_items(&items, 1 << 20, 30).unwrap();
+        assert_eq!(b.iter().map(Vec::len).collect::<Vec<_>>(), [30, 30, 30, 10]);
     }
 
     #[test]

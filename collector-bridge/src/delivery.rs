@@ -1,10 +1,26 @@
 //! Delivering pending batches to the worker exactly once, shared by every source: when a
 //! delivery is due ([`FlushPolicy`]), pushing each slot's batch ([`deliver_pending`]), and the
 //! watermarks that decide what is new ([`load_watermarks`], or a 409's offsets on a conflict).
+//!
+//! No batch is ever skipped: a batch is acknowledged (applied or duplicate), or its slot's
+//! watermarks are reset and the input re-read (409, or a body refused as too large), or the
+//! bridge stops without moving past it (misconfiguration, a bug, or shutdown).
+//!
+//! Batch size. A batch's ranges and counts are applied atomically, so a batch cannot be split
+//! after it is built: its counts are sums over its whole ranges, and two batches with the same
+//! ranges would make the second a duplicate (its counts lost). Instead a batch is cut before
+//! it can grow too large: the aggregate knows the exact JSON size of every slot's body and how
+//! much one more message can add, and [`FlushPolicy::due`] delivers before that could pass the
+//! limit, so the bridge never builds a body over 1 MiB. Should a body still be refused as too
+//! large (a proxy with a lower limit, or a bug), nothing of it was applied: the pending
+//! batches are discarded, the body limit is halved ([`Pipeline::refused_as_too_large`], not
+//! below [`crate::pipeline::MIN_BODY_LIMIT`], where it waits with backoff instead), and the
+//! source re-reads from the watermarks ([`Delivery::TooLarge`]), cutting smaller batches. The
+//! watermarks only move on what the worker acknowledged, so the re-read counts each event once.
 
 use std::time::Duration;
 
-use bandit::batch::{MAX_ITEMS_PER_BATCH, MAX_RANGES_PER_BATCH};
+use bandit::batch::{MAX_COUNT, MAX_ITEMS_PER_BATCH, MAX_RANGES_PER_BATCH};
 use bandit::protocol::MAX_BODY_BYTES;
 
 use crate::pipeline::{Pending, Pipeline, SlotBatch};
@@ -14,20 +30,24 @@ use crate::worker_client::{PushOutcome, WorkerClient, WorkerError};
 pub const DEFAULT_FLUSH_EVENTS: u64 = 10_000;
 /// Default longest time anything stays pending, in milliseconds.
 pub const DEFAULT_FLUSH_INTERVAL_MS: u64 = 500;
-/// Room left in a request body for the batch envelope and its offset ranges.
-const BODY_HEADROOM: usize = 124 * 1024;
-/// Default largest estimated JSON size of one slot's counts (900 KiB of the 1 MiB body).
-pub const MAX_BATCH_BYTES: usize = MAX_BODY_BYTES - BODY_HEADROOM;
+/// Room kept in every body for the batch's `source`, which the aggregate does not know: the
+/// bridge's sources (`divolte`, `replay`, `simulate`) take a few bytes, and the exact size is
+/// checked again before sending.
+const SOURCE_RESERVE: usize = 64;
+/// Default largest request body (the protocol's limit).
+pub const MAX_BATCH_BYTES: usize = MAX_BODY_BYTES;
 
 /// When pending batches are delivered, like a sink's batch settings: by size in messages, by
 /// age, and by the size of one slot's body (bytes and items, bounded by the ingest protocol).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FlushPolicy {
-    /// Deliver once this many messages are pending.
+    /// Deliver once this many messages are pending (at most [`MAX_COUNT`], so no count of a
+    /// batch can pass the protocol's bound).
     pub max_events: u64,
     /// Deliver anything pending at least this often.
     pub max_age: Duration,
-    /// Deliver before one slot's counts reach this many JSON bytes.
+    /// Deliver before one slot's body could pass this many JSON bytes with one more message
+    /// (also bounded by the pipeline's current body limit).
     pub max_bytes: usize,
     /// Deliver before one slot's batch reaches this many items.
     pub max_items: usize,
@@ -40,7 +60,7 @@ pub enum FlushReason {
     Events,
     /// Something has been pending for `max_age`.
     Age,
-    /// A slot's counts reached `max_bytes`.
+    /// One more message could make a slot's body larger than allowed.
     Bytes,
     /// A slot's batch reached `max_items`.
     Items,
@@ -58,10 +78,10 @@ impl Default for FlushPolicy {
 }
 
 impl FlushPolicy {
-    /// A policy by message count (at least 1) and age, with the protocol's body limits.
+    /// A policy by message count (1 to [`MAX_COUNT`]) and age, with the protocol's body limits.
     pub fn new(max_events: u64, max_age: Duration) -> FlushPolicy {
         FlushPolicy {
-            max_events: max_events.max(1),
+            max_events: max_events.clamp(1, MAX_COUNT),
             max_age,
             max_bytes: MAX_BATCH_BYTES,
             max_items: MAX_ITEMS_PER_BATCH,
@@ -71,15 +91,20 @@ impl FlushPolicy {
     /// Whether what is `pending`, `since_last` delivery, must be delivered now, and why.
     /// Nothing pending is never due.
     pub fn due(&self, pending: &Pending, since_last: Duration) -> Option<FlushReason> {
+        let limit = self.max_bytes.min(pending.limit);
+        let could_reach = pending
+            .bytes
+            .saturating_add(pending.growth)
+            .saturating_add(SOURCE_RESERVE);
         if pending.events == 0 {
             None
         } else if pending.items >= self.max_items {
             Some(FlushReason::Items)
-        } else if pending.bytes >= self.max_bytes {
+        } else if could_reach > limit {
             Some(FlushReason::Bytes)
         } else if pending.partitions >= MAX_RANGES_PER_BATCH {
             Some(FlushReason::Ranges)
-        } else if pending.events >= self.max_events {
+        } else if pending.events >= self.max_events.min(MAX_COUNT) {
             Some(FlushReason::Events)
         } else if since_last >= self.max_age {
             Some(FlushReason::Age)
@@ -98,10 +123,23 @@ pub enum Delivery {
     /// the worker's answer; the caller must re-read its input from
     /// [`Pipeline::resume_offset`].
     Resync,
+    /// A body was refused as too large: nothing of it was applied, the pending state was
+    /// discarded and the body limit lowered; the caller must re-read its input from
+    /// [`Pipeline::resume_offset`], which now cuts smaller batches.
+    TooLarge,
+}
+
+impl Delivery {
+    /// Whether the caller must re-read its input from the resume offsets.
+    pub fn must_reread(self) -> bool {
+        !matches!(self, Delivery::Done)
+    }
 }
 
 /// Pushes every slot's pending batch and moves the watermarks on what the worker holds. On a
-/// 409 the rest is discarded and the conflicting slot's watermarks are set from the answer.
+/// 409 the rest is discarded and the conflicting slot's watermarks are set from the answer; on
+/// a body refused as too large the rest is discarded and the body limit lowered. A batch the
+/// protocol does not allow is a bug: the bridge stops rather than skip it.
 pub fn deliver_pending(
     pipeline: &mut Pipeline,
     client: &WorkerClient,
@@ -112,20 +150,48 @@ pub fn deliver_pending(
     for SlotBatch { slot, batch } in batches {
         let name = pipeline.slots()[slot].clone();
         if let Err(e) = batch.validate() {
-            // Only a bug gets here; the worker would refuse it with 400 anyway.
-            tracing::error!(slot = %name, error = %e, "built an invalid batch; skipping it");
-            continue;
+            // Only a bug gets here; the worker would refuse it with 400. Skipping it would
+            // lose its counts once a later batch moves the worker's offsets past it.
+            pipeline.discard();
+            return Err(WorkerError::InvalidBatch {
+                slot: name,
+                message: e.to_string(),
+                offsets: batch
+                    .offsets
+                    .iter()
+                    .map(|r| format!("{}/{} {}..={}", r.topic, r.partition, r.from, r.to))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
         }
-        match client.push(&name, &batch) {
-            Ok(PushOutcome::Applied(applied)) => {
+        let body = serde_json::to_vec(&batch).map_err(|e| WorkerError::Protocol {
+            url: client.events_url(&name),
+            message: e.to_string(),
+        })?;
+        let outcome = if body.len() > pipeline.body_limit() {
+            // The flush policy keeps bodies under the limit, so this is a bug or a source name
+            // longer than the reserve: treated like a refusal, so nothing is lost.
+            tracing::error!(slot = %name, bytes = body.len(), limit = pipeline.body_limit(), "built a body over the limit; cutting smaller batches");
+            PushOutcome::TooLarge(format!(
+                "the body is {} bytes, over the limit of {}",
+                body.len(),
+                pipeline.body_limit()
+            ))
+        } else {
+            client.push_json(&name, &body)?
+        };
+        match outcome {
+            PushOutcome::Applied(applied) => {
                 tracing::debug!(slot = %name, items = batch.counts.len(), impressions = applied.counted.impressions, clicks = applied.counted.clicks, round = applied.round, rotated = applied.rotated, "batch applied");
+                pipeline.accepted();
                 pipeline.ack(slot, &batch);
             }
-            Ok(PushOutcome::Duplicate) => {
+            PushOutcome::Duplicate => {
                 tracing::info!(slot = %name, "batch was already applied");
+                pipeline.accepted();
                 pipeline.ack(slot, &batch);
             }
-            Ok(PushOutcome::Conflict(applied)) => {
+            PushOutcome::Conflict(applied) => {
                 tracing::warn!(slot = %name, offsets = ?applied, "worker refused a straddling batch; resynchronising");
                 client.metrics().resync();
                 // The 409 carries this slot's applied offsets, read under the lock that refused
@@ -134,18 +200,23 @@ pub fn deliver_pending(
                 // low but never too high, and a watermark that is too low only produces a
                 // duplicate or another conflict, never a double count.
                 pipeline.discard();
-                pipeline.set_watermarks(slot, &applied);
+                pipeline.set_watermarks(slot, &applied)?;
                 return Ok(Delivery::Resync);
             }
-            Err(WorkerError::Rejected {
-                status,
-                url,
-                message,
-            }) => {
-                // Retrying cannot fix a refused body; later batches still advance the worker.
-                tracing::error!(slot = %name, status, url, message, offsets = ?batch.offsets, "worker rejected a batch; its counts are lost");
+            PushOutcome::TooLarge(message) => {
+                // Nothing of this batch was applied and its slot's watermarks stay where the
+                // worker's are (or below): re-reading from them with a lower limit cuts the
+                // same events into smaller batches, each counted once.
+                pipeline.discard();
+                let at_floor = pipeline.refused_as_too_large(body.len());
+                tracing::warn!(slot = %name, bytes = body.len(), error = %message, limit = pipeline.body_limit(), "the body was refused as too large; re-reading with smaller batches");
+                if at_floor > 0 {
+                    let url = client.events_url(&name);
+                    tracing::error!(slot = %name, limit = pipeline.body_limit(), error = %message, "the worker (or a proxy before it) refuses even the smallest batches; it must accept bodies of 1 MiB; retrying");
+                    client.wait_to_retry(&url, at_floor - 1, &message)?;
+                }
+                return Ok(Delivery::TooLarge);
             }
-            Err(e) => return Err(e),
         }
     }
     Ok(Delivery::Done)
@@ -158,7 +229,7 @@ pub fn load_watermarks(pipeline: &mut Pipeline, client: &WorkerClient) -> Result
     let slots: Vec<String> = pipeline.slots().to_vec();
     for (slot, name) in slots.iter().enumerate() {
         let applied = client.offsets(name)?;
-        pipeline.set_watermarks(slot, &applied);
+        pipeline.set_watermarks(slot, &applied)?;
     }
     Ok(())
 }
@@ -184,6 +255,7 @@ mod tests {
             bytes: 10,
             items: 1,
             partitions: 1,
+            ..Pending::default()
         }
     }
 
@@ -212,11 +284,20 @@ mod tests {
     #[test]
     fn bytes_and_items_of_one_slot_trigger() {
         let p = policy();
+        // One more message could pass the policy's bytes, or the pipeline's lowered limit.
         let big = Pending {
-            bytes: 1000,
+            bytes: 1000 - SOURCE_RESERVE - 100,
+            growth: 100,
             ..pending(1)
         };
-        assert_eq!(p.due(&big, SHORT), Some(FlushReason::Bytes));
+        assert_eq!(p.due(&big, SHORT), None);
+        let bigger = Pending {
+            bytes: big.bytes + 1,
+            ..big
+        };
+        assert_eq!(p.due(&bigger, SHORT), Some(FlushReason::Bytes));
+        let lowered = Pending { limit: 500, ..big };
+        assert_eq!(p.due(&lowered, SHORT), Some(FlushReason::Bytes));
         let many = Pending {
             items: 10,
             ..pending(1)
@@ -239,9 +320,10 @@ mod tests {
         let p = FlushPolicy::default();
         assert_eq!(p.max_events, DEFAULT_FLUSH_EVENTS);
         assert_eq!(p.max_age, Duration::from_millis(DEFAULT_FLUSH_INTERVAL_MS));
-        assert_eq!(p.max_bytes, 900 * 1024);
-        assert!(p.max_bytes < MAX_BODY_BYTES);
+        assert_eq!(p.max_bytes, MAX_BODY_BYTES);
         assert_eq!(p.max_items, MAX_ITEMS_PER_BATCH);
         assert_eq!(FlushPolicy::new(0, SHORT).max_events, 1);
+        // No count of a batch can pass the protocol's bound.
+        assert_eq!(FlushPolicy::new(u64::MAX, SHORT).max_events, MAX_COUNT);
     }
 }

@@ -2,6 +2,11 @@
 //! by the worker (the consumer never commits): on every assignment the bridge asks the worker
 //! what each slot has applied and starts each partition just after the lowest of those. Bad
 //! messages are optionally copied to a dead-letter topic.
+//!
+//! Positions are never guessed: when the bridge must re-read (after a 409 or a body refused as
+//! too large) it seeks every owned partition back to its resume offset before it reads another
+//! message, and a seek, start offset or assignment that keeps failing stops the bridge with an
+//! error instead of reading on past events whose counts were discarded.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -35,6 +40,23 @@ pub enum RunError {
     /// The worker refused in a way retrying cannot fix.
     #[error(transparent)]
     Worker(#[from] WorkerError),
+    /// A partition could not be positioned where reading must resume.
+    #[error("cannot seek {topic}/{partition} to {offset} after {attempts} attempts: {source}; stopping rather than read on past events whose counts were discarded (a restart resumes from the worker's offsets)")]
+    Seek {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// Target offset.
+        offset: String,
+        /// Attempts made.
+        attempts: u32,
+        /// Last error.
+        source: Box<KafkaError>,
+    },
+    /// The assigned partitions could not be started at the worker's offsets.
+    #[error("cannot start the assigned partitions at the worker's offsets: {0}; stopping rather than leave partitions unread or read them from the wrong place")]
+    Assign(KafkaError),
     /// The metrics listener could not start.
     #[error("metrics listener on {addr}: {source}")]
     Metrics {
@@ -49,6 +71,33 @@ pub enum RunError {
 const BAD_LOG_FULL: u64 = 50;
 const BAD_LOG_EVERY: u64 = 1000;
 const LAG_EVERY: Duration = Duration::from_secs(5);
+/// Attempts at a seek or an assignment before the bridge stops.
+const POSITION_ATTEMPTS: u32 = 5;
+/// Delay after the first failed attempt; it doubles after each.
+const POSITION_RETRY_DELAY: Duration = Duration::from_millis(100);
+
+/// Runs `op` up to `attempts` times, sleeping `delay` (doubling) between failures; the last
+/// error if none succeeds.
+fn retry_kafka<T>(
+    attempts: u32,
+    delay: Duration,
+    mut op: impl FnMut() -> Result<T, KafkaError>,
+) -> Result<T, KafkaError> {
+    let mut wait = delay;
+    let mut n = 1;
+    loop {
+        match op() {
+            Ok(v) => return Ok(v),
+            Err(e) if n >= attempts => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, attempt = n, retry_in_ms = wait.as_millis() as u64, "kafka operation failed; retrying");
+                std::thread::sleep(wait);
+                wait = wait.saturating_mul(2);
+                n += 1;
+            }
+        }
+    }
+}
 
 struct DeadLetter {
     producer: BaseProducer,
@@ -66,7 +115,8 @@ struct ConsumerState {
     /// Last offset read per pipeline partition index, for lag.
     last_seen: Vec<Option<i64>>,
     dead_letter: Option<DeadLetter>,
-    fatal: Option<WorkerError>,
+    /// Why the bridge must stop, when a rebalance callback found a reason.
+    fatal: Option<RunError>,
     /// Set once the final delivery is done: the revocation on close has nothing to push.
     closing: bool,
     bad_seen: u64,
@@ -97,9 +147,15 @@ impl ConsumerContext for BridgeContext {
         let mut state = self.lock();
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let tpl = state.on_assign(tpl);
-                if let Err(e) = consumer.assign(&tpl) {
+                let Some(tpl) = state.on_assign(tpl) else {
+                    // The poll loop stops on the recorded error before reading anything.
+                    return;
+                };
+                if let Err(e) = retry_kafka(POSITION_ATTEMPTS, POSITION_RETRY_DELAY, || {
+                    consumer.assign(&tpl)
+                }) {
                     tracing::error!(error = %e, "assigning partitions failed");
+                    state.fatal.get_or_insert(RunError::Assign(e));
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
@@ -118,39 +174,48 @@ impl ConsumerContext for BridgeContext {
 }
 
 impl ConsumerState {
-    fn on_assign(&mut self, tpl: &TopicPartitionList) -> TopicPartitionList {
+    /// Takes the assigned partitions and returns them with their start offsets from the
+    /// worker; `None` (with `fatal` set) when they cannot be known.
+    fn on_assign(&mut self, tpl: &TopicPartitionList) -> Option<TopicPartitionList> {
         self.assigned.clear();
         for e in tpl.elements() {
             let idx = self.pipeline.own(e.topic(), e.partition());
             self.assigned
                 .push((idx, e.topic().to_string(), e.partition()));
         }
+        self.last_flush = Instant::now();
         if let Err(e) = load_watermarks(&mut self.pipeline, &self.client) {
-            self.fatal.get_or_insert(e);
+            self.fatal.get_or_insert(e.into());
+            return None;
         }
         let mut out = TopicPartitionList::new();
         for (idx, topic, partition) in &self.assigned {
             let offset = match self.pipeline.resume_offset(*idx) {
-                Some(o) => Offset::Offset(o),
-                None => Offset::Beginning,
+                Ok(o) => start_offset(o),
+                Err(e) => {
+                    self.fatal.get_or_insert(WorkerError::from(e).into());
+                    return None;
+                }
             };
             tracing::info!(topic, partition, ?offset, "partition assigned");
+            // Adding to a local list fails only for an offset librdkafka cannot represent:
+            // retrying cannot help, and leaving the partition out would leave it unread.
             if let Err(e) = out.add_partition_offset(topic, *partition, offset) {
                 tracing::error!(error = %e, topic, partition, "cannot set the start offset");
+                self.fatal.get_or_insert(RunError::Assign(e));
+                return None;
             }
         }
-        self.last_flush = Instant::now();
-        out
+        Some(out)
     }
 
     fn on_revoke(&mut self) {
         // Hand over cleanly: what was read is pushed before another member starts there.
         if self.fatal.is_none() && !self.closing {
-            match deliver_pending(&mut self.pipeline, &self.client, "divolte") {
-                Ok(_) => {}
-                Err(e) => {
-                    self.fatal.get_or_insert(e);
-                }
+            // A conflict or a refusal as too large discards what is pending: the next owner
+            // reads it again from the worker's offsets.
+            if let Err(e) = deliver_pending(&mut self.pipeline, &self.client, "divolte") {
+                self.fatal.get_or_insert(e.into());
             }
         }
         self.pipeline.discard();
@@ -212,17 +277,34 @@ impl ConsumerState {
         }
     }
 
-    fn seek_to_watermarks(&mut self, consumer: &BaseConsumer<BridgeContext>) {
+    /// Positions every owned partition at its resume offset, through `seek`, before anything
+    /// else is read; a seek that keeps failing stops the bridge.
+    fn seek_to_watermarks(
+        &self,
+        mut seek: impl FnMut(&str, i32, Offset) -> Result<(), KafkaError>,
+    ) -> Result<(), RunError> {
         for (idx, topic, partition) in &self.assigned {
-            let offset = match self.pipeline.resume_offset(*idx) {
-                Some(o) => Offset::Offset(o),
-                None => Offset::Beginning,
-            };
+            let offset = start_offset(
+                self.pipeline
+                    .resume_offset(*idx)
+                    .map_err(|e| RunError::Worker(e.into()))?,
+            );
             tracing::info!(topic, partition, ?offset, "seeking after resynchronisation");
-            if let Err(e) = consumer.seek(topic, *partition, offset, Duration::from_secs(10)) {
-                tracing::error!(error = %e, topic, partition, "seek failed");
-            }
+            retry_kafka(POSITION_ATTEMPTS, POSITION_RETRY_DELAY, || {
+                seek(topic, *partition, offset)
+            })
+            .map_err(|source| {
+                tracing::error!(error = %source, topic, partition, "seek failed");
+                RunError::Seek {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    offset: format!("{offset:?}"),
+                    attempts: POSITION_ATTEMPTS,
+                    source: Box::new(source),
+                }
+            })?;
         }
+        Ok(())
     }
 
     fn update_lag(&mut self, consumer: &BaseConsumer<BridgeContext>) {
@@ -235,11 +317,19 @@ impl ConsumerState {
                     .get(*idx)
                     .copied()
                     .flatten()
-                    .map_or(low, |o| o + 1);
+                    .map_or(low, |o| o.saturating_add(1));
                 self.metrics
-                    .set_lag(topic, *partition, (high - next).max(0));
+                    .set_lag(topic, *partition, high.saturating_sub(next).max(0));
             }
         }
+    }
+}
+
+/// Where a partition starts: just after the watermark, or at the earliest offset.
+fn start_offset(resume: Option<i64>) -> Offset {
+    match resume {
+        Some(o) => Offset::Offset(o),
+        None => Offset::Beginning,
     }
 }
 
@@ -337,7 +427,7 @@ pub fn run(
         let ctx = consumer.context();
         let mut state = ctx.lock();
         if let Some(e) = state.fatal.take() {
-            break Err(e.into());
+            break Err(e);
         }
         match polled {
             Some(Ok(m)) => state.on_message(&m),
@@ -356,7 +446,14 @@ pub fn run(
             state.last_flush = Instant::now();
             match deliver_pending(&mut state.pipeline, &state.client, "divolte") {
                 Ok(Delivery::Done) => {}
-                Ok(Delivery::Resync) => state.seek_to_watermarks(&consumer),
+                Ok(Delivery::Resync | Delivery::TooLarge) => {
+                    let seek = |topic: &str, partition: i32, offset: Offset| {
+                        consumer.seek(topic, partition, offset, Duration::from_secs(10))
+                    };
+                    if let Err(e) = state.seek_to_watermarks(seek) {
+                        break Err(e);
+                    }
+                }
                 Err(e) => break Err(e.into()),
             }
         } else if since_flush >= state.flush.max_age {
@@ -381,7 +478,8 @@ pub fn run(
         let state = &mut *state;
         if result.is_ok() {
             match deliver_pending(&mut state.pipeline, &state.client, "divolte") {
-                Ok(_) => tracing::info!("final flush done"),
+                Ok(Delivery::Done) => tracing::info!("final flush done"),
+                Ok(_) => tracing::warn!("final flush refused (conflict or too large); the unpushed events will be read again on restart"),
                 Err(e) => {
                     tracing::error!(error = %e, "final flush failed; the unpushed events will be read again on restart");
                 }
@@ -395,4 +493,118 @@ pub fn run(
     consumer.unsubscribe();
     drop(consumer);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+    use crate::classify::Rules;
+
+    fn state() -> ConsumerState {
+        let schema = load_schema(None).expect("schema");
+        let metrics = Arc::new(Metrics::default());
+        let client = WorkerClient::new(
+            "http://127.0.0.1:9",
+            None,
+            Backoff::default(),
+            Arc::new(AtomicBool::new(false)),
+            metrics.clone(),
+        );
+        ConsumerState {
+            pipeline: Pipeline::new(&schema, crate::avro::Wire::Naked, Rules::default())
+                .expect("pipeline"),
+            client,
+            metrics,
+            flush: FlushPolicy::default(),
+            assigned: Vec::new(),
+            last_seen: Vec::new(),
+            dead_letter: None,
+            fatal: None,
+            closing: false,
+            bad_seen: 0,
+            last_flush: Instant::now(),
+        }
+    }
+
+    fn failure() -> KafkaError {
+        KafkaError::Seek("Local: Erroneous state".into())
+    }
+
+    #[test]
+    fn a_failing_operation_is_retried_a_few_times() {
+        let calls = Cell::new(0);
+        let r = retry_kafka(5, Duration::from_millis(1), || {
+            calls.set(calls.get() + 1);
+            if calls.get() < 3 {
+                Err(failure())
+            } else {
+                Ok(calls.get())
+            }
+        });
+        assert_eq!(r.expect("third attempt"), 3);
+        calls.set(0);
+        let r: Result<(), _> = retry_kafka(4, Duration::from_millis(1), || {
+            calls.set(calls.get() + 1);
+            Err(failure())
+        });
+        assert!(r.is_err());
+        assert_eq!(calls.get(), 4);
+    }
+
+    #[test]
+    fn a_seek_that_keeps_failing_stops_the_bridge() {
+        let mut st = state();
+        for p in 0..2 {
+            let idx = st.pipeline.own("divolte", p);
+            st.assigned.push((idx, "divolte".into(), p));
+        }
+        st.pipeline
+            .set_watermarks(
+                0,
+                &[
+                    bandit::protocol::AppliedOffset {
+                        topic: "divolte".into(),
+                        partition: 0,
+                        offset: 41,
+                    },
+                    bandit::protocol::AppliedOffset {
+                        topic: "divolte".into(),
+                        partition: 1,
+                        offset: 9,
+                    },
+                ],
+            )
+            .expect("watermarks");
+        // Partition 0 seeks on the second attempt; partition 1 never does.
+        let mut seeks: Vec<(i32, Offset, bool)> = Vec::new();
+        let r = st.seek_to_watermarks(|_, partition, offset| {
+            let ok = partition == 0 && seeks.iter().any(|s| s.0 == 0);
+            seeks.push((partition, offset, ok));
+            if ok {
+                Ok(())
+            } else {
+                Err(failure())
+            }
+        });
+        match r {
+            Err(e @ RunError::Seek { partition: 1, .. }) => {
+                let text = e.to_string();
+                assert!(
+                    text.contains("divolte/1") && text.contains("stopping"),
+                    "{text}"
+                );
+            }
+            other => panic!("expected a seek error, got {other:?}"),
+        }
+        assert_eq!(seeks.iter().filter(|s| s.0 == 0).count(), 2);
+        assert_eq!(
+            seeks.iter().filter(|s| s.0 == 1).count(),
+            POSITION_ATTEMPTS as usize
+        );
+        assert!(seeks
+            .iter()
+            .all(|s| s.1 == Offset::Offset(if s.0 == 0 { 42 } else { 10 })));
+    }
 }

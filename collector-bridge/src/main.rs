@@ -137,9 +137,15 @@ struct CatalogImportArgs {
     files: Vec<PathBuf>,
 }
 
+/// The flag SIGTERM and SIGINT set: the commands then stop reading, flush what they hold and
+/// exit. A second signal exits at once (status 128 + signal); nothing is lost either way, as
+/// the worker holds the offsets of what it applied.
 fn shutdown_flag() -> Result<Arc<AtomicBool>> {
     let flag = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        // Registered first, so it sees the flag as the earlier signal left it.
+        signal_hook::flag::register_conditional_shutdown(sig, 128 + sig, flag.clone())
+            .context("installing signal handlers")?;
         signal_hook::flag::register(sig, flag.clone()).context("installing signal handlers")?;
     }
     Ok(flag)
@@ -255,9 +261,13 @@ fn simulate(args: &SimulateArgs) -> Result<()> {
             let output = KafkaOutput::new(brokers, topic, &[])?;
             let encoder = RecordEncoder::new(&schema)?;
             let r = simulate::run_visitors(&cfg, &client, &encoder, args.wire, &output, &shutdown)?;
-            output
-                .flush(Duration::from_secs(30))
-                .context("flushing records to Kafka")?;
+            // After a signal, a broker that does not take the records soon is not waited for.
+            let wait = if shutdown.load(std::sync::atomic::Ordering::Relaxed) {
+                Duration::from_secs(3)
+            } else {
+                Duration::from_secs(30)
+            };
+            output.flush(wait).context("flushing records to Kafka")?;
             r
         }
         _ => {
@@ -299,7 +309,7 @@ fn catalog_import(args: &CatalogImportArgs) -> Result<()> {
     let client = client(&args.worker, &shutdown, &metrics)?;
     let answers = catalog::import(&args.files, args.format, &client)?;
     for a in answers {
-        println!("{a}");
+        println!("{}", serde_json::to_string(&a)?);
     }
     Ok(())
 }

@@ -45,8 +45,8 @@ pub enum PushResult {
     Duplicate,
     /// Refused with 409.
     Conflict,
-    /// Refused as invalid (4xx).
-    Rejected,
+    /// Refused as too large (413, or over the protocol's limit): cut smaller and read again.
+    TooLarge,
 }
 
 impl PushResult {
@@ -54,7 +54,7 @@ impl PushResult {
         PushResult::Applied,
         PushResult::Duplicate,
         PushResult::Conflict,
-        PushResult::Rejected,
+        PushResult::TooLarge,
     ];
 
     fn label(self) -> &'static str {
@@ -62,7 +62,7 @@ impl PushResult {
             PushResult::Applied => "applied",
             PushResult::Duplicate => "duplicate",
             PushResult::Conflict => "conflict",
-            PushResult::Rejected => "rejected",
+            PushResult::TooLarge => "too_large",
         }
     }
 }
@@ -82,8 +82,8 @@ pub struct Metrics {
     push_retries: Counter,
     impressions: Counter,
     clicks: Counter,
-    /// By [`DropReason::ALL`], then undecodable and unclassifiable.
-    dropped: [Counter; 5],
+    /// By [`DropReason::ALL`], then undecodable, unclassifiable (no item id) and invalid_item.
+    dropped: [Counter; 6],
     /// By [`PushResult::ALL`].
     pushed: [Counter; 4],
     push_seconds: Histogram,
@@ -125,7 +125,7 @@ impl Default for Metrics {
         let dropped_family = Family::<Label, Counter>::default();
         registry.register(
             "collector_bridge_dropped",
-            "Messages not counted, by reason",
+            "Messages not counted, by reason (unclassifiable: no item id; invalid_item: an item id no catalog item can have)",
             dropped_family.clone(),
         );
         let reasons = [
@@ -134,6 +134,7 @@ impl Default for Metrics {
             DropReason::ALL[2].label(),
             "undecodable",
             "unclassifiable",
+            "invalid_item",
         ];
         let dropped = reasons.map(|r| dropped_family.get_or_create(&[("reason", r)]).clone());
         let pushed_family = Family::<Label, Counter>::default();
@@ -191,6 +192,7 @@ impl Metrics {
         }
         self.dropped[3].inc_by(s.undecodable);
         self.dropped[4].inc_by(s.unclassifiable);
+        self.dropped[5].inc_by(s.invalid_items);
     }
 
     /// Counts a message copied to the dead-letter topic.
@@ -332,6 +334,7 @@ mod tests {
             dropped: [1, 0, 2],
             undecodable: 1,
             unclassifiable: 4,
+            invalid_items: 5,
         });
         m.pushed(PushResult::Conflict, Duration::from_millis(3));
         m.retry();
@@ -357,11 +360,12 @@ mod tests {
             "collector_bridge_dropped_total{reason=\"robot\"} 2",
             "collector_bridge_dropped_total{reason=\"undecodable\"} 1",
             "collector_bridge_dropped_total{reason=\"unclassifiable\"} 4",
+            "collector_bridge_dropped_total{reason=\"invalid_item\"} 5",
             "# TYPE collector_bridge_pushed_total counter",
             "collector_bridge_pushed_total{result=\"applied\"} 0",
             "collector_bridge_pushed_total{result=\"duplicate\"} 0",
             "collector_bridge_pushed_total{result=\"conflict\"} 1",
-            "collector_bridge_pushed_total{result=\"rejected\"} 0",
+            "collector_bridge_pushed_total{result=\"too_large\"} 0",
             "# HELP collector_bridge_push_seconds Push latency including retries.",
             "# TYPE collector_bridge_push_seconds histogram",
             "collector_bridge_push_seconds_bucket{le=\"0.001\"} 0",

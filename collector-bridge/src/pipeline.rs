@@ -3,7 +3,8 @@
 //! where to resume, and hand the pending batches to [`crate::delivery`].
 
 use apache_avro::Schema;
-use bandit::protocol::AppliedOffset;
+use bandit::batch::MAX_OFFSET;
+use bandit::protocol::{AppliedOffset, MAX_BODY_BYTES};
 use bandit::EventBatch;
 
 use crate::aggregate::Aggregator;
@@ -28,8 +29,11 @@ pub struct Stats {
     pub dropped: [u64; 3],
     /// Undecodable messages.
     pub undecodable: u64,
-    /// Decoded but unclassifiable (missing or oversized item id).
+    /// Decoded but without an item id (metric reason `unclassifiable`).
     pub unclassifiable: u64,
+    /// Decoded with an item id no catalog item can have: too long, or characters outside
+    /// `A-Z a-z 0-9 . _ ~ -` (metric reason `invalid_item`).
+    pub invalid_items: u64,
 }
 
 /// Why one message was skipped.
@@ -44,14 +48,40 @@ pub enum BadMessage {
 }
 
 impl BadMessage {
-    /// Metric label.
+    /// Metric label (the `reason` of `collector_bridge_dropped_total`).
     pub fn label(&self) -> &'static str {
         match self {
             BadMessage::Decode(_) => "undecodable",
-            BadMessage::Classify(_) => "unclassifiable",
+            BadMessage::Classify(Unclassifiable::MissingItem) => "unclassifiable",
+            BadMessage::Classify(Unclassifiable::ItemTooLong | Unclassifiable::BadItem) => {
+                "invalid_item"
+            }
         }
     }
 }
+
+/// An applied offset the worker reports that no batch can have produced; the bridge stops
+/// rather than guess where to read from.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "slot {slot}: the worker reports offset {offset} as applied for {topic}/{partition}, outside 0 to {MAX_OFFSET} (2^53 - 1); \
+     correct the slot's ledger with POST /api/slots/{slot}/offsets (an operator request, see the README's offset corrections)"
+)]
+pub struct OffsetError {
+    /// Slot name.
+    pub slot: String,
+    /// Topic (or stream).
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// The reported offset.
+    pub offset: i64,
+}
+
+/// Smallest body limit a refusal as too large lowers the limit to. At this size a batch still
+/// holds hundreds of items; a worker (or proxy) refusing it is misconfigured, and the bridge
+/// keeps retrying (with backoff) rather than skip anything.
+pub const MIN_BODY_LIMIT: usize = 16 * 1024;
 
 /// The per-message processing chain and the aggregate it builds.
 #[derive(Debug)]
@@ -61,6 +91,10 @@ pub struct Pipeline {
     classifier: Classifier,
     agg: Aggregator,
     stats: Stats,
+    /// Largest body the worker takes: [`MAX_BODY_BYTES`], lowered after refusals.
+    body_limit: usize,
+    /// Refusals as too large in a row at [`MIN_BODY_LIMIT`] (for the backoff).
+    refusals_at_floor: u32,
 }
 
 impl Pipeline {
@@ -75,6 +109,8 @@ impl Pipeline {
             classifier,
             agg,
             stats: Stats::default(),
+            body_limit: MAX_BODY_BYTES,
+            refusals_at_floor: 0,
         })
     }
 
@@ -112,8 +148,16 @@ impl Pipeline {
 
     /// Where to re-read a partition from: the lowest next offset over the slots' watermarks,
     /// `None` when some slot has applied nothing there (start from the earliest offset).
-    pub fn resume_offset(&self, tp: usize) -> Option<i64> {
-        self.agg.resume_offset(tp)
+    pub fn resume_offset(&self, tp: usize) -> Result<Option<i64>, OffsetError> {
+        self.agg.resume_offset(tp).map_err(|(slot, offset)| {
+            let (topic, partition) = self.agg.partition_name(tp).unwrap_or(("", 0));
+            OffsetError {
+                slot: self.slots().get(slot).cloned().unwrap_or_default(),
+                topic: topic.to_string(),
+                partition,
+                offset,
+            }
+        })
     }
 
     /// Processes one message of partition `tp` at `offset`; the offset is accounted even when
@@ -193,7 +237,12 @@ impl Pipeline {
                 agg.observe(tp, offset, None);
             }
             Outcome::Invalid(u) => {
-                stats.unclassifiable += 1;
+                match u {
+                    Unclassifiable::MissingItem => stats.unclassifiable += 1,
+                    Unclassifiable::ItemTooLong | Unclassifiable::BadItem => {
+                        stats.invalid_items += 1
+                    }
+                }
                 agg.observe(tp, offset, None);
                 return Err(u.into());
             }
@@ -201,9 +250,36 @@ impl Pipeline {
         Ok(())
     }
 
-    /// What the aggregate holds since the last drain.
+    /// What the aggregate holds since the last drain, and the body limit it must fit.
     pub fn pending(&self) -> Pending {
-        self.agg.pending()
+        Pending {
+            limit: self.body_limit,
+            ..self.agg.pending()
+        }
+    }
+
+    /// The largest body the worker takes, as far as the bridge knows.
+    pub fn body_limit(&self) -> usize {
+        self.body_limit
+    }
+
+    /// Records that a body of `refused` bytes was refused as too large: the limit becomes half
+    /// of the smaller of the two, but not below [`MIN_BODY_LIMIT`]. Returns how many refusals
+    /// in a row there have been at that floor (0 while the limit still shrinks): the caller
+    /// waits longer each time before it tries again.
+    pub fn refused_as_too_large(&mut self, refused: usize) -> u32 {
+        if self.body_limit > MIN_BODY_LIMIT {
+            self.body_limit = (self.body_limit.min(refused) / 2).max(MIN_BODY_LIMIT);
+            self.refusals_at_floor = 0;
+        } else {
+            self.refusals_at_floor = self.refusals_at_floor.saturating_add(1);
+        }
+        self.refusals_at_floor
+    }
+
+    /// Records that the worker took a body: refusals at the floor start over.
+    pub fn accepted(&mut self) {
+        self.refusals_at_floor = 0;
     }
 
     /// Takes the pending batches, one per slot with any range; watermarks move only on
@@ -223,9 +299,26 @@ impl Pipeline {
     }
 
     /// Sets a slot's watermarks from the worker's applied offsets; a partition the list does
-    /// not name has nothing applied.
-    pub fn set_watermarks(&mut self, slot: usize, applied: &[AppliedOffset]) {
+    /// not name has nothing applied. An offset outside 0 to [`MAX_OFFSET`] cannot come from a
+    /// batch: it is refused, and nothing changes.
+    pub fn set_watermarks(
+        &mut self,
+        slot: usize,
+        applied: &[AppliedOffset],
+    ) -> Result<(), OffsetError> {
+        if let Some(bad) = applied
+            .iter()
+            .find(|o| !(0..=MAX_OFFSET).contains(&o.offset))
+        {
+            return Err(OffsetError {
+                slot: self.slots().get(slot).cloned().unwrap_or_default(),
+                topic: bad.topic.clone(),
+                partition: bad.partition,
+                offset: bad.offset,
+            });
+        }
         self.agg.set_watermarks(slot, applied);
+        Ok(())
     }
 
     /// Returns and resets the counters.

@@ -149,9 +149,14 @@ pub fn replay_file(
         .collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     load_watermarks(pipeline, client)?;
-    for _attempt in 0..5 {
-        // After a conflict the watermarks are the worker's answer: re-read from there.
-        let start = pipeline.resume_offset(tp).unwrap_or(0);
+    let mut conflicts = 0;
+    loop {
+        // After a conflict the watermarks are the worker's answer, after a body refused as too
+        // large they are what the worker acknowledged: re-read from there.
+        let start = pipeline
+            .resume_offset(tp)
+            .map_err(WorkerError::from)?
+            .unwrap_or(0);
         let mut report = FileReport {
             stream: stream.clone(),
             ..FileReport::default()
@@ -174,7 +179,7 @@ pub fn replay_file(
         );
         bar.set_prefix(path.display().to_string());
         let mut last_flush = Instant::now();
-        let mut resync = false;
+        let mut reread = None;
         for (index, value) in reader.enumerate() {
             let offset = index as i64;
             report.records += 1;
@@ -206,8 +211,9 @@ pub fn replay_file(
                 .is_some()
             {
                 last_flush = Instant::now();
-                if deliver_pending(pipeline, client, "replay")? == Delivery::Resync {
-                    resync = true;
+                let d = deliver_pending(pipeline, client, "replay")?;
+                if d.must_reread() {
+                    reread = Some(d);
                     break;
                 }
             }
@@ -215,17 +221,35 @@ pub fn replay_file(
                 break;
             }
         }
-        if !resync && deliver_pending(pipeline, client, "replay")? == Delivery::Resync {
-            resync = true;
+        if reread.is_none() {
+            let d = deliver_pending(pipeline, client, "replay")?;
+            if d.must_reread() {
+                reread = Some(d);
+            }
         }
         bar.finish_and_clear();
-        if !resync {
+        if reread.is_some() && shutdown.load(Ordering::Relaxed) {
+            // What was not pushed is read again by the next replay of the file.
             return Ok(report);
         }
-        tracing::warn!(file = %path.display(), "resynchronising with the worker and re-reading the file");
+        match reread {
+            None => return Ok(report),
+            Some(Delivery::Resync) => {
+                conflicts += 1;
+                if conflicts >= MAX_CONFLICTS {
+                    return Err(ReplayError::Conflicts(path.display().to_string()));
+                }
+                tracing::warn!(file = %path.display(), "resynchronising with the worker and re-reading the file");
+            }
+            Some(_) => {
+                tracing::warn!(file = %path.display(), "re-reading the file with smaller batches");
+            }
+        }
     }
-    Err(ReplayError::Conflicts(path.display().to_string()))
 }
+
+/// Conflicts in a row after which a replay stops: another process is pushing the same file.
+const MAX_CONFLICTS: u32 = 5;
 
 /// Replays several files in order.
 pub fn replay_files(

@@ -220,7 +220,7 @@ fn conflict_resynchronises_without_losing_or_double_counting() {
     assert_eq!(fake.slot("home-top-pick").conflicts, 1);
     let tp = p.partition("t", 0);
     // The watermarks come from the 409's offsets, not from another request.
-    assert_eq!(p.resume_offset(tp), Some(50));
+    assert_eq!(p.resume_offset(tp), Ok(Some(50)));
     assert_eq!(fake.slot("home-top-pick").offset_reads, 0);
     // Re-read from the resume offset, as the consumer's seek does.
     feed(&mut p, "t", 0, &stream[50..]);
@@ -310,8 +310,8 @@ fn a_conflict_takes_that_slots_watermarks_from_the_409_body() {
     assert_eq!(fake.slot("s1").conflicts, 1);
     // s1's watermarks are the 409's offsets (49 and 29), s2 keeps its acknowledged 99 and 39,
     // and no slot's offsets were read again.
-    assert_eq!(p.resume_offset(tp0), Some(50));
-    assert_eq!(p.resume_offset(tp1), Some(30));
+    assert_eq!(p.resume_offset(tp0), Ok(Some(50)));
+    assert_eq!(p.resume_offset(tp1), Ok(Some(30)));
     assert_eq!(
         fake.slot("s1").offset_reads + fake.slot("s2").offset_reads,
         0
@@ -361,7 +361,7 @@ fn several_slots_share_a_topic_with_separate_watermarks() {
     load_watermarks(&mut p, &c).expect("load");
     assert_eq!(
         p.resume_offset(tp),
-        None,
+        Ok(None),
         "s2 has applied nothing: start from the earliest"
     );
     let schema = common::project_schema();
@@ -603,5 +603,590 @@ fn catalog_import_batches_under_the_limit() {
     let a =
         collector_bridge::catalog::import(&[&json], collector_bridge::catalog::Format::Json, &c)
             .expect("import json");
-    assert_eq!(a[0]["imported"], 1);
+    assert_eq!(a[0].imported, 1);
+}
+
+/// `collector-bridge simulate` (direct) against the fake worker, stopped by SIGTERM once the
+/// worker has applied two batches; `refuse` makes the worker answer 503 to every push from
+/// then on. Returns the time from the signal to the exit, whether the exit was clean, and
+/// stdout.
+fn simulate_until_sigterm(
+    fake: &FakeWorker,
+    run_id: &str,
+    refuse: bool,
+) -> (Duration, bool, String) {
+    use std::process::{Command, Stdio};
+    use std::time::Instant;
+    fake.state.lock().expect("state").catalog = (0..8).map(|i| format!("p{i}")).collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("simulate.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_collector-bridge"))
+        .args([
+            "simulate",
+            "--worker-url",
+            &fake.url,
+            "--token-env",
+            "INGEST_TOKEN",
+            "--visitors",
+            "100000000",
+            "--rate",
+            "40",
+            "--concurrency",
+            "4",
+            "--run-id",
+            run_id,
+        ])
+        .env("INGEST_TOKEN", &fake.token)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("start simulate");
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        common::wait_until(Duration::from_secs(20), || fake
+            .slot("home-top-pick")
+            .applied_batches
+            >= 2),
+        "log:\n{}",
+        read_log()
+    );
+    if refuse {
+        fake.state.lock().expect("state").fail_next = u32::MAX;
+        // Let the bridge run into the refusals before the signal.
+        let posts = fake.state.lock().expect("state").event_bodies.len();
+        assert!(common::wait_until(Duration::from_secs(5), || {
+            fake.state.lock().expect("state").event_bodies.len() > posts + 1
+        }));
+    }
+    let started = Instant::now();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let exited = common::wait_until(Duration::from_secs(90), || {
+        matches!(child.try_wait(), Ok(Some(_)))
+    });
+    let took = started.elapsed();
+    eprintln!("simulate (worker refusing: {refuse}): SIGTERM to exit took {took:?}");
+    assert!(exited, "simulate did not exit; log:\n{}", read_log());
+    let out = child.wait_with_output().expect("output");
+    (
+        took,
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+    )
+}
+
+#[test]
+fn simulate_exits_soon_after_sigterm_with_exact_counts() {
+    let fake = FakeWorker::start(&["home-top-pick"]);
+    let (took, clean, line) = simulate_until_sigterm(&fake, "sigterm", false);
+    assert!(clean, "{line}");
+    assert!(took < Duration::from_secs(5), "exit took {took:?}");
+    // visitors=N impressions=I clicks=C noise=X items_shown=K
+    let field = |name: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+    };
+    assert_eq!(
+        fake.totals("home-top-pick"),
+        (field("impressions"), field("clicks")),
+        "{line}"
+    );
+    let records = field("impressions") + field("clicks") + field("noise");
+    assert_eq!(
+        fake.applied("home-top-pick", "simulate-sigterm", 0),
+        Some(records as i64 - 1)
+    );
+}
+
+#[test]
+fn simulate_gives_up_soon_after_sigterm_when_the_worker_refuses_everything() {
+    let fake = FakeWorker::start(&["home-top-pick"]);
+    let (took, clean, _) = simulate_until_sigterm(&fake, "refused", true);
+    // The default grace is 3 s, shared by every request (the pending push and the final one).
+    assert!(took < Duration::from_secs(5), "exit took {took:?}");
+    assert!(!clean, "giving up on the worker is an error exit");
+}
+
+fn fast_client(
+    fake_url: &str,
+    token: &str,
+    shutdown: Arc<AtomicBool>,
+    grace: Duration,
+) -> WorkerClient {
+    let backoff = Backoff {
+        initial: Duration::from_millis(5),
+        max: Duration::from_millis(50),
+        shutdown_grace: grace,
+    };
+    WorkerClient::new(
+        fake_url,
+        Some(token.to_string()),
+        backoff,
+        shutdown,
+        Arc::new(Metrics::default()),
+    )
+}
+
+#[test]
+fn every_refusal_but_misconfiguration_is_retried_and_no_batch_is_skipped() {
+    let fake = FakeWorker::start(&["home-top-pick"]);
+    let c = client(&fake, Some(&fake.token));
+    let mut p =
+        Pipeline::new(&common::project_schema(), Wire::Naked, Rules::default()).expect("pipeline");
+    let mut want = (0, 0);
+    let mut offset = 0i64;
+    // A proxy's 400, a timeout, rate limiting, a client that went away, the ledger bound (507),
+    // the worker's own failures, and a status nobody expects.
+    for status in [400u16, 408, 429, 499, 507, 500, 503, 418] {
+        {
+            let mut st = fake.state.lock().expect("state");
+            st.fail_next = 2;
+            st.fail_status = Some(status);
+        }
+        feed(
+            &mut p,
+            "t",
+            0,
+            &[(offset, Ev::Impression, "a"), (offset + 1, Ev::Click, "a")],
+        );
+        offset += 2;
+        want = (want.0 + 1, want.1 + 1);
+        assert_eq!(
+            deliver_pending(&mut p, &c, "divolte").expect("deliver"),
+            Delivery::Done,
+            "{status}"
+        );
+        assert_eq!(fake.totals("home-top-pick"), want, "{status}");
+        assert_eq!(fake.state.lock().expect("state").fail_next, 0, "{status}");
+    }
+    assert_eq!(fake.applied("home-top-pick", "t", 0), Some(offset - 1));
+}
+
+#[test]
+fn an_invalid_batch_stops_delivery_without_moving_past_it() {
+    let fake = FakeWorker::start(&["home-top-pick"]);
+    let c = client(&fake, Some(&fake.token));
+    let mut p =
+        Pipeline::new(&common::project_schema(), Wire::Naked, Rules::default()).expect("pipeline");
+    // An offset beyond what the protocol allows makes a batch the worker would refuse.
+    let beyond = bandit::batch::MAX_OFFSET + 1;
+    feed(&mut p, "t", 0, &[(beyond, Ev::Impression, "a")]);
+    match deliver_pending(&mut p, &c, "divolte") {
+        Err(e @ WorkerError::InvalidBatch { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("bug") && text.contains("t/0"), "{text}");
+        }
+        other => panic!("expected an invalid batch error, got {other:?}"),
+    }
+    // Nothing was sent and nothing acknowledged: a restart reads it again.
+    assert!(fake.state.lock().expect("state").event_bodies.is_empty());
+    let tp = p.partition("t", 0);
+    assert_eq!(p.resume_offset(tp), Ok(None));
+}
+
+/// Reads `messages` (per partition, in offset order) like a Kafka source: delivers when the
+/// policy says so, and on a conflict or a refusal as too large seeks every partition back to
+/// its resume offset. Returns the deliveries that made it re-read.
+fn run_source(
+    p: &mut Pipeline,
+    c: &WorkerClient,
+    parts: &[(&str, i32, Vec<Vec<u8>>)],
+    flush: FlushPolicy,
+) -> u32 {
+    let tps: Vec<usize> = parts.iter().map(|(t, n, _)| p.own(t, *n)).collect();
+    load_watermarks(p, c).expect("load");
+    let mut pos: Vec<usize> = vec![0; parts.len()];
+    let mut rereads = 0;
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        assert!(rounds < 1_000_000, "no progress");
+        let mut read_any = false;
+        // Round-robin over partitions, one message each.
+        for (i, (_, _, msgs)) in parts.iter().enumerate() {
+            if pos[i] < msgs.len() {
+                let _ = p.process(tps[i], pos[i] as i64, Some(&msgs[pos[i]]));
+                pos[i] += 1;
+                read_any = true;
+            }
+            if flush.due(&p.pending(), Duration::ZERO).is_some() {
+                break;
+            }
+        }
+        let end = !read_any;
+        if end || flush.due(&p.pending(), Duration::ZERO).is_some() {
+            let d = deliver_pending(p, c, "divolte").expect("deliver");
+            if d.must_reread() {
+                rereads += 1;
+                for (i, tp) in tps.iter().enumerate() {
+                    pos[i] = p.resume_offset(*tp).expect("resume").unwrap_or(0) as usize;
+                }
+                continue;
+            }
+            if end {
+                return rereads;
+            }
+        }
+    }
+}
+
+#[test]
+fn a_body_a_proxy_refuses_is_cut_smaller_and_read_again_exactly_once() {
+    // A proxy before the worker takes 20,000-byte bodies at most.
+    let fake = FakeWorker::start(&["s1", "s2"]);
+    fake.state.lock().expect("state").max_body = Some(20_000);
+    let c = client(&fake, Some(&fake.token));
+    // s2 (index 0) gets few items and is pushed first; s1 (index 1) gets a new item per
+    // message, far more than 20,000 bytes of them.
+    let rules = Rules {
+        sources: vec![
+            ("other_pick".into(), "s2".into()),
+            ("top_pick".into(), "s1".into()),
+        ],
+        ..Rules::default()
+    };
+    let mut p = Pipeline::new(&common::project_schema(), Wire::Naked, rules).expect("pipeline");
+    let schema = common::project_schema();
+    let enc = RecordEncoder::new(&schema).expect("encoder");
+    let mut want: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
+    let mut parts = Vec::new();
+    for partition in 0..2 {
+        let mut msgs = Vec::new();
+        for o in 0..1500u64 {
+            let kind = if o % 7 == 0 {
+                Ev::Click
+            } else {
+                Ev::Impression
+            };
+            let (slot, item) = if o % 5 == 0 {
+                ("s2", format!("few-{}", o % 3))
+            } else {
+                (
+                    "s1",
+                    format!("item-{partition}-{o:05}-with-a-longer-catalog-id"),
+                )
+            };
+            let mut e = event(kind, &item, o);
+            if slot == "s2" {
+                e.source = Some("other_pick");
+            }
+            let w = want.entry(slot).or_default();
+            match kind {
+                Ev::Click => w.1 += 1,
+                _ => w.0 += 1,
+            }
+            msgs.push(enc.encode(&e).expect("encode"));
+        }
+        parts.push(("t", partition, msgs));
+    }
+    let rereads = run_source(
+        &mut p,
+        &c,
+        &parts,
+        FlushPolicy::new(2_000, Duration::from_secs(60)),
+    );
+    assert!(rereads > 0, "the proxy never refused a body");
+    assert!(p.body_limit() <= 20_000, "{}", p.body_limit());
+    // Every event counted once: nothing lost with the refused bodies, nothing twice on the
+    // re-reads (s2's batches were applied before s1's were refused).
+    assert_eq!(fake.totals("s1"), want["s1"]);
+    assert_eq!(fake.totals("s2"), want["s2"]);
+    for slot in ["s1", "s2"] {
+        for partition in 0..2 {
+            assert_eq!(fake.applied(slot, "t", partition), Some(1499), "{slot}");
+        }
+        assert_eq!(fake.slot(slot).conflicts, 0, "{slot}");
+    }
+}
+
+#[test]
+fn a_body_over_the_limit_is_never_built() {
+    // Many long ids, all different: only the body size can make a delivery due.
+    let fake = FakeWorker::start(&["home-top-pick"]);
+    let c = client(&fake, Some(&fake.token));
+    let mut p =
+        Pipeline::new(&common::project_schema(), Wire::Naked, Rules::default()).expect("pipeline");
+    let schema = common::project_schema();
+    let enc = RecordEncoder::new(&schema).expect("encoder");
+    let msgs: Vec<Vec<u8>> = (0..9_000u64)
+        .map(|o| {
+            let item = format!("{o:0>128}");
+            enc.encode(&event(Ev::Click, &item, o)).expect("encode")
+        })
+        .collect();
+    let flush = FlushPolicy {
+        max_items: usize::MAX,
+        ..FlushPolicy::new(u64::MAX, Duration::from_secs(60))
+    };
+    let rereads = run_source(&mut p, &c, &[("t", 0, msgs)], flush);
+    assert_eq!(rereads, 0);
+    let bodies = fake.state.lock().expect("state").event_bodies.clone();
+    assert!(bodies.len() > 1, "{bodies:?}");
+    let limit = bandit::protocol::MAX_BODY_BYTES;
+    assert!(bodies.iter().all(|&b| b <= limit), "{bodies:?}");
+    // Cut close to the limit, not far below it.
+    assert!(bodies[0] > limit - 1024, "{bodies:?}");
+    assert_eq!(fake.totals("home-top-pick"), (0, 9_000));
+}
+
+#[test]
+fn direct_simulation_cuts_smaller_batches_when_a_proxy_refuses_the_body() {
+    let fake = FakeWorker::start(&["home-top-pick"]);
+    {
+        let mut st = fake.state.lock().expect("state");
+        st.catalog = (0..400).map(|i| format!("{i:0>100}")).collect();
+        st.max_body = Some(20_000);
+    }
+    let c = client(&fake, Some(&fake.token));
+    let cfg = SimConfig {
+        visitors: 3000,
+        rate: 0.0,
+        concurrency: 3,
+        seed: 7,
+        ctr: CtrDist::Fixed(0.3),
+        slot: "home-top-pick".into(),
+        noise: 0.2,
+    };
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let flush = FlushPolicy::new(100_000, Duration::from_secs(30));
+    let r = simulate::simulate_direct(
+        &cfg,
+        &c,
+        &common::project_schema(),
+        Rules::default(),
+        "proxy",
+        flush,
+        &shutdown,
+    )
+    .expect("simulate");
+    let st = fake.state.lock().expect("state").event_bodies.clone();
+    assert!(st.iter().any(|&b| b > 20_000), "no body was refused");
+    assert_eq!(fake.totals("home-top-pick"), (r.impressions, r.clicks));
+    assert_eq!(
+        fake.applied("home-top-pick", "simulate-proxy", 0),
+        Some((r.impressions + r.clicks + r.noise) as i64 - 1)
+    );
+}
+
+#[test]
+fn offsets_the_worker_reports_beyond_the_protocol_are_an_error_not_a_panic() {
+    let fake = FakeWorker::start(&["home-top-pick"]);
+    let c = client(&fake, Some(&fake.token));
+    let ledger_at = |offset: i64| EventBatch {
+        source: "other".into(),
+        offsets: vec![OffsetRange {
+            topic: "t".into(),
+            partition: 0,
+            from: 0,
+            to: offset,
+        }],
+        counts: vec![],
+    };
+    // As read at assignment.
+    fake.preload("home-top-pick", &ledger_at(i64::MAX));
+    let mut p =
+        Pipeline::new(&common::project_schema(), Wire::Naked, Rules::default()).expect("pipeline");
+    let tp = p.own("t", 0);
+    match load_watermarks(&mut p, &c) {
+        Err(e @ WorkerError::Offset(_)) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("POST /api/slots/home-top-pick/offsets") && text.contains("t/0"),
+                "{text}"
+            );
+        }
+        other => panic!("expected an offset error, got {other:?}"),
+    }
+    assert_eq!(p.resume_offset(tp), Ok(None));
+    // As carried by a 409.
+    let fake = FakeWorker::start(&["home-top-pick"]);
+    let c = client(&fake, Some(&fake.token));
+    fake.preload("home-top-pick", &ledger_at(0));
+    {
+        // A conflict whose offsets include one no batch can have produced.
+        let mut st = fake.state.lock().expect("state");
+        let s = st.slots.get_mut("home-top-pick").expect("slot");
+        s.ledger.set("u", 3, Some(-5));
+    }
+    let mut p =
+        Pipeline::new(&common::project_schema(), Wire::Naked, Rules::default()).expect("pipeline");
+    feed(
+        &mut p,
+        "t",
+        0,
+        &[(0, Ev::Impression, "a"), (1, Ev::Impression, "a")],
+    );
+    match deliver_pending(&mut p, &c, "divolte") {
+        Err(e @ WorkerError::Offset(_)) => {
+            assert!(e.to_string().contains("u/3"), "{e}");
+        }
+        other => panic!("expected an offset error, got {other:?}"),
+    }
+}
+
+#[test]
+fn after_shutdown_retries_end_after_one_grace_period_shared_by_all_requests() {
+    use std::time::Instant;
+    let fake = FakeWorker::start(&["home-top-pick"]);
+    {
+        let mut st = fake.state.lock().expect("state");
+        st.fail_next = u32::MAX;
+    }
+    let shutdown = Arc::new(AtomicBool::new(true));
+    let c = fast_client(&fake.url, &fake.token, shutdown, Duration::from_millis(800));
+    let batch = EventBatch {
+        source: "t".into(),
+        offsets: vec![OffsetRange {
+            topic: "t".into(),
+            partition: 0,
+            from: 0,
+            to: 0,
+        }],
+        counts: vec![],
+    };
+    let started = Instant::now();
+    assert!(matches!(
+        c.push("home-top-pick", &batch),
+        Err(WorkerError::GaveUp { .. })
+    ));
+    let first = started.elapsed();
+    assert!(
+        first >= Duration::from_millis(700) && first < Duration::from_secs(3),
+        "{first:?}"
+    );
+    // The grace is spent: the next request (of any clone) gives up after one attempt.
+    let started = Instant::now();
+    assert!(matches!(
+        c.clone().push("home-top-pick", &batch),
+        Err(WorkerError::GaveUp { .. })
+    ));
+    assert!(
+        started.elapsed() < Duration::from_millis(700),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A worker that takes the connection and never answers: no request outlives the grace by
+    // much, instead of waiting for the 30 s request timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", silent.local_addr().expect("addr"));
+    let shutdown = Arc::new(AtomicBool::new(true));
+    let c = fast_client(&url, "x", shutdown, Duration::from_millis(800));
+    let started = Instant::now();
+    assert!(matches!(
+        c.push("home-top-pick", &batch),
+        Err(WorkerError::GaveUp { .. })
+    ));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(silent);
+}
+
+#[test]
+fn catalog_import_splits_by_item_count_as_well_as_bytes() {
+    let fake = FakeWorker::start(&["home-top-pick"]);
+    let c = client(&fake, Some(&fake.token));
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Small items: 5,000 fit in one body by bytes, but the worker takes 2,000 a request.
+    let json = dir.path().join("many.json");
+    let items: Vec<serde_json::Value> = (0..5000)
+        .map(|i| serde_json::json!({"id": format!("m{i}"), "title": "t"}))
+        .collect();
+    std::fs::write(&json, serde_json::json!({ "items": items }).to_string()).expect("write");
+    let shop = dir.path().join("cars.json");
+    let lines: Vec<String> = (0..4500)
+        .map(|i| format!("{{\"id\":\"c{i}\",\"title\":\"t\"}}"))
+        .collect();
+    std::fs::write(&shop, lines.join("\n")).expect("write");
+    collector_bridge::catalog::import(&[&json], collector_bridge::catalog::Format::Json, &c)
+        .expect("import json");
+    collector_bridge::catalog::import(&[&shop], collector_bridge::catalog::Format::DivolteShop, &c)
+        .expect("import shop");
+    let per_post = fake.state.lock().expect("state").catalog_items.clone();
+    assert_eq!(per_post, [2000, 2000, 1000, 2000, 2000, 500]);
+}
+
+#[test]
+fn bad_item_ids_are_counted_apart_from_missing_ones() {
+    let mut p =
+        Pipeline::new(&common::project_schema(), Wire::Naked, Rules::default()).expect("pipeline");
+    let long = "x".repeat(200);
+    feed(
+        &mut p,
+        "t",
+        0,
+        &[
+            (0, Ev::Impression, "a b"),
+            (1, Ev::Click, "<script>"),
+            (2, Ev::Click, &long),
+            (3, Ev::MissingItem, "ignored"),
+            (4, Ev::Impression, "ok"),
+        ],
+    );
+    let s = p.take_stats();
+    assert_eq!(
+        (s.invalid_items, s.unclassifiable, s.impressions),
+        (3, 1, 1)
+    );
+    let m = Metrics::default();
+    m.add_stats(&s);
+    let text = m.render();
+    assert!(
+        text.contains("collector_bridge_dropped_total{reason=\"invalid_item\"} 3\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("collector_bridge_dropped_total{reason=\"unclassifiable\"} 1\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn replay_cuts_smaller_batches_when_a_proxy_refuses_the_body() {
+    let schema = common::project_schema();
+    let enc = RecordEncoder::new(&schema).expect("encoder");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("events.avro");
+    {
+        let file = std::fs::File::create(&path).expect("create");
+        let mut w = apache_avro::Writer::builder()
+            .schema(&schema)
+            .writer(file)
+            .build()
+            .expect("writer");
+        for i in 0..2000u64 {
+            let item = format!("replayed-{i:06}-{}", "y".repeat(60));
+            w.append_value(enc.value(&event(Ev::Impression, &item, i)))
+                .expect("append");
+        }
+        w.flush().expect("flush");
+    }
+    let fake = FakeWorker::start(&["home-top-pick"]);
+    fake.state.lock().expect("state").max_body = Some(30_000);
+    let c = client(&fake, Some(&fake.token));
+    let opts = collector_bridge::replay::ReplayOptions {
+        flush: FlushPolicy::new(100_000, Duration::from_secs(60)),
+        progress: false,
+    };
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let mut p = Pipeline::new(&schema, Wire::Naked, Rules::default()).expect("pipeline");
+    let r = collector_bridge::replay::replay_files(
+        std::slice::from_ref(&path),
+        &schema,
+        &mut p,
+        &c,
+        &opts,
+        &shutdown,
+    )
+    .expect("replay");
+    assert!(p.body_limit() <= 30_000);
+    assert_eq!(fake.totals("home-top-pick"), (2000, 0));
+    assert_eq!(fake.applied("home-top-pick", &r[0].stream, 0), Some(1999));
 }

@@ -34,15 +34,10 @@ fn tansu_bin() -> Option<PathBuf> {
     if p.is_file() {
         return Some(p);
     }
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "tansu not found at {} (run scripts/install-tansu.sh or set TANSU_BIN)",
-            p.display()
-        );
-    }
-    eprintln!(
-        "skipping: tansu not found at {} (run scripts/install-tansu.sh or set TANSU_BIN)",
-        p.display()
+    common::missing(
+        "the Kafka tests (tests/kafka.rs)",
+        &format!("the tansu broker at {}", p.display()),
+        "run scripts/install-tansu.sh (or make test-tools), or set TANSU_BIN",
     );
     None
 }
@@ -130,6 +125,8 @@ struct Stream {
     counts: (u64, u64),
     sent: [u64; PARTITIONS as usize],
     n: u64,
+    /// A new long item id for every event instead of 17 ids in turn.
+    distinct_items: bool,
 }
 
 impl Stream {
@@ -138,6 +135,7 @@ impl Stream {
             counts: (0, 0),
             sent: [0; PARTITIONS as usize],
             n: 0,
+            distinct_items: false,
         }
     }
 
@@ -170,7 +168,11 @@ impl Stream {
                 Ev::Click => self.counts.1 += 1,
                 _ => {}
             }
-            let item = format!("item{}", i % 17);
+            let item = if self.distinct_items {
+                format!("item-{:08}-{}", self.n, "x".repeat(80))
+            } else {
+                format!("item{}", i % 17)
+            };
             send(enc.encode(&event(*k, &item, self.n)).expect("encode"), self);
         }
         for bad in poison {
@@ -222,24 +224,30 @@ fn start_bridge(
 ) -> Bridge {
     let log = dir.join(format!("{name}.log"));
     let file = std::fs::File::create(&log).expect("log file");
-    let child = Command::new(env!("CARGO_BIN_EXE_collector-bridge"))
-        .args([
-            "run",
-            "--brokers",
-            &broker.addr,
-            "--topic",
-            topic,
-            "--group",
-            group,
-            "--worker-url",
-            &fake.url,
-            "--session-timeout-ms",
-            "2000",
-            "--flush-interval-ms",
-            "200",
-            "--flush-events",
-            "2000",
-        ])
+    // Test defaults, unless `extra` sets the same flag.
+    let defaults = [
+        ("--session-timeout-ms", "2000"),
+        ("--flush-interval-ms", "200"),
+        ("--flush-events", "2000"),
+    ];
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_collector-bridge"));
+    cmd.args([
+        "run",
+        "--brokers",
+        &broker.addr,
+        "--topic",
+        topic,
+        "--group",
+        group,
+        "--worker-url",
+        &fake.url,
+    ]);
+    for (flag, value) in defaults {
+        if !extra.contains(&flag) {
+            cmd.args([flag, value]);
+        }
+    }
+    let child = cmd
         .args(extra)
         .env("INGEST_TOKEN", &fake.token)
         .env("RUST_LOG", "info")
@@ -307,6 +315,11 @@ fn exact_counts_with_poison_messages_and_dead_letters() {
             .expect("encoder")
             .encode(&event(Ev::MissingItem, "x", 0))
             .expect("encode"),
+        // A visitor's id no catalog item can have.
+        RecordEncoder::new(&common::project_schema())
+            .expect("encoder")
+            .encode(&event(Ev::Click, "<img src=x>", 0))
+            .expect("encode"),
         Vec::new(),
     ];
     stream.produce(&producer, "divolte", &mix(900, 0), &poison);
@@ -342,11 +355,13 @@ fn exact_counts_with_poison_messages_and_dead_letters() {
     assert!(
         wait_until(Duration::from_secs(10), || bad("undecodable")
             + bad("unclassifiable")
+            + bad("invalid_item")
             == poison.len() as f64),
         "log:\n{}",
         bridge.log()
     );
     assert_eq!(bad("unclassifiable"), 1.0);
+    assert_eq!(bad("invalid_item"), 1.0);
     assert_eq!(bad("duplicate"), 90.0);
     assert_eq!(bad("robot"), 90.0);
     // The bad messages were copied to the dead-letter topic.
@@ -451,4 +466,192 @@ fn two_bridges_in_one_group_give_exact_counts() {
     );
     assert_eq!(fake.totals(SLOT), stream.counts);
     assert!(a.term() && b.term(), "a:\n{}\nb:\n{}", a.log(), b.log());
+}
+
+#[test]
+fn sigterm_flushes_what_was_read_and_exits_quickly() {
+    let Some(broker) = Broker::start() else {
+        return;
+    };
+    broker.create_topic("divolte", PARTITIONS);
+    let fake = FakeWorker::start(&[SLOT]);
+    let producer = broker.producer();
+    let mut stream = Stream::new();
+    // 3 x 500 messages are pushed by size; the last 100 stay pending (the age limit is ten
+    // minutes), so only the shutdown flush can deliver them.
+    stream.produce(&producer, "divolte", &mix(1600, 7), &[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut bridge = start_bridge(
+        &broker,
+        &fake,
+        "divolte",
+        "g4",
+        &[
+            "--flush-interval-ms",
+            "600000",
+            "--flush-events",
+            "500",
+            // The default session timeout: leaving the group must not wait for it.
+            "--session-timeout-ms",
+            "10000",
+        ],
+        dir.path(),
+        "b",
+    );
+    assert!(
+        wait_until(WAIT, || fake.slot(SLOT).applied_batches >= 3),
+        "log:\n{}",
+        bridge.log()
+    );
+    // The remaining 100 messages are read in far less than this.
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !stream.all_applied(&fake, "divolte"),
+        "pushed before the signal"
+    );
+    let started = std::time::Instant::now();
+    let clean = bridge.term();
+    let took = started.elapsed();
+    eprintln!("run: SIGTERM to exit took {took:?}");
+    assert!(clean, "no clean exit; log:\n{}", bridge.log());
+    assert!(
+        took < Duration::from_secs(5),
+        "exit took {took:?}; log:\n{}",
+        bridge.log()
+    );
+    assert!(
+        stream.all_applied(&fake, "divolte"),
+        "log:\n{}",
+        bridge.log()
+    );
+    assert_eq!(fake.totals(SLOT), stream.counts);
+}
+
+#[test]
+fn sigterm_while_the_worker_refuses_exits_soon_and_a_restart_counts_exactly() {
+    let Some(broker) = Broker::start() else {
+        return;
+    };
+    broker.create_topic("divolte", PARTITIONS);
+    let fake = FakeWorker::start(&[SLOT]);
+    let producer = broker.producer();
+    let mut stream = Stream::new();
+    stream.produce(&producer, "divolte", &mix(1500, 8), &[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut bridge = start_bridge(&broker, &fake, "divolte", "g5", &[], dir.path(), "first");
+    assert!(
+        wait_until(WAIT, || stream.all_applied(&fake, "divolte")),
+        "log:\n{}",
+        bridge.log()
+    );
+    // The worker now answers 503 to every batch (as while it is being deployed).
+    fake.state.lock().expect("state").fail_next = u32::MAX;
+    let posts = fake.state.lock().expect("state").event_bodies.len();
+    stream.produce(&producer, "divolte", &mix(1500, 9), &[]);
+    assert!(
+        wait_until(WAIT, || fake
+            .state
+            .lock()
+            .expect("state")
+            .event_bodies
+            .len()
+            > posts + 2),
+        "log:\n{}",
+        bridge.log()
+    );
+    let started = std::time::Instant::now();
+    let clean = bridge.term();
+    let took = started.elapsed();
+    eprintln!("run (worker refusing): SIGTERM to exit took {took:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "exit took {took:?}; log:\n{}",
+        bridge.log()
+    );
+    let _ = clean;
+    // Nothing was skipped: a second bridge delivers the rest, each event once.
+    fake.state.lock().expect("state").fail_next = 0;
+    stream.produce(&producer, "divolte", &mix(500, 10), &[]);
+    let second = start_bridge(&broker, &fake, "divolte", "g5", &[], dir.path(), "second");
+    assert!(
+        wait_until(WAIT, || stream.all_applied(&fake, "divolte")),
+        "log:\n{}",
+        second.log()
+    );
+    assert_eq!(fake.totals(SLOT), stream.counts);
+}
+
+#[test]
+fn a_proxy_with_a_lower_body_limit_gets_smaller_batches_and_exact_counts() {
+    let Some(broker) = Broker::start() else {
+        return;
+    };
+    broker.create_topic("divolte", PARTITIONS);
+    let fake = FakeWorker::start(&[SLOT]);
+    fake.state.lock().expect("state").max_body = Some(40_000);
+    let producer = broker.producer();
+    let mut stream = Stream::new();
+    stream.distinct_items = true;
+    stream.produce(&producer, "divolte", &mix(4000, 11), &[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bridge = start_bridge(&broker, &fake, "divolte", "g6", &[], dir.path(), "b");
+    assert!(
+        wait_until(WAIT, || stream.all_applied(&fake, "divolte")),
+        "log:\n{}",
+        bridge.log()
+    );
+    assert_eq!(fake.totals(SLOT), stream.counts);
+    let bodies = fake.state.lock().expect("state").event_bodies.clone();
+    assert!(
+        bodies.iter().any(|&b| b > 40_000),
+        "no body was refused: {bodies:?}"
+    );
+    assert!(bridge.log().contains("re-reading with smaller batches"));
+    assert_eq!(fake.slot(SLOT).conflicts, 0);
+}
+
+#[test]
+fn an_impossible_offset_from_the_worker_stops_the_bridge_with_what_to_do() {
+    let Some(broker) = Broker::start() else {
+        return;
+    };
+    broker.create_topic("divolte", PARTITIONS);
+    let fake = FakeWorker::start(&[SLOT]);
+    // A ledger entry no batch can have produced (beyond 2^53 - 1), read at assignment.
+    fake.preload(
+        SLOT,
+        &bandit::EventBatch {
+            source: "other".into(),
+            offsets: vec![bandit::OffsetRange {
+                topic: "divolte".into(),
+                partition: 1,
+                from: 0,
+                to: i64::MAX,
+            }],
+            counts: vec![],
+        },
+    );
+    let producer = broker.producer();
+    let mut stream = Stream::new();
+    stream.produce(&producer, "divolte", &mix(300, 12), &[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut bridge = start_bridge(&broker, &fake, "divolte", "g7", &[], dir.path(), "b");
+    assert!(
+        wait_until(WAIT, || matches!(bridge.child.try_wait(), Ok(Some(_)))),
+        "the bridge kept running; log:\n{}",
+        bridge.log()
+    );
+    let status = bridge.child.wait().expect("status");
+    let log = bridge.log();
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "an error exit, not a crash; log:\n{log}"
+    );
+    assert!(
+        log.contains("POST /api/slots/home-top-pick/offsets") && log.contains("divolte/1"),
+        "log:\n{log}"
+    );
+    // Nothing was pushed from positions nobody knows.
+    assert_eq!(fake.slot(SLOT).applied_batches, 0);
 }

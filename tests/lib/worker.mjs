@@ -32,7 +32,9 @@ export async function startWorker(opts = {}) {
     modulesRoot: path.join(ROOT, "build"),
     modules: true,
     modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"] }],
-    bindings: { ...workerOptions.bindings, INGEST_TOKEN: TOKEN, ...(opts.vars ?? {}) },
+    // The tests' own tokens, whatever a developer's .dev.vars (read by wrangler) holds: an empty
+    // OPERATOR_TOKEN lets the ingest token serve operators too.
+    bindings: { ...workerOptions.bindings, INGEST_TOKEN: TOKEN, OPERATOR_TOKEN: "", ...(opts.vars ?? {}) },
     durableObjects: { ...workerOptions.durableObjects, ...(opts.durableObjects ?? {}) },
   };
   const mf = new Miniflare({

@@ -8,8 +8,8 @@ use crate::escape::is_safe_url;
 pub const MAX_TEXT_LEN: usize = 512;
 /// Longest accepted URL, in bytes.
 pub const MAX_URL_LEN: usize = 2048;
-/// Most items in one import request.
-pub const MAX_ITEMS_PER_IMPORT: usize = 2_000;
+/// Most items in one import request (shared with the bridge, which splits imports by it).
+pub use bandit::protocol::MAX_ITEMS_PER_IMPORT;
 
 /// What the page needs to show one catalog item.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

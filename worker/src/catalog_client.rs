@@ -83,15 +83,6 @@ pub struct SampleRequest {
     pub exclude: Vec<String>,
 }
 
-/// Answer to an import.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ImportResult {
-    /// Items added or replaced.
-    pub imported: usize,
-    /// Catalog size afterwards.
-    pub total: u64,
-}
-
 /// Answer to a count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CatalogCount {
@@ -107,7 +98,9 @@ mod client {
     use serde::de::DeserializeOwned;
     use worker::{Env, Error, Request, RequestInit, Response, Result, Stub};
 
-    use super::{CatalogCount, CatalogOp, ImportResult, SampleRequest, BINDING, NAME};
+    use bandit::protocol::CatalogImportResponse;
+
+    use super::{CatalogCount, CatalogOp, SampleRequest, BINDING, NAME};
     use crate::catalog::CatalogItem;
 
     /// The handle on the catalog's Durable Object.
@@ -161,7 +154,7 @@ mod client {
         }
 
         /// Adds or replaces validated items.
-        pub async fn import(&self, items: &[CatalogItem]) -> Result<ImportResult> {
+        pub async fn import(&self, items: &[CatalogItem]) -> Result<CatalogImportResponse> {
             self.call_json(CatalogOp::Import, Some(Self::body(&items)?))
                 .await?
                 .ok_or_else(|| Self::missing("import"))

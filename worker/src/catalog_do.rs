@@ -9,7 +9,9 @@ use worker::*;
 
 use crate::api::json_response;
 use crate::catalog::CatalogItem;
-use crate::catalog_client::{CatalogCount, CatalogOp, ImportResult, SampleRequest};
+use bandit::protocol::CatalogImportResponse;
+
+use crate::catalog_client::{CatalogCount, CatalogOp, SampleRequest};
 
 /// Items shown on one category page.
 pub const CATEGORY_PAGE_ITEMS: usize = 48;
@@ -83,7 +85,7 @@ impl CatalogObject {
         Ok(c.n as u64)
     }
 
-    fn import(&self, items: Vec<CatalogItem>) -> Result<ImportResult> {
+    fn import(&self, items: Vec<CatalogItem>) -> Result<CatalogImportResponse> {
         let sql = self.sql();
         let mut next = self.count()?;
         for it in &items {
@@ -114,7 +116,7 @@ impl CatalogObject {
                 ],
             )?;
         }
-        Ok(ImportResult {
+        Ok(CatalogImportResponse {
             imported: items.len(),
             total: next,
         })

@@ -7,7 +7,7 @@ mod ctr;
 mod output;
 mod record;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -132,9 +132,16 @@ pub fn run_visitors(
                     }
                     if cfg.rate > 0.0 {
                         let due = start + Duration::from_secs_f64(i as f64 / cfg.rate);
-                        let now = Instant::now();
-                        if due > now {
-                            std::thread::sleep(due - now);
+                        // In slices, so a slow rate does not hold up a shutdown.
+                        loop {
+                            let now = Instant::now();
+                            if due <= now || shutdown.load(Ordering::Relaxed) {
+                                break;
+                            }
+                            std::thread::sleep((due - now).min(Duration::from_millis(50)));
+                        }
+                        if shutdown.load(Ordering::Relaxed) {
+                            break;
                         }
                     }
                     let r = visit(cfg, i, client, encoder, &frame, output, &mut local);
@@ -223,7 +230,9 @@ fn visit(
 }
 
 /// Runs the visitors straight into the bridge's pipeline (no Kafka): records are decoded,
-/// classified, aggregated and pushed as stream `simulate-<run id>`, partition 0.
+/// classified, aggregated and pushed as stream `simulate-<run id>`, partition 0. The records
+/// the worker has not acknowledged yet are kept, so that a body refused as too large can be
+/// cut smaller and read again like any other source.
 pub fn simulate_direct(
     cfg: &SimConfig,
     client: &WorkerClient,
@@ -239,7 +248,10 @@ pub fn simulate_direct(
     let stream = format!("simulate-{run_id}");
     let tp = pipeline.own(&stream, 0);
     load_watermarks(&mut pipeline, client)?;
-    let mut offset = pipeline.resume_offset(tp).unwrap_or(0);
+    let first = pipeline
+        .resume_offset(tp)
+        .map_err(WorkerError::from)?
+        .unwrap_or(0);
     let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(16_384);
     let output = ChannelOutput(Mutex::new(tx));
     std::thread::scope(|scope| {
@@ -249,33 +261,64 @@ pub fn simulate_direct(
             drop(output);
             r
         });
+        // Records from offset `kept_from` on, not yet acknowledged by the worker; `next` is
+        // the offset of the next record to process (below the end of `kept` after a re-read).
+        let mut kept: VecDeque<Vec<u8>> = VecDeque::new();
+        let mut kept_from = first;
+        let mut next = first;
+        let mut closed = false;
         let mut last_flush = Instant::now();
         let pushed: Result<(), SimError> = loop {
-            let msg = rx.recv_timeout(Duration::from_millis(20));
-            let done = matches!(msg, Err(mpsc::RecvTimeoutError::Disconnected));
-            if let Ok(rec) = msg {
-                if let Err(bad) = pipeline.process(tp, offset, Some(&rec)) {
-                    tracing::warn!(stream = %stream, offset, error = %bad, "simulated record is bad");
+            let kept_end = kept_from + kept.len() as i64;
+            if next < kept_end {
+                let rec = &kept[(next - kept_from) as usize];
+                if let Err(bad) = pipeline.process(tp, next, Some(rec)) {
+                    tracing::warn!(stream = %stream, offset = next, error = %bad, "simulated record is bad");
                 }
-                offset += 1;
+                next += 1;
+            } else if !closed {
+                match rx.recv_timeout(Duration::from_millis(20)) {
+                    Ok(rec) => {
+                        if let Err(bad) = pipeline.process(tp, next, Some(&rec)) {
+                            tracing::warn!(stream = %stream, offset = next, error = %bad, "simulated record is bad");
+                        }
+                        kept.push_back(rec);
+                        next += 1;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => closed = true,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                }
             }
-            if done
+            let done = closed && next >= kept_from + kept.len() as i64;
+            if !(done
                 || flush
                     .due(&pipeline.pending(), last_flush.elapsed())
-                    .is_some()
+                    .is_some())
             {
-                last_flush = Instant::now();
-                match deliver_pending(&mut pipeline, client, "simulate") {
-                    Ok(Delivery::Done) => {}
-                    Ok(Delivery::Resync) => {
-                        break Err(SimError::Output(format!(
-                            "the worker refused stream {stream}; is another simulation using run id {run_id}?"
-                        )))
-                    }
-                    Err(e) => break Err(e.into()),
-                }
+                continue;
             }
-            if done {
+            last_flush = Instant::now();
+            match deliver_pending(&mut pipeline, client, "simulate") {
+                Ok(Delivery::Done) => {}
+                Ok(Delivery::Resync) => {
+                    break Err(SimError::Output(format!(
+                        "the worker refused stream {stream}; is another simulation using run id {run_id}?"
+                    )))
+                }
+                Ok(Delivery::TooLarge) => {}
+                Err(e) => break Err(e.into()),
+            }
+            // Forget what the worker holds; go back to where it stops.
+            let resume = match pipeline.resume_offset(tp) {
+                Ok(r) => r.unwrap_or(first),
+                Err(e) => break Err(WorkerError::from(e).into()),
+            };
+            while kept_from < resume && !kept.is_empty() {
+                kept.pop_front();
+                kept_from += 1;
+            }
+            next = resume.max(kept_from);
+            if closed && next >= kept_from + kept.len() as i64 && pipeline.pending().events == 0 {
                 break Ok(());
             }
         };

@@ -9,13 +9,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bandit::protocol::{
-    Applied, ConflictResponse, Counted, ErrorResponse, OffsetsResponse, PushResponse,
-    MAX_BODY_BYTES,
+    Applied, CatalogImportResponse, ConflictResponse, Counted, ErrorResponse, OffsetsResponse,
+    PickResponse, PushResponse, MAX_BODY_BYTES, MAX_ITEMS_PER_IMPORT,
 };
 use bandit::{Disposition, EventBatch, OffsetLedger};
 use collector_bridge::simulate::SimEvent;
 use serde::Serialize;
-use serde_json::json;
 
 /// Per-slot state of the fake worker.
 #[derive(Debug, Default, Clone)]
@@ -34,8 +33,15 @@ pub struct State {
     pub slots: HashMap<String, SlotState>,
     pub catalog: Vec<String>,
     pub catalog_posts: Vec<(String, String, usize)>,
-    /// Answer this many event posts with 503 first.
+    /// Items of each catalog post taken.
+    pub catalog_items: Vec<usize>,
+    /// Answer this many event posts with `fail_status` (503 when unset) first.
     pub fail_next: u32,
+    pub fail_status: Option<u16>,
+    /// A proxy's lower body limit: event posts over it get 413.
+    pub max_body: Option<usize>,
+    /// Sizes of the event bodies received, refused ones included.
+    pub event_bodies: Vec<usize>,
     pub picks: u64,
 }
 
@@ -180,9 +186,14 @@ fn handle_request(mut req: tiny_http::Request, state: &Mutex<State>, token: &str
             if !authed {
                 return error(req, 401, "missing or wrong bearer token");
             }
+            st.event_bodies.push(body.len());
             if st.fail_next > 0 {
                 st.fail_next -= 1;
-                return error(req, 503, "try later");
+                let status = st.fail_status.unwrap_or(503);
+                return error(req, status, format!("fake failure {status}: try later"));
+            }
+            if body.len() > st.max_body.unwrap_or(MAX_BODY_BYTES) {
+                return error(req, 413, "request body too large (proxy)");
             }
             if body.len() > MAX_BODY_BYTES {
                 return error(req, 413, "too large");
@@ -251,11 +262,20 @@ fn handle_request(mut req: tiny_http::Request, state: &Mutex<State>, token: &str
             st.picks += 1;
             // Cycle through the catalog so every item is shown.
             let item = st.catalog[(st.picks as usize) % st.catalog.len()].clone();
-            respond(
-                req,
-                200,
-                &json!({"slot": slot, "item": item, "epoch": 1, "title": "t", "image": "/i.jpg", "href": format!("/product/{item}/#/?source=top_pick"), "photographer": "p"}),
-            )
+            let pick = PickResponse {
+                slot: slot.to_string(),
+                href: format!("/product/{item}/#/?source=top_pick"),
+                item,
+                epoch: 1,
+                version: st.picks,
+                fallback: false,
+                source: "isolate".into(),
+                title: "t".into(),
+                image: "/i.jpg".into(),
+                photographer: "p".into(),
+                category: String::new(),
+            };
+            respond(req, 200, &pick)
         }
         ("POST", ["api", "catalog"]) => {
             if !authed {
@@ -272,10 +292,25 @@ fn handle_request(mut req: tiny_http::Request, state: &Mutex<State>, token: &str
                     .and_then(|v| v.get("items").and_then(|i| i.as_array()).map(Vec::len))
                     .unwrap_or(0)
             };
+            if n > MAX_ITEMS_PER_IMPORT {
+                return error(
+                    req,
+                    413,
+                    format!("{n} items in one request; send at most {MAX_ITEMS_PER_IMPORT}"),
+                );
+            }
+            st.catalog_items.push(n);
             st.catalog_posts
                 .push((query.to_string(), body.clone(), body.len()));
             let total = st.catalog_posts.len();
-            respond(req, 200, &json!({"imported": n, "total": total}))
+            respond(
+                req,
+                200,
+                &CatalogImportResponse {
+                    imported: n,
+                    total: total as u64,
+                },
+            )
         }
         _ => error(req, 404, "not found"),
     }
@@ -293,14 +328,32 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
+/// Whether the tests run under CI (`CI` set, and not empty, `0` or `false`): there a missing
+/// dependency fails the test instead of skipping it.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false"))
+}
+
+/// Reports a test that cannot run because `what` is missing: loudly on stderr with `how` to
+/// get it, and as a failure under CI.
+pub fn missing(test: &str, what: &str, how: &str) {
+    let message = format!("{test}: {what} is missing; {how}");
+    if in_ci() {
+        panic!("{message} (CI is set, so this fails instead of skipping)");
+    }
+    eprintln!("\n======== SKIPPED ========\n{message}\n(set CI=true to make this a failure)\n=========================\n");
+}
+
 /// The shared Divolte shop fixtures, when present beside the workspace.
 pub fn shop_dir() -> Option<PathBuf> {
     let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/divolte-shop");
     if d.join("ShopEventRecord.avsc").is_file() {
         Some(d)
     } else {
-        eprintln!(
-            "skipping: ../shared/divolte-shop is absent (only the project's schema is tested)"
+        missing(
+            "the Divolte shop fixture tests",
+            &format!("{} (ShopEventRecord.avsc, catalog/)", d.display()),
+            "check out the shared fixtures beside the workspace (../shared/divolte-shop); only the project's schema is tested without them",
         );
         None
     }
