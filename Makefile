@@ -5,7 +5,7 @@ SHELL := /bin/bash
 export WRANGLER_SEND_METRICS := false
 export PATH := $(HOME)/.cargo/bin:$(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: all tools test-tools bench-tools build build-worker build-native demo test test-rust test-worker test-e2e test-browser lint fmt bench dry-run clean reliability
+.PHONY: all tools test-tools bench-tools build build-worker build-native demo test test-rust test-worker test-e2e test-browser lint fmt bench dry-run clean reliability fuzz-tools fuzz-smoke fuzz
 
 all: build
 
@@ -17,6 +17,9 @@ test-tools:
 
 bench-tools:
 	@bash scripts/bootstrap.sh --bench
+
+fuzz-tools:
+	@bash scripts/bootstrap.sh --fuzz
 
 ## build: the worker bundle in build/ and the native bridge binary.
 build: tools build-worker build-native
@@ -32,7 +35,7 @@ demo: build
 	bash scripts/demo.sh
 
 ## test: every test suite, from a bare machine.
-test: test-tools build lint test-rust test-worker test-e2e test-browser dry-run
+test: test-tools build lint test-rust fuzz-smoke test-worker test-e2e test-browser dry-run
 
 lint:
 	cargo fmt --all -- --check
@@ -42,6 +45,15 @@ lint:
 test-rust:
 	cargo test --workspace --exclude top-pick-worker
 	cargo test -p top-pick-worker --lib
+
+## fuzz-smoke: each fuzz target (fuzz/fuzz_targets) for 30 s under libFuzzer; fails on any crash.
+fuzz-smoke: fuzz-tools
+	bash scripts/fuzz.sh smoke
+
+## fuzz: the long campaign, 10 million executions per target, one at a time; the figures go to
+## docs/RELIABILITY.md ("Fuzzing"). FUZZ_TARGET_DIR (default target/fuzz) holds the builds.
+fuzz: fuzz-tools
+	bash scripts/fuzz.sh long
 
 test-worker: build-worker
 	node --test --test-concurrency=1 tests/worker/

@@ -5,15 +5,19 @@
 #   scripts/bootstrap.sh            Rust targets and cargo tools, npm packages
 #   scripts/bootstrap.sh --test     ... plus the test broker and system packages for tests
 #   scripts/bootstrap.sh --bench    ... plus the benchmark tools
+#   scripts/bootstrap.sh --fuzz     ... plus the fuzzing tools (nightly Rust, cargo-fuzz); --test
+#                                   includes them, since `make test` runs the fuzz smoke test
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 want_test=0
 want_bench=0
+want_fuzz=0
 for a in "$@"; do
   case "$a" in
-    --test) want_test=1 ;;
-    --bench) want_test=1; want_bench=1 ;;
+    --test) want_test=1; want_fuzz=1 ;;
+    --bench) want_test=1; want_bench=1; want_fuzz=1 ;;
+    --fuzz) want_fuzz=1 ;;
     *) echo "bootstrap: unknown option $a" >&2; exit 2 ;;
   esac
 done
@@ -55,6 +59,8 @@ fi
 
 worker_version=$(lock_version worker)
 bindgen_version=$(lock_version wasm-bindgen)
+# cargo-fuzz is a tool, not a crate of any lock file: pinned here.
+cargo_fuzz_version=0.13.2
 
 if [ "$(worker-build --version 2>/dev/null | awk '{print $NF}')" != "$worker_version" ]; then
   log "installing worker-build $worker_version (matches the worker crate)"
@@ -74,6 +80,18 @@ fi
 if [ "$want_test" = 1 ]; then
   apt_install unzip chromium
   bash scripts/install-tansu.sh
+fi
+if [ "$want_fuzz" = 1 ]; then
+  # cargo-fuzz drives libFuzzer with sanitizer flags only nightly rustc accepts. The minimal
+  # profile is enough (no rust-src: the targets do not rebuild std).
+  if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+    log "installing the nightly Rust toolchain (minimal profile) for fuzzing"
+    rustup toolchain install nightly --profile minimal
+  fi
+  if [ "$(cargo fuzz --version 2>/dev/null | awk '{print $NF}')" != "$cargo_fuzz_version" ]; then
+    log "installing cargo-fuzz $cargo_fuzz_version"
+    cargo install cargo-fuzz --version "=$cargo_fuzz_version" --locked --force
+  fi
 fi
 if [ "$want_bench" = 1 ]; then
   apt_install wrk hyperfine redis-server valgrind python3-venv

@@ -253,7 +253,7 @@ fn shop_schema_agrees() {
 }
 
 #[test]
-fn negative_block_counts_are_skipped_by_size() {
+fn negative_block_counts_are_read_item_by_item() {
     let schema = Schema::parse_str(
         r#"{"type":"record","name":"R","fields":[
             {"name":"a","type":{"type":"array","items":"long"}},
@@ -351,4 +351,316 @@ fn unusable_field_types_are_refused_at_startup() {
     .expect("schema");
     assert!(DecodePlan::new(&schema, &["productId"]).is_err());
     assert!(DecodePlan::new(&Schema::String, &["x"]).is_err());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Differential: the fast plan rejects everything apache-avro rejects. The tests above show it
+// accepts what apache-avro accepts; these show the converse on damaged records (truncations,
+// flipped bytes, invalid varints, negative or oversized lengths, invalid UTF-8 inside string
+// fields and map keys, negative block counts), so the bridge never counts a record the
+// reference decoder would refuse. When both accept, the extracted fields agree.
+
+/// Marks the string the mutations aim at: a control byte no random string contains, then a
+/// unique tag, 16 bytes in all (one-byte length varint).
+const MARK: &[u8; 16] = b"\x07mark-0123456789";
+
+/// Calls `f` on every string a value holds (values and map keys), in encoding order for
+/// records, unions and arrays.
+fn strings_mut(v: &mut Value, f: &mut dyn FnMut(&mut String)) {
+    match v {
+        Value::String(s) => f(s),
+        Value::Union(_, inner) => strings_mut(inner, f),
+        Value::Array(items) => items.iter_mut().for_each(|i| strings_mut(i, f)),
+        Value::Record(fields) => fields.iter_mut().for_each(|(_, v)| strings_mut(v, f)),
+        Value::Map(m) => {
+            let old = std::mem::take(m);
+            for (mut k, mut v) in old {
+                f(&mut k);
+                strings_mut(&mut v, f);
+                m.insert(k, v);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A valid record with its `target`-th string (modulo the count) replaced by [`MARK`]; the
+/// bytes and where the mark starts, or `None` when the record holds no string.
+fn marked_record(schema: &Schema, seed: u64, target: usize) -> (Vec<u8>, Option<usize>) {
+    let mut rng = SplitMix64::new(seed);
+    let mut value = random_value(&resolve_refs(schema), &mut rng, "", 0);
+    let mut count = 0usize;
+    strings_mut(&mut value, &mut |_| count += 1);
+    if count > 0 {
+        let pick = target % count;
+        let mut i = 0usize;
+        strings_mut(&mut value, &mut |s| {
+            if i == pick {
+                *s = String::from_utf8(MARK.to_vec()).expect("ascii");
+            }
+            i += 1;
+        });
+    }
+    let bytes = write(schema, value);
+    let at = bytes.windows(MARK.len()).position(|w| w == MARK);
+    (bytes, at)
+}
+
+/// Byte sequences that are not UTF-8 (lone continuation, truncated sequence, overlong,
+/// surrogate, beyond U+10FFFF, 0xFF).
+const NOT_UTF8: [&[u8]; 7] = [
+    &[0x80],
+    &[0xC3, 0x28],
+    &[0xE2, 0x82],
+    &[0xC0, 0x80],
+    &[0xED, 0xA0, 0x80],
+    &[0xF4, 0x90, 0x80, 0x80],
+    &[0xFF],
+];
+
+#[derive(Debug, Clone)]
+enum Damage {
+    /// Keep the first n bytes.
+    Truncate(usize),
+    /// XOR one byte with a non-zero mask.
+    Flip(usize, u8),
+    /// Insert a varint that never ends (11 continuation bytes) at a position.
+    EndlessVarint(usize),
+    /// Replace the byte at a position with an overlong varint of the same value.
+    OverlongVarint(usize),
+    /// Put an invalid UTF-8 sequence inside the marked string (its length unchanged).
+    BadUtf8 { which: usize, offset: usize },
+    /// Make the marked string's length negative (zigzag 1..=63 odd).
+    NegativeLength(u8),
+    /// Make the marked string's length longer than what follows.
+    LongLength(u8),
+    /// Replace a byte with a negative block count -n and a byte size (n, size small).
+    NegativeBlock { at: usize, n: u8, size: u8 },
+}
+
+fn damage_strategy() -> impl Strategy<Value = Damage> {
+    prop_oneof![
+        any::<usize>().prop_map(Damage::Truncate),
+        (any::<usize>(), 1u8..=255).prop_map(|(i, m)| Damage::Flip(i, m)),
+        any::<usize>().prop_map(Damage::EndlessVarint),
+        any::<usize>().prop_map(Damage::OverlongVarint),
+        (any::<usize>(), any::<usize>())
+            .prop_map(|(which, offset)| Damage::BadUtf8 { which, offset }),
+        (1u8..=63).prop_map(Damage::NegativeLength),
+        (17u8..=63).prop_map(Damage::LongLength),
+        (any::<usize>(), 1u8..=4, 0u8..=8).prop_map(|(at, n, size)| Damage::NegativeBlock {
+            at,
+            n,
+            size
+        }),
+    ]
+}
+
+/// The zigzag varint of `n`.
+fn varint(n: i64) -> Vec<u8> {
+    let mut z = ((n << 1) ^ (n >> 63)) as u64;
+    let mut b = Vec::new();
+    loop {
+        let byte = (z & 0x7f) as u8;
+        z >>= 7;
+        if z == 0 {
+            b.push(byte);
+            return b;
+        }
+        b.push(byte | 0x80);
+    }
+}
+
+/// Applies the damage; `None` when it does not apply (no marked string).
+fn damaged(bytes: &[u8], mark: Option<usize>, d: &Damage) -> Option<Vec<u8>> {
+    let mut b = bytes.to_vec();
+    let len = b.len().max(1);
+    match *d {
+        Damage::Truncate(n) => b.truncate(n % len),
+        Damage::Flip(i, m) => {
+            if b.is_empty() {
+                return None;
+            }
+            b[i % len] ^= m
+        }
+        Damage::EndlessVarint(i) => {
+            let at = i % (b.len() + 1);
+            b.splice(at..at, [0xffu8; 11]);
+        }
+        Damage::OverlongVarint(i) => {
+            if b.is_empty() {
+                return None;
+            }
+            // The same small value with trailing zero groups: apache-avro and the plan both
+            // read it (it is not an error), which checks that they stay aligned.
+            let at = i % len;
+            let v = b[at] & 0x7f;
+            b.splice(at..=at, [v | 0x80, 0x80, 0x00]);
+        }
+        Damage::BadUtf8 { which, offset } => {
+            let start = mark? + 1; // keep the control byte, damage the tag
+            let seq = NOT_UTF8[which % NOT_UTF8.len()];
+            let room = MARK.len() - 1 - seq.len();
+            let at = start + offset % (room + 1);
+            b[at..at + seq.len()].copy_from_slice(seq);
+        }
+        Damage::NegativeLength(k) => {
+            let at = mark?.checked_sub(1)?;
+            b[at] = 2 * k - 1;
+        }
+        Damage::LongLength(k) => {
+            let at = mark?.checked_sub(1)?;
+            let rest = (b.len() - at - 1) as i64;
+            b.splice(at..=at, varint(rest + i64::from(k)));
+        }
+        Damage::NegativeBlock { at, n, size } => {
+            if b.is_empty() {
+                return None;
+            }
+            let at = at % len;
+            b.splice(at..=at, [2 * n - 1, 2 * size]);
+        }
+    }
+    Some(b)
+}
+
+/// The property for one damaged record under one schema.
+fn check_rejects_what_reference_rejects(schema: &Schema, plan: &DecodePlan, bytes: &[u8]) {
+    let fast = plan.decode(bytes);
+    match reference::decode(schema, bytes) {
+        Err(e) => assert!(
+            fast.is_err(),
+            "apache-avro refuses ({e}) but the plan accepts {fast:?}: {bytes:02x?}"
+        ),
+        Ok(v) => {
+            if let Ok(fast) = fast {
+                let slow = reference::extract(&v, &NAMES).expect("extract");
+                assert_eq!(fast, slow, "both accept but disagree: {bytes:02x?}");
+            }
+        }
+    }
+}
+
+fn schemas_under_test() -> Vec<Schema> {
+    let mut v = vec![
+        common::project_schema(),
+        Schema::parse_str(EVERY_TYPE).expect("schema"),
+    ];
+    v.extend(common::shop_schema());
+    v
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2048, failure_persistence: None, .. ProptestConfig::default() })]
+
+    #[test]
+    fn fast_plan_rejects_what_apache_avro_rejects(
+        seed in any::<u64>(),
+        target in any::<usize>(),
+        damage in proptest::collection::vec(damage_strategy(), 1..3),
+    ) {
+        for schema in schemas_under_test() {
+            let plan = DecodePlan::new(&schema, &NAMES).expect("plan");
+            let (mut b, _) = marked_record(&schema, seed, target);
+            for d in &damage {
+                // Earlier damage may have moved or cut the mark: find it again.
+                let mark = b.windows(MARK.len()).position(|w| w == MARK);
+                match damaged(&b, mark, d) {
+                    Some(x) => b = x,
+                    None => continue,
+                }
+            }
+            check_rejects_what_reference_rejects(&schema, &plan, &b);
+        }
+    }
+}
+
+/// Each damage kind aimed at each string of each schema, deterministically: a skipped field,
+/// an extracted one and a map key all get invalid UTF-8 and bad lengths.
+#[test]
+fn every_string_position_is_checked() {
+    for schema in schemas_under_test() {
+        let plan = DecodePlan::new(&schema, &NAMES).expect("plan");
+        for seed in 0..40u64 {
+            for target in 0..64usize {
+                let (bytes, mark) = marked_record(&schema, seed, target);
+                if mark.is_none() {
+                    continue;
+                }
+                for (which, _) in NOT_UTF8.iter().enumerate() {
+                    let d = Damage::BadUtf8 {
+                        which,
+                        offset: seed as usize,
+                    };
+                    let b = damaged(&bytes, mark, &d).expect("marked");
+                    assert!(
+                        reference::decode(&schema, &b).is_err(),
+                        "apache-avro accepts {d:?}"
+                    );
+                    check_rejects_what_reference_rejects(&schema, &plan, &b);
+                }
+                for d in [
+                    Damage::NegativeLength(1 + (seed % 63) as u8),
+                    Damage::LongLength(40),
+                ] {
+                    let b = damaged(&bytes, mark, &d).expect("marked");
+                    check_rejects_what_reference_rejects(&schema, &plan, &b);
+                }
+            }
+        }
+    }
+}
+
+/// A negative block count is followed by the block's byte size; apache-avro ignores the size
+/// and reads the items, so a block whose items are invalid is refused whatever its size says.
+#[test]
+fn negative_block_items_are_validated() {
+    let schema = Schema::parse_str(
+        r#"{"type":"record","name":"R","fields":[
+            {"name":"a","type":{"type":"array","items":"boolean"}},
+            {"name":"m","type":{"type":"map","values":"string"}},
+            {"name":"eventType","type":"string"}]}"#,
+    )
+    .expect("schema");
+    let plan = DecodePlan::new(&schema, &["eventType"]).expect("plan");
+    // -2 items (zigzag 3), size 2, booleans 1 and 7 (invalid); end; empty map; "hi".
+    let bad_bool = [3u8, 4, 1, 7, 0, 0, 4, b'h', b'i'];
+    // Empty array; map block of -1 entry (zigzag 1), size 4, key "\xff" (invalid), value "";
+    // end; "hi".
+    let bad_key = [0u8, 1, 8, 2, 0xff, 0, 0, 4, b'h', b'i'];
+    // The size of a negative block says too little: the items decide, as in apache-avro.
+    let good = [3u8, 0, 1, 0, 0, 0, 4, b'h', b'i'];
+    // i64::MIN as a count cannot be negated.
+    let mut min_count = vec![0xffu8; 9];
+    min_count.push(0x01);
+    min_count.extend([0, 0, 0, 4, b'h', b'i']);
+    for b in [&bad_bool[..], &bad_key[..], &good[..], &min_count[..]] {
+        check_rejects_what_reference_rejects(&schema, &plan, b);
+    }
+    assert!(plan.decode(&good).is_ok());
+    assert!(plan.decode(&bad_bool).is_err());
+    assert!(plan.decode(&bad_key).is_err());
+}
+
+/// apache-avro refuses a collection whose values would take more than its allocation limit
+/// (512 MiB), even of zero-width items; so does the plan.
+#[test]
+fn huge_zero_width_collections_are_refused_like_apache_avro() {
+    let schema = Schema::parse_str(
+        r#"{"type":"record","name":"R","fields":[
+            {"name":"nulls","type":{"type":"array","items":"null"}},
+            {"name":"eventType","type":"string"}]}"#,
+    )
+    .expect("schema");
+    let plan = DecodePlan::new(&schema, &["eventType"]).expect("plan");
+    let record = |count: i64| {
+        let mut b = varint(count);
+        b.extend([0, 4, b'h', b'i']);
+        b
+    };
+    for count in [1i64, 1000, 1 << 20, 1 << 40, i64::MAX] {
+        check_rejects_what_reference_rejects(&schema, &plan, &record(count));
+    }
+    assert!(plan.decode(&record(1000)).is_ok());
+    assert!(plan.decode(&record(1 << 40)).is_err());
 }

@@ -29,6 +29,7 @@ const FULL = {
   faults: { events: 1_000_000, kills: 20, restarts: 3, poison: 10_000, forged: 10_000 },
   outage: { events: 200_000, outageMs: 60_000 },
   homepage: { requests: 10_000, concurrency: 50 },
+  homepage1: { requests: 1_000, concurrency: 1 },
   load: { requests: 10_000, concurrency: 100 },
   hostile: { items: 1000 },
 };
@@ -36,6 +37,7 @@ const SHORT = {
   faults: { events: 30_000, kills: 4, restarts: 1, poison: 300, forged: 300 },
   outage: { events: 10_000, outageMs: 5_000 },
   homepage: { requests: 500, concurrency: 20 },
+  homepage1: { requests: 100, concurrency: 1 },
   load: { requests: 1_000, concurrency: 20 },
   hostile: { items: 200 },
 };
@@ -44,6 +46,7 @@ const RUNS = {
   faults: ["Fault loop", () => faultLoop({ ...sizes.faults, log })],
   outage: ["Worker outage", () => workerOutage({ ...sizes.outage, log })],
   homepage: ["Homepage without its store", () => homepageWithoutStore(sizes.homepage)],
+  homepage1: ["Homepage without its store, one request at a time", () => homepageWithoutStore(sizes.homepage1)],
   load: ["Load", () => load(sizes.load)],
   hostile: ["Hostile catalog in Chromium", () => hostile(sizes.hostile)],
 };

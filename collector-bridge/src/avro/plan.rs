@@ -1,11 +1,19 @@
 //! A decoder specialised to one record schema: the schema is walked once at startup into a
 //! flat plan that extracts a few top-level fields (borrowed from the message) and skips the
 //! rest without building values, which is what makes a million records per second possible.
+//!
+//! Skipping still validates: the plan refuses every record apache-avro's generic reader refuses
+//! (strings and map keys must be UTF-8, the items of negative-count blocks are read, collections
+//! and lengths stay within apache-avro's allocation limit, `uuid` values must parse), so nothing
+//! the reference decoder would refuse is ever counted (`tests/decode.rs` checks this on damaged
+//! records). One exception: the bytes of a `big-decimal` value are skipped unparsed.
 
 use std::collections::HashMap;
 
 use apache_avro::schema::{InnerDecimalSchema, Name, UuidSchema};
-use apache_avro::Schema;
+use apache_avro::types::Value;
+use apache_avro::util::{max_allocation_bytes, DEFAULT_MAX_ALLOCATION_BYTES};
+use apache_avro::{Schema, Uuid};
 
 use super::{DecodeError, SchemaError};
 
@@ -61,6 +69,14 @@ enum Node {
     Long,
     Fixed(usize),
     Bytes,
+    /// A UTF-8 string.
+    Str,
+    /// A `uuid` string (apache-avro parses it).
+    UuidStr,
+    /// Bytes of exactly this length (a `uuid` over bytes).
+    BytesOf(usize),
+    /// A type apache-avro can never read (a `duration` not 12 bytes, a `uuid` fixed not 16).
+    Refuse(&'static str),
     Enum(usize),
     Array {
         items: usize,
@@ -101,6 +117,29 @@ pub struct DecodePlan {
     nodes: Vec<Node>,
     ops: Vec<Op>,
     names: Vec<String>,
+    limits: Limits,
+}
+
+/// apache-avro's allocation limit, as lengths and collection sizes it refuses beyond.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// Longest string or bytes value.
+    len: usize,
+    /// Most items in one array (all blocks).
+    array_items: u64,
+    /// Most entries in one map (all blocks).
+    map_entries: u64,
+}
+
+impl Limits {
+    fn apache_avro() -> Limits {
+        let bytes = max_allocation_bytes(DEFAULT_MAX_ALLOCATION_BYTES);
+        Limits {
+            len: bytes,
+            array_items: (bytes / std::mem::size_of::<Value>()) as u64,
+            map_entries: (bytes / std::mem::size_of::<(String, Value)>()) as u64,
+        }
+    }
 }
 
 struct Builder<'s> {
@@ -165,8 +204,13 @@ impl<'s> Builder<'s> {
             | Schema::LocalTimestampNanos => Node::Long,
             Schema::Float => Node::Fixed(4),
             Schema::Double => Node::Fixed(8),
-            Schema::Bytes | Schema::String | Schema::BigDecimal => Node::Bytes,
-            Schema::Uuid(UuidSchema::String) | Schema::Uuid(UuidSchema::Bytes) => Node::Bytes,
+            Schema::Bytes | Schema::BigDecimal => Node::Bytes,
+            Schema::String => Node::Str,
+            Schema::Uuid(UuidSchema::String) => Node::UuidStr,
+            Schema::Uuid(UuidSchema::Bytes) => Node::BytesOf(16),
+            Schema::Uuid(UuidSchema::Fixed(f)) if f.size != 16 => {
+                Node::Refuse("uuid fixed is not 16 bytes")
+            }
             Schema::Uuid(UuidSchema::Fixed(f)) => Node::Fixed(f.size),
             Schema::Decimal(d) => match &d.inner {
                 InnerDecimalSchema::Bytes => Node::Bytes,
@@ -174,7 +218,12 @@ impl<'s> Builder<'s> {
             },
             Schema::Fixed(f) | Schema::Duration(f) => {
                 let full = fullname(&f.name, ns);
-                let id = self.push(Node::Fixed(f.size));
+                let node = if matches!(s, Schema::Duration(_)) && f.size != 12 {
+                    Node::Refuse("duration is not 12 bytes")
+                } else {
+                    Node::Fixed(f.size)
+                };
+                let id = self.push(node);
                 self.named.insert(full, id);
                 return Ok(id);
             }
@@ -320,6 +369,7 @@ impl DecodePlan {
             nodes: b.nodes,
             ops,
             names: fields.iter().map(|s| s.to_string()).collect(),
+            limits: Limits::apache_avro(),
         })
     }
 
@@ -343,7 +393,7 @@ impl DecodePlan {
             match op {
                 Op::Skip(n) => self.skip(*n, buf, &mut pos, 0)?,
                 Op::Extract { slot, how, name } => {
-                    out.fields[*slot] = read_field(how, buf, &mut pos, name)?;
+                    out.fields[*slot] = read_field(how, buf, &mut pos, name, self.limits.len)?;
                 }
             }
         }
@@ -370,9 +420,32 @@ impl DecodePlan {
             Node::Long => read_long(buf, pos).map(|_| ()),
             Node::Fixed(n) => advance(buf, pos, *n),
             Node::Bytes => {
-                let len = read_len(buf, pos)?;
+                let len = read_len(buf, pos, self.limits.len)?;
                 advance(buf, pos, len)
             }
+            Node::Str => skip_str(buf, pos, self.limits.len),
+            Node::UuidStr => {
+                let at = *pos;
+                let s = read_str(buf, pos, self.limits.len)?;
+                Uuid::parse_str(s)
+                    .map(|_| ())
+                    .map_err(|_| DecodeError::Invalid {
+                        at,
+                        what: "uuid string does not parse",
+                    })
+            }
+            Node::BytesOf(n) => {
+                let at = *pos;
+                let len = read_len(buf, pos, self.limits.len)?;
+                if len != *n {
+                    return Err(DecodeError::Invalid {
+                        at,
+                        what: "uuid bytes are not 16 bytes",
+                    });
+                }
+                advance(buf, pos, len)
+            }
+            Node::Refuse(what) => Err(DecodeError::Invalid { at: *pos, what }),
             Node::Enum(count) => {
                 let at = *pos;
                 let i = read_int(buf, pos)?;
@@ -402,16 +475,19 @@ impl DecodePlan {
                 }
                 Ok(())
             }
-            Node::Array { items, zero_width } => {
-                self.skip_blocks(buf, pos, depth, *zero_width, |s, buf, pos| {
-                    s.skip(*items, buf, pos, depth + 1)
+            Node::Array { items, zero_width } => self.skip_blocks(
+                buf,
+                pos,
+                *zero_width,
+                self.limits.array_items,
+                |s, buf, pos| s.skip(*items, buf, pos, depth + 1),
+            ),
+            Node::Map(values) => {
+                self.skip_blocks(buf, pos, false, self.limits.map_entries, |s, buf, pos| {
+                    skip_str(buf, pos, s.limits.len)?;
+                    s.skip(*values, buf, pos, depth + 1)
                 })
             }
-            Node::Map(values) => self.skip_blocks(buf, pos, depth, false, |s, buf, pos| {
-                let len = read_len(buf, pos)?;
-                advance(buf, pos, len)?;
-                s.skip(*values, buf, pos, depth + 1)
-            }),
             Node::Pending => Err(DecodeError::Invalid {
                 at: *pos,
                 what: "schema node not built",
@@ -419,25 +495,37 @@ impl DecodePlan {
         }
     }
 
+    /// Reads the blocks of an array or map: each a count, then that many items; a negative
+    /// count -n is followed by the block's size in bytes, which (as in apache-avro and the
+    /// Java reader) is not trusted: the n items are read and validated like any others.
     fn skip_blocks(
         &self,
         buf: &[u8],
         pos: &mut usize,
-        _depth: usize,
         zero_width: bool,
+        max_items: u64,
         mut item: impl FnMut(&Self, &[u8], &mut usize) -> Result<(), DecodeError>,
     ) -> Result<(), DecodeError> {
+        let mut total = 0u64;
         loop {
             let at = *pos;
-            let count = read_long(buf, pos)?;
+            let mut count = read_long(buf, pos)?;
             if count == 0 {
                 return Ok(());
             }
             if count < 0 {
-                // A negative count is followed by the block's size in bytes: skip it whole.
-                let size = read_len(buf, pos)?;
-                advance(buf, pos, size)?;
-                continue;
+                read_long(buf, pos)?;
+                count = count.checked_neg().ok_or(DecodeError::Invalid {
+                    at,
+                    what: "block count out of range",
+                })?;
+            }
+            total = total.saturating_add(count as u64);
+            if total > max_items {
+                return Err(DecodeError::Invalid {
+                    at,
+                    what: "collection larger than apache-avro's allocation limit",
+                });
             }
             if zero_width {
                 continue;
@@ -461,6 +549,7 @@ fn read_field<'a>(
     buf: &'a [u8],
     pos: &mut usize,
     name: &'static str,
+    max_len: usize,
 ) -> Result<Field<'a>, DecodeError> {
     Ok(match how {
         Extract::Null => Field::Null,
@@ -468,7 +557,7 @@ fn read_field<'a>(
         Extract::Int => Field::Long(read_int(buf, pos)? as i64),
         Extract::Long => Field::Long(read_long(buf, pos)?),
         Extract::Str => {
-            let len = read_len(buf, pos)?;
+            let len = read_len(buf, pos, max_len)?;
             let start = *pos;
             advance(buf, pos, len)?;
             let bytes = &buf[start..*pos];
@@ -495,7 +584,7 @@ fn read_field<'a>(
                     at,
                     what: "union index out of range",
                 })?;
-            read_field(b, buf, pos, name)?
+            read_field(b, buf, pos, name, max_len)?
         }
     })
 }
@@ -544,13 +633,50 @@ fn read_int(buf: &[u8], pos: &mut usize) -> Result<i32, DecodeError> {
 }
 
 #[inline]
-fn read_len(buf: &[u8], pos: &mut usize) -> Result<usize, DecodeError> {
+fn read_len(buf: &[u8], pos: &mut usize, max: usize) -> Result<usize, DecodeError> {
     let at = *pos;
     let v = read_long(buf, pos)?;
-    usize::try_from(v).map_err(|_| DecodeError::Invalid {
-        at,
-        what: "negative length",
+    match usize::try_from(v) {
+        Ok(len) if len <= max => Ok(len),
+        Ok(_) => Err(DecodeError::Invalid {
+            at,
+            what: "length beyond apache-avro's allocation limit",
+        }),
+        Err(_) => Err(DecodeError::Invalid {
+            at,
+            what: "negative length",
+        }),
+    }
+}
+
+/// Reads a string: it must be UTF-8.
+#[inline]
+fn read_str<'a>(buf: &'a [u8], pos: &mut usize, max: usize) -> Result<&'a str, DecodeError> {
+    let len = read_len(buf, pos, max)?;
+    let start = *pos;
+    advance(buf, pos, len)?;
+    std::str::from_utf8(&buf[start..*pos]).map_err(|_| DecodeError::Invalid {
+        at: start,
+        what: "string is not UTF-8",
     })
+}
+
+/// Skips a string that is not extracted, checking that it is UTF-8 (ASCII first: the common
+/// case, and a cheaper check than the full validation).
+#[inline]
+fn skip_str(buf: &[u8], pos: &mut usize, max: usize) -> Result<(), DecodeError> {
+    let len = read_len(buf, pos, max)?;
+    let start = *pos;
+    advance(buf, pos, len)?;
+    let bytes = &buf[start..*pos];
+    if all_ascii(bytes) || std::str::from_utf8(bytes).is_ok() {
+        Ok(())
+    } else {
+        Err(DecodeError::Invalid {
+            at: start,
+            what: "string is not UTF-8",
+        })
+    }
 }
 
 #[inline]
@@ -565,5 +691,68 @@ fn read_bool(buf: &[u8], pos: &mut usize) -> Result<bool, DecodeError> {
             at,
             what: "boolean is neither 0 nor 1",
         }),
+    }
+}
+
+/// Whether every byte is ASCII, a word at a time (overlapping loads cover the ends); about a
+/// third of what `is_ascii` costs on the short strings of a Divolte record.
+#[inline]
+fn all_ascii(b: &[u8]) -> bool {
+    let n = b.len();
+    if n >= 8 {
+        let word = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or([0xff; 8]));
+        let mut acc = word(n - 8);
+        let mut i = 0;
+        while i + 8 <= n {
+            acc |= word(i);
+            i += 8;
+        }
+        acc & 0x8080_8080_8080_8080 == 0
+    } else if n >= 4 {
+        let word = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap_or([0xff; 4]));
+        (word(0) | word(n - 4)) & 0x8080_8080 == 0
+    } else {
+        b.iter().fold(0u8, |a, &x| a | x) < 0x80
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_ascii_sees_a_high_byte_anywhere() {
+        for n in 0..40 {
+            let clean = vec![b'a'; n];
+            assert!(all_ascii(&clean), "{n}");
+            for at in 0..n {
+                for high in [0x80u8, 0xc3, 0xff] {
+                    let mut b = clean.clone();
+                    b[at] = high;
+                    assert!(!all_ascii(&b), "{n} {at} {high:#x}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn skipped_strings_must_be_utf8() {
+        for s in [&b"plain"[..], "é漢🙂".as_bytes(), b"", b"0123456789abcdef"] {
+            let mut buf = vec![(s.len() * 2) as u8];
+            buf.extend_from_slice(s);
+            let mut pos = 0;
+            assert_eq!(skip_str(&buf, &mut pos, usize::MAX), Ok(()));
+            assert_eq!(pos, buf.len());
+        }
+        for s in [
+            &[0x80u8][..],
+            &[b'a', 0xc3],
+            &[0xed, 0xa0, 0x80],
+            b"abcdefgh\xff",
+        ] {
+            let mut buf = vec![(s.len() * 2) as u8];
+            buf.extend_from_slice(s);
+            assert!(skip_str(&buf, &mut 0, usize::MAX).is_err(), "{s:02x?}");
+        }
     }
 }
