@@ -147,17 +147,18 @@ describe("bridge -> worker through tansu", { skip, timeout: 240_000 }, () => {
     const a = await startBridge({ ...opts, name: "pair-a" });
     await produce(broker.addr, topic, stream.records(5000));
     await waitFor(async () => (await state(w)).totals.impressions > 0, WAIT_MS, "bridge A to push");
-    // B joins: the group rebalances while records are still arriving.
+    // B joins: the group rebalances while records are still arriving. They keep arriving, in
+    // small bursts, until B has consumed some: one burst produced up front may be read to its
+    // end by A before the group has given B its partitions.
     const b = await startBridge({ ...opts, name: "pair-b" });
-    const more = produce(broker.addr, topic, stream.records(20_000));
     await waitFor(async () => {
+      await produce(broker.addr, topic, stream.records(1000));
       const m = await metrics(b.metricsAddr);
       return (m["collector_bridge_consumed_total"] ?? 0) > 0;
     }, WAIT_MS, "bridge B to be assigned partitions and consume").catch((e) => {
       e.message += `\n${bridgeLogs([a, b])}`;
       throw e;
     });
-    await more;
     // A leaves abruptly: B takes over A's partitions after the session times out.
     await a.stop("SIGKILL");
     await produce(broker.addr, topic, stream.records(5000));
