@@ -294,16 +294,37 @@ fn metric(addr: &str, line_prefix: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// What every test here starts from: a broker with the topic `divolte`, a fake worker serving
+/// the slot, a producer, an empty stream and a directory for logs.
+struct Scene {
+    broker: Broker,
+    fake: FakeWorker,
+    producer: ThreadedProducer<DefaultProducerContext>,
+    stream: Stream,
+    dir: tempfile::TempDir,
+}
+
+impl Scene {
+    /// `None` when tansu is missing outside CI (it says so; under CI it fails instead).
+    fn start() -> Option<Scene> {
+        let broker = Broker::start()?;
+        broker.create_topic("divolte", PARTITIONS);
+        Some(Scene {
+            fake: FakeWorker::start(&[SLOT]),
+            producer: broker.producer(),
+            stream: Stream::new(),
+            dir: tempfile::tempdir().expect("tempdir"),
+            broker,
+        })
+    }
+}
+
 #[test]
 fn exact_counts_with_poison_messages_and_dead_letters() {
-    let Some(broker) = Broker::start() else {
+    let Some(mut s) = Scene::start() else {
         return;
     };
-    broker.create_topic("divolte", PARTITIONS);
-    broker.create_topic("dead", 1);
-    let fake = FakeWorker::start(&[SLOT]);
-    let producer = broker.producer();
-    let mut stream = Stream::new();
+    s.broker.create_topic("dead", 1);
     let valid = RecordEncoder::new(&common::project_schema())
         .expect("encoder")
         .encode(&event(Ev::Click, "x", 0))
@@ -322,12 +343,12 @@ fn exact_counts_with_poison_messages_and_dead_letters() {
             .expect("encode"),
         Vec::new(),
     ];
-    stream.produce(&producer, "divolte", &mix(900, 0), &poison);
-    let dir = tempfile::tempdir().expect("tempdir");
+    s.stream
+        .produce(&s.producer, "divolte", &mix(900, 0), &poison);
     let metrics_addr = format!("127.0.0.1:{}", free_port());
     let mut bridge = start_bridge(
-        &broker,
-        &fake,
+        &s.broker,
+        &s.fake,
         "divolte",
         "g1",
         &[
@@ -336,15 +357,15 @@ fn exact_counts_with_poison_messages_and_dead_letters() {
             "--dead-letter-topic",
             "dead",
         ],
-        dir.path(),
+        s.dir.path(),
         "b",
     );
     assert!(
-        wait_until(WAIT, || stream.all_applied(&fake, "divolte")),
+        wait_until(WAIT, || s.stream.all_applied(&s.fake, "divolte")),
         "not all offsets applied; log:\n{}",
         bridge.log()
     );
-    assert_eq!(fake.totals(SLOT), stream.counts);
+    assert_eq!(s.fake.totals(SLOT), s.stream.counts);
     let bad = |reason: &str| {
         metric(
             &metrics_addr,
@@ -366,7 +387,7 @@ fn exact_counts_with_poison_messages_and_dead_letters() {
     assert_eq!(bad("robot"), 90.0);
     // The bad messages were copied to the dead-letter topic.
     let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &broker.addr)
+        .set("bootstrap.servers", &s.broker.addr)
         .set("group.id", "dlq-check")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "2000")
@@ -395,60 +416,67 @@ fn exact_counts_with_poison_messages_and_dead_letters() {
 
 #[test]
 fn sigkill_and_restart_neither_lose_nor_double_count() {
-    let Some(broker) = Broker::start() else {
+    let Some(mut s) = Scene::start() else {
         return;
     };
-    broker.create_topic("divolte", PARTITIONS);
-    let fake = FakeWorker::start(&[SLOT]);
-    let producer = broker.producer();
-    let mut stream = Stream::new();
-    stream.produce(&producer, "divolte", &mix(3000, 1), &[]);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut bridge = start_bridge(&broker, &fake, "divolte", "g2", &[], dir.path(), "first");
+    s.stream.produce(&s.producer, "divolte", &mix(3000, 1), &[]);
+    let mut bridge = start_bridge(
+        &s.broker,
+        &s.fake,
+        "divolte",
+        "g2",
+        &[],
+        s.dir.path(),
+        "first",
+    );
     assert!(
-        wait_until(WAIT, || stream.all_applied(&fake, "divolte")),
+        wait_until(WAIT, || s.stream.all_applied(&s.fake, "divolte")),
         "log:\n{}",
         bridge.log()
     );
-    let batches_before = fake.slot(SLOT).applied_batches;
-    stream.produce(&producer, "divolte", &mix(30_000, 2), &[]);
+    let batches_before = s.fake.slot(SLOT).applied_batches;
+    s.stream
+        .produce(&s.producer, "divolte", &mix(30_000, 2), &[]);
     // Kill as soon as the bridge has pushed part of the new events.
     assert!(
-        wait_until(WAIT, || fake.slot(SLOT).applied_batches > batches_before),
+        wait_until(WAIT, || s.fake.slot(SLOT).applied_batches > batches_before),
         "log:\n{}",
         bridge.log()
     );
     bridge.child.kill().expect("SIGKILL");
     let _ = bridge.child.wait();
-    stream.produce(&producer, "divolte", &mix(2000, 3), &[]);
-    let second = start_bridge(&broker, &fake, "divolte", "g2", &[], dir.path(), "second");
+    s.stream.produce(&s.producer, "divolte", &mix(2000, 3), &[]);
+    let second = start_bridge(
+        &s.broker,
+        &s.fake,
+        "divolte",
+        "g2",
+        &[],
+        s.dir.path(),
+        "second",
+    );
     assert!(
-        wait_until(WAIT, || stream.all_applied(&fake, "divolte")),
+        wait_until(WAIT, || s.stream.all_applied(&s.fake, "divolte")),
         "log:\n{}",
         second.log()
     );
-    assert_eq!(fake.totals(SLOT), stream.counts);
+    assert_eq!(s.fake.totals(SLOT), s.stream.counts);
 }
 
 #[test]
 fn two_bridges_in_one_group_give_exact_counts() {
-    let Some(broker) = Broker::start() else {
+    let Some(mut s) = Scene::start() else {
         return;
     };
-    broker.create_topic("divolte", PARTITIONS);
-    let fake = FakeWorker::start(&[SLOT]);
-    let producer = broker.producer();
-    let mut stream = Stream::new();
-    stream.produce(&producer, "divolte", &mix(6000, 4), &[]);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut a = start_bridge(&broker, &fake, "divolte", "g3", &[], dir.path(), "a");
+    s.stream.produce(&s.producer, "divolte", &mix(6000, 4), &[]);
+    let mut a = start_bridge(&s.broker, &s.fake, "divolte", "g3", &[], s.dir.path(), "a");
     assert!(
-        wait_until(WAIT, || fake.slot(SLOT).applied_batches > 0),
+        wait_until(WAIT, || s.fake.slot(SLOT).applied_batches > 0),
         "log:\n{}",
         a.log()
     );
-    let mut b = start_bridge(&broker, &fake, "divolte", "g3", &[], dir.path(), "b");
-    stream.produce(&producer, "divolte", &mix(6000, 5), &[]);
+    let mut b = start_bridge(&s.broker, &s.fake, "divolte", "g3", &[], s.dir.path(), "b");
+    s.stream.produce(&s.producer, "divolte", &mix(6000, 5), &[]);
     // Both members must end up owning partitions (the rebalance happened).
     assert!(
         wait_until(WAIT, || a.log().contains("partition revoked")
@@ -457,33 +485,28 @@ fn two_bridges_in_one_group_give_exact_counts() {
         a.log(),
         b.log()
     );
-    stream.produce(&producer, "divolte", &mix(3000, 6), &[]);
+    s.stream.produce(&s.producer, "divolte", &mix(3000, 6), &[]);
     assert!(
-        wait_until(WAIT, || stream.all_applied(&fake, "divolte")),
+        wait_until(WAIT, || s.stream.all_applied(&s.fake, "divolte")),
         "a:\n{}\nb:\n{}",
         a.log(),
         b.log()
     );
-    assert_eq!(fake.totals(SLOT), stream.counts);
+    assert_eq!(s.fake.totals(SLOT), s.stream.counts);
     assert!(a.term() && b.term(), "a:\n{}\nb:\n{}", a.log(), b.log());
 }
 
 #[test]
 fn sigterm_flushes_what_was_read_and_exits_quickly() {
-    let Some(broker) = Broker::start() else {
+    let Some(mut s) = Scene::start() else {
         return;
     };
-    broker.create_topic("divolte", PARTITIONS);
-    let fake = FakeWorker::start(&[SLOT]);
-    let producer = broker.producer();
-    let mut stream = Stream::new();
     // 3 x 500 messages are pushed by size; the last 100 stay pending (the age limit is ten
     // minutes), so only the shutdown flush can deliver them.
-    stream.produce(&producer, "divolte", &mix(1600, 7), &[]);
-    let dir = tempfile::tempdir().expect("tempdir");
+    s.stream.produce(&s.producer, "divolte", &mix(1600, 7), &[]);
     let mut bridge = start_bridge(
-        &broker,
-        &fake,
+        &s.broker,
+        &s.fake,
         "divolte",
         "g4",
         &[
@@ -495,18 +518,18 @@ fn sigterm_flushes_what_was_read_and_exits_quickly() {
             "--session-timeout-ms",
             "10000",
         ],
-        dir.path(),
+        s.dir.path(),
         "b",
     );
     assert!(
-        wait_until(WAIT, || fake.slot(SLOT).applied_batches >= 3),
+        wait_until(WAIT, || s.fake.slot(SLOT).applied_batches >= 3),
         "log:\n{}",
         bridge.log()
     );
     // The remaining 100 messages are read in far less than this.
     std::thread::sleep(Duration::from_secs(1));
     assert!(
-        !stream.all_applied(&fake, "divolte"),
+        !s.stream.all_applied(&s.fake, "divolte"),
         "pushed before the signal"
     );
     let started = std::time::Instant::now();
@@ -520,36 +543,40 @@ fn sigterm_flushes_what_was_read_and_exits_quickly() {
         bridge.log()
     );
     assert!(
-        stream.all_applied(&fake, "divolte"),
+        s.stream.all_applied(&s.fake, "divolte"),
         "log:\n{}",
         bridge.log()
     );
-    assert_eq!(fake.totals(SLOT), stream.counts);
+    assert_eq!(s.fake.totals(SLOT), s.stream.counts);
 }
 
 #[test]
 fn sigterm_while_the_worker_refuses_exits_soon_and_a_restart_counts_exactly() {
-    let Some(broker) = Broker::start() else {
+    let Some(mut s) = Scene::start() else {
         return;
     };
-    broker.create_topic("divolte", PARTITIONS);
-    let fake = FakeWorker::start(&[SLOT]);
-    let producer = broker.producer();
-    let mut stream = Stream::new();
-    stream.produce(&producer, "divolte", &mix(1500, 8), &[]);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut bridge = start_bridge(&broker, &fake, "divolte", "g5", &[], dir.path(), "first");
+    s.stream.produce(&s.producer, "divolte", &mix(1500, 8), &[]);
+    let mut bridge = start_bridge(
+        &s.broker,
+        &s.fake,
+        "divolte",
+        "g5",
+        &[],
+        s.dir.path(),
+        "first",
+    );
     assert!(
-        wait_until(WAIT, || stream.all_applied(&fake, "divolte")),
+        wait_until(WAIT, || s.stream.all_applied(&s.fake, "divolte")),
         "log:\n{}",
         bridge.log()
     );
     // The worker now answers 503 to every batch (as while it is being deployed).
-    fake.state.lock().expect("state").fail_next = u32::MAX;
-    let posts = fake.state.lock().expect("state").event_bodies.len();
-    stream.produce(&producer, "divolte", &mix(1500, 9), &[]);
+    s.fake.state.lock().expect("state").fail_next = u32::MAX;
+    let posts = s.fake.state.lock().expect("state").event_bodies.len();
+    s.stream.produce(&s.producer, "divolte", &mix(1500, 9), &[]);
     assert!(
-        wait_until(WAIT, || fake
+        wait_until(WAIT, || s
+            .fake
             .state
             .lock()
             .expect("state")
@@ -570,55 +597,57 @@ fn sigterm_while_the_worker_refuses_exits_soon_and_a_restart_counts_exactly() {
     );
     let _ = clean;
     // Nothing was skipped: a second bridge delivers the rest, each event once.
-    fake.state.lock().expect("state").fail_next = 0;
-    stream.produce(&producer, "divolte", &mix(500, 10), &[]);
-    let second = start_bridge(&broker, &fake, "divolte", "g5", &[], dir.path(), "second");
+    s.fake.state.lock().expect("state").fail_next = 0;
+    s.stream.produce(&s.producer, "divolte", &mix(500, 10), &[]);
+    let second = start_bridge(
+        &s.broker,
+        &s.fake,
+        "divolte",
+        "g5",
+        &[],
+        s.dir.path(),
+        "second",
+    );
     assert!(
-        wait_until(WAIT, || stream.all_applied(&fake, "divolte")),
+        wait_until(WAIT, || s.stream.all_applied(&s.fake, "divolte")),
         "log:\n{}",
         second.log()
     );
-    assert_eq!(fake.totals(SLOT), stream.counts);
+    assert_eq!(s.fake.totals(SLOT), s.stream.counts);
 }
 
 #[test]
 fn a_proxy_with_a_lower_body_limit_gets_smaller_batches_and_exact_counts() {
-    let Some(broker) = Broker::start() else {
+    let Some(mut s) = Scene::start() else {
         return;
     };
-    broker.create_topic("divolte", PARTITIONS);
-    let fake = FakeWorker::start(&[SLOT]);
-    fake.state.lock().expect("state").max_body = Some(40_000);
-    let producer = broker.producer();
-    let mut stream = Stream::new();
-    stream.distinct_items = true;
-    stream.produce(&producer, "divolte", &mix(4000, 11), &[]);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let bridge = start_bridge(&broker, &fake, "divolte", "g6", &[], dir.path(), "b");
+    s.fake.state.lock().expect("state").max_body = Some(40_000);
+    s.stream.distinct_items = true;
+    s.stream
+        .produce(&s.producer, "divolte", &mix(4000, 11), &[]);
+    let bridge = start_bridge(&s.broker, &s.fake, "divolte", "g6", &[], s.dir.path(), "b");
     assert!(
-        wait_until(WAIT, || stream.all_applied(&fake, "divolte")),
+        wait_until(WAIT, || s.stream.all_applied(&s.fake, "divolte")),
         "log:\n{}",
         bridge.log()
     );
-    assert_eq!(fake.totals(SLOT), stream.counts);
-    let bodies = fake.state.lock().expect("state").event_bodies.clone();
+    assert_eq!(s.fake.totals(SLOT), s.stream.counts);
+    let bodies = s.fake.state.lock().expect("state").event_bodies.clone();
     assert!(
         bodies.iter().any(|&b| b > 40_000),
         "no body was refused: {bodies:?}"
     );
     assert!(bridge.log().contains("re-reading with smaller batches"));
-    assert_eq!(fake.slot(SLOT).conflicts, 0);
+    assert_eq!(s.fake.slot(SLOT).conflicts, 0);
 }
 
 #[test]
 fn an_impossible_offset_from_the_worker_stops_the_bridge_with_what_to_do() {
-    let Some(broker) = Broker::start() else {
+    let Some(mut s) = Scene::start() else {
         return;
     };
-    broker.create_topic("divolte", PARTITIONS);
-    let fake = FakeWorker::start(&[SLOT]);
     // A ledger entry no batch can have produced (beyond 2^53 - 1), read at assignment.
-    fake.preload(
+    s.fake.preload(
         SLOT,
         &bandit::EventBatch {
             source: "other".into(),
@@ -631,11 +660,8 @@ fn an_impossible_offset_from_the_worker_stops_the_bridge_with_what_to_do() {
             counts: vec![],
         },
     );
-    let producer = broker.producer();
-    let mut stream = Stream::new();
-    stream.produce(&producer, "divolte", &mix(300, 12), &[]);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut bridge = start_bridge(&broker, &fake, "divolte", "g7", &[], dir.path(), "b");
+    s.stream.produce(&s.producer, "divolte", &mix(300, 12), &[]);
+    let mut bridge = start_bridge(&s.broker, &s.fake, "divolte", "g7", &[], s.dir.path(), "b");
     assert!(
         wait_until(WAIT, || matches!(bridge.child.try_wait(), Ok(Some(_)))),
         "the bridge kept running; log:\n{}",
@@ -653,5 +679,5 @@ fn an_impossible_offset_from_the_worker_stops_the_bridge_with_what_to_do() {
         "log:\n{log}"
     );
     // Nothing was pushed from positions nobody knows.
-    assert_eq!(fake.slot(SLOT).applied_batches, 0);
+    assert_eq!(s.fake.slot(SLOT).applied_batches, 0);
 }
