@@ -67,9 +67,10 @@ test-e2e: build
 test-browser: build-worker
 	node --test --test-concurrency=1 tests/browser/
 
-## dry-run: what `wrangler deploy` would upload, checked offline.
+## dry-run: what `wrangler deploy` would upload, checked offline, for the top level and each
+## environment (staging, production) of wrangler.toml.
 dry-run: build-worker
-	@out=$$(mktemp -d) && wrangler deploy --dry-run --outdir "$$out" && rm -rf "$$out"
+	@bash scripts/dry-run.sh
 
 ## reliability: the full campaigns (fault loop, worker outage, homepage without its store, load,
 ## hostile catalog in Chromium); figures in docs/RELIABILITY.md. `make test` runs short versions.

@@ -219,6 +219,19 @@ impl ArmSet {
         added
     }
 
+    /// Takes `item` out of the set between rounds (an operator's exclusion, a takedown): its
+    /// evidence joins the history like a retiree's, the round goes on with the others. Whether
+    /// it was in the set.
+    pub fn remove(&mut self, item: &str) -> bool {
+        let Some(i) = self.position(item) else {
+            return false;
+        };
+        let arm = self.arms.remove(i);
+        self.history.push(arm.total_clicks, arm.total_impressions);
+        self.retired.push_back((arm.item, self.round));
+        true
+    }
+
     /// Items a fresh draw must avoid: the current arms and those retired within the cool-down.
     pub fn excluded(&self, config: &RotationConfig) -> HashSet<&str> {
         let mut out: HashSet<&str> = self.arms.iter().map(|a| a.item.as_str()).collect();

@@ -8,6 +8,7 @@ pub mod armset;
 pub mod batch;
 pub mod evaluate;
 pub mod history;
+pub mod operator;
 pub mod policy;
 pub mod posterior;
 pub mod protocol;

@@ -16,6 +16,21 @@ pub const MAX_ITEMS_PER_IMPORT: usize = 2_000;
 /// The slot a worker serves and a bridge feeds when none is configured.
 pub const DEFAULT_SLOT: &str = "home-top-pick";
 
+/// The `source` value that marks impressions and clicks of a worker's first slot; any other
+/// slot's are marked with the slot's own name (see [`slot_source`]).
+pub const TOP_PICK_SOURCE: &str = "top_pick";
+
+/// The `source` value of `slot`'s impressions and clicks, given the worker's slots in order:
+/// [`TOP_PICK_SOURCE`] for the first, the slot name for the others. A bridge maps each value
+/// back to its slot (`--source-slot SOURCE=SLOT`).
+pub fn slot_source<'a>(slot: &'a str, slots: &[String]) -> &'a str {
+    if slots.first().is_some_and(|first| first == slot) {
+        TOP_PICK_SOURCE
+    } else {
+        slot
+    }
+}
+
 /// The worker's 200 answer to a pushed batch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
@@ -91,6 +106,9 @@ pub struct PickResponse {
     pub version: u64,
     /// Whether this is the configured fallback rather than a sampled pick.
     pub fallback: bool,
+    /// Whether an operator's pin chose the item rather than the bandit.
+    #[serde(default)]
+    pub pinned: bool,
     /// Where the state came from (`isolate`, `kv`, `object`, `stale`, `missing`).
     pub source: String,
     /// Title.
@@ -101,8 +119,11 @@ pub struct PickResponse {
     pub photographer: String,
     /// Category.
     pub category: String,
-    /// The product page, marked as a click on the top pick.
+    /// The product page, marked as a click on this slot's pick.
     pub href: String,
+    /// The `source` value the page's impression signal must carry for this slot.
+    #[serde(default)]
+    pub signal_source: String,
 }
 
 /// `POST /api/catalog`: what an import did.

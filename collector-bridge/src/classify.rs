@@ -1,7 +1,7 @@
 //! Classification rules: which records are impressions or clicks of which slot and item, and
 //! which are dropped (duplicates, corrupt, robots) or invalid (no usable item id).
 
-use bandit::protocol::DEFAULT_SLOT;
+use bandit::protocol::{DEFAULT_SLOT, TOP_PICK_SOURCE};
 use serde::Deserialize;
 
 use crate::avro::{DecodePlan, Extracted, SchemaError};
@@ -94,7 +94,7 @@ impl Default for Rules {
             impression_event_types: vec!["impression".into()],
             click_event_types: vec!["pageView".into()],
             click_page_types: Vec::new(),
-            sources: vec![("top_pick".into(), DEFAULT_SLOT.into())],
+            sources: vec![(TOP_PICK_SOURCE.into(), DEFAULT_SLOT.into())],
             drop_duplicates: true,
             drop_corrupt: true,
             drop_robots: true,

@@ -307,7 +307,7 @@ impl ClassifyArgs {
                 .clone()
                 .or_else(|| file.slot.clone())
                 .unwrap_or_else(|| DEFAULT_SLOT.to_string());
-            sources.push(("top_pick".to_string(), slot));
+            sources.push((bandit::protocol::TOP_PICK_SOURCE.to_string(), slot));
         }
         Ok(Rules {
             fields,

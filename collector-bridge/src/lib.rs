@@ -6,8 +6,9 @@
 //! [`pipeline`] decodes ([`avro`]), classifies ([`classify`]) and aggregates them;
 //! [`delivery`] decides when to push ([`delivery::FlushPolicy`]), pushes through
 //! [`worker_client`] and resynchronises on conflicts, speaking [`bandit::protocol`].
-//! [`catalog`] imports catalogs, [`config`] merges flags, environment and file, and
-//! [`metrics`] serves Prometheus metrics.
+//! [`catalog`] imports catalogs, [`operator`] pins, excludes, deletes and reads the audit
+//! log, [`config`] merges flags, environment and file, and [`metrics`] serves Prometheus
+//! metrics.
 
 mod aggregate;
 pub mod avro;
@@ -17,6 +18,7 @@ pub mod config;
 pub mod delivery;
 pub mod kafka;
 pub mod metrics;
+pub mod operator;
 pub mod pipeline;
 pub mod replay;
 pub mod simulate;

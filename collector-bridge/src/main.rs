@@ -15,6 +15,7 @@ use collector_bridge::catalog;
 use collector_bridge::config::{read_token, ClassifyArgs, FileConfig, RunArgs, WorkerArgs};
 use collector_bridge::delivery::{FlushPolicy, DEFAULT_FLUSH_EVENTS, DEFAULT_FLUSH_INTERVAL_MS};
 use collector_bridge::metrics::Metrics;
+use collector_bridge::operator;
 use collector_bridge::pipeline::Pipeline;
 use collector_bridge::replay::{replay_files, ReplayOptions};
 use collector_bridge::simulate::{self, CtrDist, KafkaOutput, RecordEncoder, SimConfig};
@@ -41,6 +42,12 @@ enum Command {
     /// Catalog operations.
     #[command(subcommand)]
     Catalog(CatalogCommand),
+    /// Operator controls of a slot: pin, unpin, exclude, include, show (operator token:
+    /// OPERATOR_TOKEN, else the ingest token).
+    #[command(subcommand)]
+    Slot(operator::SlotCommand),
+    /// Print the worker's audit log of operator writes, newest first.
+    Audit(operator::AuditArgs),
     /// Run policies on simulated catalogs and report regret against the best item.
     Evaluate(evaluate_cmd::EvaluateArgs),
 }
@@ -123,6 +130,9 @@ struct SimulateArgs {
 enum CatalogCommand {
     /// Post catalog files to the worker in batches under 1 MiB.
     Import(CatalogImportArgs),
+    /// Delete catalog items, one request each (operator token: OPERATOR_TOKEN, else the
+    /// ingest token).
+    Delete(operator::CatalogDeleteArgs),
 }
 
 #[derive(Debug, Args)]
@@ -183,6 +193,9 @@ fn main() -> Result<()> {
         Command::Replay(args) => replay(&args),
         Command::Simulate(args) => simulate(&args),
         Command::Catalog(CatalogCommand::Import(args)) => catalog_import(&args),
+        Command::Catalog(CatalogCommand::Delete(args)) => operator::catalog_delete(&args),
+        Command::Slot(cmd) => operator::slot(&cmd),
+        Command::Audit(args) => operator::audit(&args),
         Command::Evaluate(args) => evaluate_cmd::run(&args),
     }
 }

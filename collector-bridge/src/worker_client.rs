@@ -8,7 +8,8 @@
 //! capped exponential backoff and the worker's message in the log, because skipping a batch
 //! would lose its counts. Only a catalog import, which carries no counts, stops on a refused
 //! body. Once shutdown is requested, retries end after one grace period shared by every
-//! request, and no request waits longer than what is left of it.
+//! request, and no request waits longer than what is left of it. Operator requests
+//! ([`WorkerClient::send_once`]) are sent once, and their caller judges the answer.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -106,6 +107,14 @@ pub enum WorkerError {
         /// The batch's ranges.
         offsets: String,
     },
+    /// No answer came (refused connection, DNS, timeout) to a request sent once.
+    #[error("no answer from {url}: {message}")]
+    Unreachable {
+        /// URL.
+        url: String,
+        /// The transport error.
+        message: String,
+    },
     /// The body is too large to send.
     #[error("request body of {0} bytes exceeds the worker's 1 MiB limit")]
     TooLarge(usize),
@@ -189,7 +198,8 @@ fn percent_encode(s: &str) -> String {
     o
 }
 
-fn error_message(body: &str) -> String {
+/// The worker's message in an error answer (`{"error": ...}`), or the start of the body.
+pub fn error_message(body: &str) -> String {
     serde_json::from_str::<ErrorResponse>(body)
         .map(|e| e.error)
         .unwrap_or_else(|_| body.chars().take(300).collect())
@@ -237,8 +247,19 @@ impl WorkerClient {
         self.slot_url(slot, "/events")
     }
 
-    fn slot_url(&self, slot: &str, tail: &str) -> String {
+    /// The URL of `tail` (e.g. `/pin`, or empty) under a slot.
+    pub fn slot_url(&self, slot: &str, tail: &str) -> String {
         format!("{}/api/slots/{}{tail}", self.base, percent_encode(slot))
+    }
+
+    /// The URL of one catalog item.
+    pub fn catalog_item_url(&self, id: &str) -> String {
+        format!("{}/api/catalog/items/{}", self.base, percent_encode(id))
+    }
+
+    /// The URL of `path` (starting with `/`) on the worker.
+    pub fn api_url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
     }
 
     /// When retrying must end: the grace period after shutdown was first seen; `None` while
@@ -379,6 +400,24 @@ impl WorkerClient {
         ctype: Option<&str>,
         body: Option<&[u8]>,
     ) -> Result<Attempt<(u16, String)>, WorkerError> {
+        match self.exchange(method, url, ctype, body) {
+            Ok((status, text)) => self.classify_status(expect, url, status, text),
+            Err(message) => Ok(Attempt::Retry {
+                status: None,
+                message,
+            }),
+        }
+    }
+
+    /// Sends one request and reads its answer, whatever its status: `(status, body)`, or the
+    /// transport error when no answer came.
+    fn exchange(
+        &self,
+        method: &str,
+        url: &str,
+        ctype: Option<&str>,
+        body: Option<&[u8]>,
+    ) -> Result<(u16, String), String> {
         let mut req = self.request(method, url);
         if let Some(c) = ctype {
             req = req.set("Content-Type", c);
@@ -390,18 +429,36 @@ impl WorkerClient {
         match res {
             Ok(r) => {
                 let status = r.status();
-                let text = r.into_string().unwrap_or_default();
-                self.classify_status(expect, url, status, text)
+                Ok((status, r.into_string().unwrap_or_default()))
             }
             Err(ureq::Error::Status(status, r)) => {
-                let text = r.into_string().unwrap_or_default();
-                self.classify_status(expect, url, status, text)
+                Ok((status, r.into_string().unwrap_or_default()))
             }
-            Err(ureq::Error::Transport(t)) => Ok(Attempt::Retry {
-                status: None,
-                message: t.to_string(),
-            }),
+            Err(ureq::Error::Transport(t)) => Err(t.to_string()),
         }
+    }
+
+    /// Sends one request once, with the token, and returns the answer's status and body as
+    /// they are, whatever the status: for callers that judge answers themselves (the operator
+    /// commands, where a person waits and a write is not retried behind their back). `json`
+    /// is sent as `application/json`. Only a request that got no answer is an error.
+    pub fn send_once(
+        &self,
+        method: &str,
+        url: &str,
+        json: Option<&[u8]>,
+    ) -> Result<(u16, String), WorkerError> {
+        if let Some(b) = json {
+            if b.len() > MAX_BODY_BYTES {
+                return Err(WorkerError::TooLarge(b.len()));
+            }
+        }
+        let ctype = json.map(|_| "application/json");
+        self.exchange(method, url, ctype, json)
+            .map_err(|message| WorkerError::Unreachable {
+                url: url.to_string(),
+                message,
+            })
     }
 
     /// Pushes one batch; retries until the worker answers it (see the module's rules).

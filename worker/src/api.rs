@@ -34,7 +34,10 @@ impl ApiError {
     /// client.
     pub fn internal(detail: impl std::fmt::Display) -> ApiError {
         let reference = crate::rng::reference();
-        worker::console_error!("internal error {reference}: {detail}");
+        crate::log::error(
+            "internal_error",
+            &[("reference", &reference), ("detail", &detail.to_string())],
+        );
         ApiError::new(
             500,
             format!("internal error (reference {reference}); the worker's log has the details"),
@@ -76,7 +79,11 @@ fn secret(env: &Env, name: &str) -> Option<String> {
 }
 
 /// Checks the request's credentials for `access` (see [`crate::credentials`]).
-pub fn authorize(req: &Request, env: &Env, access: Access) -> std::result::Result<(), ApiError> {
+pub fn authorize(
+    req: &Request,
+    env: &Env,
+    access: Access,
+) -> std::result::Result<bandit::operator::Actor, ApiError> {
     let secrets = Secrets {
         ingest: secret(env, "INGEST_TOKEN"),
         operator: secret(env, "OPERATOR_TOKEN"),
@@ -86,7 +93,7 @@ pub fn authorize(req: &Request, env: &Env, access: Access) -> std::result::Resul
         let mut e = ApiError::new(401, denied.to_string());
         e.challenge = Some(match access {
             Access::Ingest => "Bearer",
-            Access::Offsets | Access::Operator => {
+            Access::Offsets | Access::Catalog | Access::Operator => {
                 "Basic realm=\"top-pick operators\", charset=\"UTF-8\""
             }
         });
@@ -151,7 +158,7 @@ pub async fn read_body(req: &mut Request) -> std::result::Result<Vec<u8>, ApiErr
     while let Some(chunk) = stream.next().await {
         // A body that breaks off is the connection's fault, not the sender's: retry, not fix.
         let chunk = chunk.map_err(|e| {
-            worker::console_warn!("request body broke off: {e}");
+            crate::log::warn("body_broke_off", &[("error", &e.to_string())]);
             ApiError::new(
                 503,
                 "the request body could not be read to its end; send it again",

@@ -31,6 +31,18 @@ pub struct CatalogItem {
     /// Where the photo comes from (e.g. its page on the photo site), when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_url: Option<String>,
+    /// Whether the item may be shown (false: sold out or taken down; it leaves every arm set
+    /// and is never drawn again until re-imported as available).
+    #[serde(default = "available", skip_serializing_if = "is_available")]
+    pub available: bool,
+}
+
+fn available() -> bool {
+    true
+}
+
+fn is_available(a: &bool) -> bool {
+    *a
 }
 
 /// Why an item was refused.
@@ -116,9 +128,10 @@ impl CatalogItem {
         Ok(())
     }
 
-    /// The product page of this item, with the fragment that marks a click on the top pick.
-    pub fn top_pick_href(&self) -> String {
-        format!("/product/{}/#/?source=top_pick", self.id)
+    /// The product page of this item, with the fragment that marks a click on the pick of
+    /// the slot whose source value is `source`.
+    pub fn top_pick_href(&self, source: &str) -> String {
+        format!("/product/{}/#/?source={source}", self.id)
     }
 }
 
@@ -139,6 +152,8 @@ struct ShopRecord {
     info: ShopInfo,
     #[serde(default)]
     sizes: std::collections::BTreeMap<String, ShopSize>,
+    #[serde(default = "available")]
+    available: bool,
 }
 
 #[derive(Default, Deserialize)]
@@ -201,6 +216,7 @@ pub fn parse_shop_lines(body: &str, category: &str) -> Result<Vec<CatalogItem>, 
             photographer,
             category: category.to_string(),
             source_url: size.map(|s| s.url.clone()).filter(|u| !u.is_empty()),
+            available: rec.available,
         };
         item.validate().map_err(|e| bad(e.to_string()))?;
         out.push(item);
@@ -220,6 +236,7 @@ mod tests {
             photographer: "p".into(),
             category: "c".into(),
             source_url: None,
+            available: true,
         }
     }
 

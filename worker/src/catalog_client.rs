@@ -24,13 +24,17 @@ pub enum CatalogOp {
     Category(String),
     /// One item by id.
     Item(String),
+    /// Deletes one item by id.
+    Delete(String),
+    /// The catalog's audit log.
+    Audit,
 }
 
 impl CatalogOp {
     /// HTTP method.
     pub fn method(&self) -> Method {
         match self {
-            CatalogOp::Import | CatalogOp::Sample => Method::Post,
+            CatalogOp::Import | CatalogOp::Sample | CatalogOp::Delete(_) => Method::Post,
             _ => Method::Get,
         }
     }
@@ -47,6 +51,8 @@ impl CatalogOp {
             CatalogOp::Count => ("count", None),
             CatalogOp::Category(name) => ("category", Some(("name", name))),
             CatalogOp::Item(id) => ("item", Some(("id", id))),
+            CatalogOp::Delete(id) => ("delete", Some(("id", id))),
+            CatalogOp::Audit => ("audit", None),
         };
         url.set_path(path);
         if let Some((k, v)) = query {
@@ -68,6 +74,8 @@ impl CatalogOp {
             "/count" => CatalogOp::Count,
             "/category" => CatalogOp::Category(arg("name")?),
             "/item" => CatalogOp::Item(arg("id")?),
+            "/delete" => CatalogOp::Delete(arg("id")?),
+            "/audit" => CatalogOp::Audit,
             _ => return None,
         };
         (op.method() == *method).then_some(op)
@@ -95,13 +103,14 @@ pub use client::CatalogClient;
 
 #[cfg(target_arch = "wasm32")]
 mod client {
-    use serde::de::DeserializeOwned;
-    use worker::{Env, Error, Request, RequestInit, Response, Result, Stub};
-
+    use bandit::operator::{Actor, AuditEntry, CatalogDeleteResponse};
     use bandit::protocol::CatalogImportResponse;
+    use serde::de::DeserializeOwned;
+    use worker::{Env, Error, Result, Stub};
 
     use super::{CatalogCount, CatalogOp, SampleRequest, BINDING, NAME};
     use crate::catalog::CatalogItem;
+    use crate::object_call::{body, call, json_or_none};
 
     /// The handle on the catalog's Durable Object.
     pub struct CatalogClient {
@@ -118,77 +127,80 @@ mod client {
             Ok(CatalogClient { stub })
         }
 
-        async fn call(&self, op: CatalogOp, body: Option<String>) -> Result<Response> {
-            let mut init = RequestInit::new();
-            init.with_method(op.method());
-            if let Some(b) = body {
-                init.with_body(Some(b.into()));
-            }
-            self.stub
-                .fetch_with_request(Request::new_with_init(&op.url(), &init)?)
-                .await
-        }
-
         async fn call_json<T: DeserializeOwned>(
             &self,
             op: CatalogOp,
-            body: Option<String>,
+            body: Option<&[u8]>,
+            actor: Option<Actor>,
         ) -> Result<Option<T>> {
-            let what = op.url();
-            let mut resp = self.call(op, body).await?;
-            match resp.status_code() {
-                200 => Ok(Some(resp.json().await?)),
-                404 => Ok(None),
-                s => Err(Error::RustError(format!(
-                    "catalog object answered {s} to {what}"
-                ))),
-            }
+            let url = op.url();
+            let resp = call(&self.stub, op.method(), &url, body, actor).await?;
+            json_or_none(resp, &format!("catalog object, to {url}")).await
         }
 
         fn missing(what: &str) -> Error {
             Error::RustError(format!("catalog object has no {what} operation"))
         }
 
-        fn body<T: serde::Serialize>(value: &T) -> Result<String> {
-            serde_json::to_string(value).map_err(|e| Error::RustError(e.to_string()))
-        }
-
-        /// Adds or replaces validated items.
-        pub async fn import(&self, items: &[CatalogItem]) -> Result<CatalogImportResponse> {
-            self.call_json(CatalogOp::Import, Some(Self::body(&items)?))
+        /// Adds or replaces validated items, recording `actor` in the audit log.
+        pub async fn import(
+            &self,
+            items: &[CatalogItem],
+            actor: Actor,
+        ) -> Result<CatalogImportResponse> {
+            self.call_json(CatalogOp::Import, Some(&body(&items)?), Some(actor))
                 .await?
                 .ok_or_else(|| Self::missing("import"))
         }
 
-        /// Up to `count` random items, none of `exclude`.
+        /// Deletes one item, recording `actor`; `None` when there is no such item.
+        pub async fn delete(
+            &self,
+            id: &str,
+            actor: Actor,
+        ) -> Result<Option<CatalogDeleteResponse>> {
+            self.call_json(CatalogOp::Delete(id.to_string()), None, Some(actor))
+                .await
+        }
+
+        /// Up to `count` random available items, none of `exclude`.
         pub async fn sample(&self, count: usize, exclude: Vec<String>) -> Result<Vec<CatalogItem>> {
             if count == 0 {
                 return Ok(Vec::new());
             }
             let req = SampleRequest { count, exclude };
-            self.call_json(CatalogOp::Sample, Some(Self::body(&req)?))
+            self.call_json(CatalogOp::Sample, Some(&body(&req)?), None)
                 .await?
                 .ok_or_else(|| Self::missing("sample"))
         }
 
         /// The catalog size.
         pub async fn count(&self) -> Result<CatalogCount> {
-            self.call_json(CatalogOp::Count, None)
+            self.call_json(CatalogOp::Count, None, None)
                 .await?
                 .ok_or_else(|| Self::missing("count"))
         }
 
-        /// The first items of a category (empty when there are none).
+        /// The first available items of a category (empty when there are none).
         pub async fn category(&self, name: &str) -> Result<Vec<CatalogItem>> {
             Ok(self
-                .call_json(CatalogOp::Category(name.to_string()), None)
+                .call_json(CatalogOp::Category(name.to_string()), None, None)
                 .await?
                 .unwrap_or_default())
         }
 
         /// One item, or `None` when the catalog has no such id.
         pub async fn item(&self, id: &str) -> Result<Option<CatalogItem>> {
-            self.call_json(CatalogOp::Item(id.to_string()), None).await
+            self.call_json(CatalogOp::Item(id.to_string()), None, None)
+                .await
+        }
+
+        /// The catalog's audit entries, oldest first.
+        pub async fn audit(&self) -> Result<Vec<AuditEntry>> {
+            Ok(self
+                .call_json(CatalogOp::Audit, None, None)
+                .await?
+                .unwrap_or_default())
         }
     }
 }
@@ -205,6 +217,8 @@ mod tests {
             CatalogOp::Count,
             CatalogOp::Category("black & white/è?".into()),
             CatalogOp::Item("a.b~c_d-1".into()),
+            CatalogOp::Delete("x".into()),
+            CatalogOp::Audit,
         ] {
             let url = Url::parse(&op.url()).unwrap();
             assert_eq!(CatalogOp::parse(&op.method(), &url), Some(op.clone()));

@@ -9,6 +9,9 @@ use worker::*;
 
 use crate::api::json_response;
 use crate::catalog::CatalogItem;
+use crate::now_ms;
+use crate::object_call::actor_of;
+use bandit::operator::{Actor, AuditAction, AuditEntry, CatalogDeleteResponse, MAX_AUDIT_ENTRIES};
 use bandit::protocol::CatalogImportResponse;
 
 use crate::catalog_client::{CatalogCount, CatalogOp, SampleRequest};
@@ -33,6 +36,7 @@ struct Row {
     photographer: String,
     category: String,
     source_url: Option<String>,
+    available: f64,
 }
 
 impl From<Row> for CatalogItem {
@@ -44,6 +48,7 @@ impl From<Row> for CatalogItem {
             photographer: r.photographer,
             category: r.category,
             source_url: r.source_url.filter(|s| !s.is_empty()),
+            available: r.available != 0.0,
         }
     }
 }
@@ -53,27 +58,75 @@ struct Count {
     n: f64,
 }
 
+#[derive(Deserialize)]
+struct AuditRow {
+    entry: String,
+}
+
+/// The columns every item read selects, in [`Row`]'s order.
+const COLUMNS: &str = "idx, id, title, image, photographer, category, source_url, available";
+
 impl CatalogObject {
     fn sql(&self) -> SqlStorage {
         let sql = self.state.storage().sql();
         if !self.ready.get() {
-            let created = sql.exec(
-                "CREATE TABLE IF NOT EXISTS items (idx INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, title TEXT NOT NULL, image TEXT NOT NULL, photographer TEXT NOT NULL, category TEXT NOT NULL, source_url TEXT)",
-                None,
-            );
-            // Category pages read one category in index order without scanning the table.
-            let indexed = created.and_then(|_| {
-                sql.exec(
-                    "CREATE INDEX IF NOT EXISTS items_by_category ON items (category, idx)",
-                    None,
-                )
-            });
-            match indexed {
-                Ok(_) => self.ready.set(true),
-                Err(e) => console_error!("catalog schema: {e}"),
+            match Self::create_schema(&sql) {
+                Ok(()) => self.ready.set(true),
+                Err(e) => crate::log::error("catalog_schema_failed", &[("error", &e.to_string())]),
             }
         }
         sql
+    }
+
+    fn create_schema(sql: &SqlStorage) -> Result<()> {
+        sql.exec(
+            "CREATE TABLE IF NOT EXISTS items (idx INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, title TEXT NOT NULL, image TEXT NOT NULL, photographer TEXT NOT NULL, category TEXT NOT NULL, source_url TEXT, available INTEGER NOT NULL DEFAULT 1)",
+            None,
+        )?;
+        // Catalogs stored before availability existed get the column, every item available.
+        if sql
+            .exec("SELECT available FROM items LIMIT 0", None)
+            .is_err()
+        {
+            sql.exec(
+                "ALTER TABLE items ADD COLUMN available INTEGER NOT NULL DEFAULT 1",
+                None,
+            )?;
+        }
+        // Category pages read one category in index order without scanning the table.
+        sql.exec(
+            "CREATE INDEX IF NOT EXISTS items_by_category ON items (category, idx)",
+            None,
+        )?;
+        sql.exec(
+            "CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, entry TEXT NOT NULL)",
+            None,
+        )?;
+        Ok(())
+    }
+
+    /// Records an operator write in the same storage transaction as the write itself (no
+    /// await between them), keeping the newest [`MAX_AUDIT_ENTRIES`].
+    fn record(&self, entry: AuditEntry) -> Result<()> {
+        let json = serde_json::to_string(&entry).map_err(|e| Error::RustError(e.to_string()))?;
+        let sql = self.sql();
+        sql.exec("INSERT INTO audit (entry) VALUES (?)", vec![json.into()])?;
+        sql.exec(
+            "DELETE FROM audit WHERE seq <= (SELECT MAX(seq) FROM audit) - ?",
+            vec![(MAX_AUDIT_ENTRIES as i64).into()],
+        )?;
+        Ok(())
+    }
+
+    fn audit(&self) -> Result<Vec<AuditEntry>> {
+        let rows: Vec<AuditRow> = self
+            .sql()
+            .exec("SELECT entry FROM audit ORDER BY seq", None)?
+            .to_array()?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| serde_json::from_str(&r.entry).ok())
+            .collect())
     }
 
     fn count(&self) -> Result<u64> {
@@ -85,7 +138,7 @@ impl CatalogObject {
         Ok(c.n as u64)
     }
 
-    fn import(&self, items: Vec<CatalogItem>) -> Result<CatalogImportResponse> {
+    fn import(&self, items: Vec<CatalogItem>, actor: Actor) -> Result<CatalogImportResponse> {
         let sql = self.sql();
         let mut next = self.count()?;
         for it in &items {
@@ -104,7 +157,7 @@ impl CatalogObject {
                 }
             };
             sql.exec(
-                "INSERT OR REPLACE INTO items (idx, id, title, image, photographer, category, source_url) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO items (idx, id, title, image, photographer, category, source_url, available) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 vec![
                     idx.into(),
                     it.id.as_str().into(),
@@ -113,9 +166,30 @@ impl CatalogObject {
                     it.photographer.as_str().into(),
                     it.category.as_str().into(),
                     it.source_url.clone().into(),
+                    i64::from(it.available).into(),
                 ],
             )?;
         }
+        let unavailable: Vec<&str> = items
+            .iter()
+            .filter(|i| !i.available)
+            .map(|i| i.id.as_str())
+            .collect();
+        let mut detail = format!("{} items imported or updated", items.len());
+        if !unavailable.is_empty() {
+            detail.push_str(&format!(
+                ", {} marked unavailable: {}",
+                unavailable.len(),
+                unavailable.join(" ")
+            ));
+        }
+        self.record(AuditEntry::new(
+            now_ms(),
+            actor,
+            AuditAction::CatalogImport,
+            "catalog",
+            detail,
+        ))?;
         Ok(CatalogImportResponse {
             imported: items.len(),
             total: next,
@@ -127,7 +201,7 @@ impl CatalogObject {
         let mut out = HashMap::with_capacity(indices.len());
         for chunk in indices.chunks(SQL_CHUNK) {
             let marks = vec!["?"; chunk.len()].join(",");
-            let q = format!("SELECT idx, id, title, image, photographer, category, source_url FROM items WHERE idx IN ({marks})");
+            let q = format!("SELECT {COLUMNS} FROM items WHERE idx IN ({marks})");
             let binds = chunk
                 .iter()
                 .map(|&i| SqlStorageValue::from(i as i64))
@@ -157,7 +231,8 @@ impl CatalogObject {
                     break;
                 }
                 if let Some(item) = rows.get(&i) {
-                    if !excluded.contains(item.id.as_str())
+                    if item.available
+                        && !excluded.contains(item.id.as_str())
                         && !chosen.iter().any(|c| c.id == item.id)
                     {
                         chosen.push(item.clone());
@@ -175,7 +250,7 @@ impl CatalogObject {
         let rows: Vec<Row> = self
             .sql()
             .exec(
-                "SELECT idx, id, title, image, photographer, category, source_url FROM items WHERE category = ? ORDER BY idx LIMIT ?",
+                &format!("SELECT {COLUMNS} FROM items WHERE category = ? AND available = 1 ORDER BY idx LIMIT ?"),
                 vec![name.into(), (CATEGORY_PAGE_ITEMS as i64).into()],
             )?
             .to_array()?;
@@ -186,11 +261,44 @@ impl CatalogObject {
         let rows: Vec<Row> = self
             .sql()
             .exec(
-                "SELECT idx, id, title, image, photographer, category, source_url FROM items WHERE id = ?",
+                &format!("SELECT {COLUMNS} FROM items WHERE id = ?"),
                 vec![id.into()],
             )?
             .to_array()?;
         Ok(rows.into_iter().next().map(CatalogItem::from))
+    }
+}
+
+impl CatalogObject {
+    /// Deletes `id`, moving the last row into its index so indices stay dense; `None` when
+    /// there is no such item.
+    fn delete(&self, id: &str, actor: Actor) -> Result<Option<CatalogDeleteResponse>> {
+        let sql = self.sql();
+        let found: Vec<Count> = sql
+            .exec("SELECT idx AS n FROM items WHERE id = ?", vec![id.into()])?
+            .to_array()?;
+        let Some(idx) = found.first().map(|c| c.n as i64) else {
+            return Ok(None);
+        };
+        let last = self.count()? as i64 - 1;
+        sql.exec("DELETE FROM items WHERE idx = ?", vec![idx.into()])?;
+        if idx != last {
+            sql.exec(
+                "UPDATE items SET idx = ? WHERE idx = ?",
+                vec![idx.into(), last.into()],
+            )?;
+        }
+        self.record(AuditEntry::new(
+            now_ms(),
+            actor,
+            AuditAction::CatalogDelete,
+            "catalog",
+            format!("deleted {id}"),
+        ))?;
+        Ok(Some(CatalogDeleteResponse {
+            deleted: id.to_string(),
+            total: self.count()?,
+        }))
     }
 }
 
@@ -213,9 +321,15 @@ impl DurableObject for CatalogObject {
         };
         match op {
             CatalogOp::Import => {
+                let actor = actor_of(&req);
                 let items: Vec<CatalogItem> = req.json().await?;
-                json_response(&self.import(items)?)
+                json_response(&self.import(items, actor)?)
             }
+            CatalogOp::Delete(id) => match self.delete(&id, actor_of(&req))? {
+                Some(done) => json_response(&done),
+                None => Response::error("no such item", 404),
+            },
+            CatalogOp::Audit => json_response(&self.audit()?),
             CatalogOp::Sample => {
                 let sample: SampleRequest = req.json().await?;
                 json_response(&self.sample(sample)?)

@@ -2,6 +2,8 @@
 //! a request presents them (`Authorization: Bearer`, or Basic so a browser can sign in to the
 //! dashboard). Pure, so it is tested natively.
 
+use bandit::operator::Actor;
+
 /// What a request wants to do, and so which secrets admit it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
@@ -9,6 +11,8 @@ pub enum Access {
     Ingest,
     /// Read applied offsets: the bridge or an operator.
     Offsets,
+    /// Import or update catalog items: the bridge or an operator.
+    Catalog,
     /// Operator pages and the state API, offset corrections: `OPERATOR_TOKEN` (or
     /// `INGEST_TOKEN` where no operator token is set).
     Operator,
@@ -38,20 +42,29 @@ pub enum Denied {
 }
 
 impl Secrets {
-    /// The secrets that admit `access`.
-    fn admitting(&self, access: Access) -> Vec<&str> {
-        let ingest = self.ingest.as_deref().filter(|t| !t.is_empty());
-        let operator = self.operator.as_deref().filter(|t| !t.is_empty());
+    /// The secrets that admit `access`, each with the actor it stands for.
+    fn admitting(&self, access: Access) -> Vec<(&str, Actor)> {
+        let ingest = self
+            .ingest
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .map(|t| (t, Actor::Ingest));
+        let operator = self
+            .operator
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .map(|t| (t, Actor::Operator));
         let list = match access {
             Access::Ingest => vec![ingest],
-            Access::Offsets => vec![ingest, operator],
+            Access::Offsets | Access::Catalog => vec![ingest, operator],
             Access::Operator => vec![operator.or(ingest)],
         };
         list.into_iter().flatten().collect()
     }
 
-    /// Checks the request's `Authorization` header value for `access`.
-    pub fn check(&self, access: Access, authorization: Option<&str>) -> Result<(), Denied> {
+    /// Checks the request's `Authorization` header value for `access`; which secret it
+    /// presented.
+    pub fn check(&self, access: Access, authorization: Option<&str>) -> Result<Actor, Denied> {
         let admitting = self.admitting(access);
         if admitting.is_empty() {
             return Err(Denied::NotConfigured(
@@ -62,15 +75,13 @@ impl Secrets {
             "missing credentials: send Authorization: Bearer <token> (or sign in with any user name and the token as password)",
         ))?;
         // Compare with every admitting secret, so timing does not tell which one is set.
-        let mut ok = false;
-        for secret in admitting {
-            ok |= constant_time_eq(presented.as_bytes(), secret.as_bytes());
+        let mut matched = None;
+        for (secret, actor) in admitting {
+            if constant_time_eq(presented.as_bytes(), secret.as_bytes()) {
+                matched = Some(actor);
+            }
         }
-        if ok {
-            Ok(())
-        } else {
-            Err(Denied::Wrong)
-        }
+        matched.ok_or(Denied::Wrong)
     }
 }
 
@@ -188,18 +199,30 @@ mod tests {
             operator: Some("op".into()),
         };
         let bearer = |t: &str| format!("Bearer {t}");
-        assert_eq!(both.check(Access::Ingest, Some(&bearer("ing"))), Ok(()));
+        assert_eq!(
+            both.check(Access::Ingest, Some(&bearer("ing"))),
+            Ok(Actor::Ingest)
+        );
         assert_eq!(
             both.check(Access::Ingest, Some(&bearer("op"))),
             Err(Denied::Wrong)
         );
-        assert_eq!(both.check(Access::Operator, Some(&bearer("op"))), Ok(()));
+        assert_eq!(
+            both.check(Access::Operator, Some(&bearer("op"))),
+            Ok(Actor::Operator)
+        );
         assert_eq!(
             both.check(Access::Operator, Some(&bearer("ing"))),
             Err(Denied::Wrong)
         );
-        assert_eq!(both.check(Access::Offsets, Some(&bearer("ing"))), Ok(()));
-        assert_eq!(both.check(Access::Offsets, Some(&bearer("op"))), Ok(()));
+        assert_eq!(
+            both.check(Access::Offsets, Some(&bearer("ing"))),
+            Ok(Actor::Ingest)
+        );
+        assert_eq!(
+            both.check(Access::Offsets, Some(&bearer("op"))),
+            Ok(Actor::Operator)
+        );
         assert!(matches!(
             both.check(Access::Operator, None),
             Err(Denied::Missing(_))
@@ -211,7 +234,8 @@ mod tests {
         };
         assert_eq!(
             ingest_only.check(Access::Operator, Some(&bearer("ing"))),
-            Ok(())
+            Ok(Actor::Ingest),
+            "the audit log says which secret it was"
         );
         let none = Secrets::default();
         assert!(matches!(

@@ -3,6 +3,7 @@
 
 use std::fmt::Write;
 
+use bandit::operator::{AuditEntry, PinLearning};
 use bandit::{Posterior, RotationConfig};
 
 use crate::escape::html;
@@ -32,6 +33,95 @@ fn ago(ms: f64) -> String {
         format!("{:.0} min ago", s / 60.0)
     } else {
         format!("{:.1} h ago", s / 3600.0)
+    }
+}
+
+/// A UTC time as `YYYY-MM-DD HH:MM:SS UTC` (days to civil date after Howard Hinnant).
+fn utc(ms: f64) -> String {
+    let secs = (ms / 1000.0).floor() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// Audit entries the dashboard lists.
+pub const AUDIT_SHOWN: usize = 20;
+
+/// The operator controls: the pin, the exclude list, and what a paused pin set aside.
+fn controls_section(out: &mut String, st: &SlotState, now_ms: f64) {
+    out.push_str("<h2>Controls</h2><dl class=\"dash__facts\" data-controls>");
+    match st.pinned.as_ref().filter(|p| p.pin.active(now_ms)) {
+        Some(p) => {
+            let _ = write!(
+                out,
+                "<div><dt>Pinned</dt><dd data-pinned=\"{id}\">{title} <small>{id}</small> until {until}, {share:.0}% of requests, learning {learning}</dd></div>",
+                id = html(&p.item.id),
+                title = html(&p.item.title),
+                until = utc(p.pin.until_ms),
+                share = p.pin.share * 100.0,
+                learning = match p.pin.learning {
+                    PinLearning::Continue => "continues",
+                    PinLearning::Pause => "paused",
+                },
+            );
+        }
+        None => out.push_str("<div><dt>Pinned</dt><dd>nothing: the bandit picks</dd></div>"),
+    }
+    let excluded: Vec<String> = st.exclude.iter().map(|id| html(id).into_owned()).collect();
+    let _ = write!(
+        out,
+        "<div><dt>Excluded</dt><dd data-excluded=\"{n}\">{list}</dd></div><div><dt>Set aside while paused</dt><dd>{pi} impressions, {pc} clicks</dd></div></dl>",
+        n = excluded.len(),
+        list = if excluded.is_empty() {
+            "none".to_string()
+        } else {
+            excluded.join(", ")
+        },
+        pi = st.totals.paused_impressions,
+        pc = st.totals.paused_clicks,
+    );
+}
+
+/// The newest operator writes (this slot's and the catalog's), newest first.
+fn audit_section(out: &mut String, audit: &[AuditEntry]) {
+    out.push_str("<h2>Audit log</h2>");
+    if audit.is_empty() {
+        out.push_str("<p>No operator writes yet.</p>");
+        return;
+    }
+    out.push_str("<table class=\"dash__audit\"><thead><tr><th>When</th><th>Credential</th><th>Action</th><th>Target</th><th>Detail</th></tr></thead><tbody>");
+    for e in audit.iter().take(AUDIT_SHOWN) {
+        let _ = write!(
+            out,
+            "<tr data-audit-action=\"{action}\"><td>{when}</td><td>{actor}</td><td>{action}</td><td>{target}</td><td>{detail}</td></tr>",
+            when = utc(e.at_ms),
+            actor = label(&e.actor),
+            action = label(&e.action),
+            target = html(&e.target),
+            detail = html(&e.detail),
+        );
+    }
+    out.push_str("</tbody></table>");
+}
+
+/// The wire name of an audit enum value, for display.
+fn label<T: serde::Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => String::new(),
     }
 }
 
@@ -106,8 +196,16 @@ fn density_svg(posteriors: &[Posterior]) -> String {
     out
 }
 
-/// The whole dashboard page for one slot.
-pub fn page(st: &SlotState, rotation: &RotationConfig, p_best: &[f64], now_ms: f64) -> String {
+/// The whole dashboard page for one slot; `slots` are every slot of the worker (linked),
+/// `audit` the newest operator writes.
+pub fn page(
+    st: &SlotState,
+    rotation: &RotationConfig,
+    p_best: &[f64],
+    now_ms: f64,
+    slots: &[String],
+    audit: &[AuditEntry],
+) -> String {
     let posteriors = st.arms.posteriors(&rotation.policy);
     let mut out = String::with_capacity(32 * 1024);
     out.push_str("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><meta http-equiv=\"refresh\" content=\"5\">");
@@ -115,6 +213,17 @@ pub fn page(st: &SlotState, rotation: &RotationConfig, p_best: &[f64], now_ms: f
     out.push_str("<link rel=\"stylesheet\" href=\"/style.css\"></head><body>");
     out.push_str("<header class=\"masthead\"><a class=\"brand\" href=\"/\">Photon<span>Prints</span></a><nav class=\"nav\"><a href=\"/dashboard\">Dashboard</a><a href=\"/\">Shop</a></nav></header><main class=\"dash\">");
     let _ = write!(out, "<h1>Slot <code>{}</code></h1>", html(&st.slot));
+    if slots.len() > 1 {
+        out.push_str("<nav class=\"dash__slots\">Slots: ");
+        for slot in slots {
+            let _ = write!(
+                out,
+                "<a href=\"/dashboard?slot={s}\">{s}</a> ",
+                s = html(slot)
+            );
+        }
+        out.push_str("</nav>");
+    }
     let progress = (st.arms.round_impressions as f64 / rotation.round_impressions as f64).min(1.0);
     let freshness = match st.last_batch_ms {
         Some(t) => ago((now_ms - t).max(0.0)),
@@ -171,6 +280,7 @@ pub fn page(st: &SlotState, rotation: &RotationConfig, p_best: &[f64], now_ms: f
         }
         out.push_str("</tbody></table>");
     }
+    controls_section(&mut out, st, now_ms);
     out.push_str("<h2>Round history</h2>");
     if st.rounds.is_empty() {
         out.push_str("<p>No round has ended yet.</p>");
@@ -208,6 +318,7 @@ pub fn page(st: &SlotState, rotation: &RotationConfig, p_best: &[f64], now_ms: f
         }
         out.push_str("</tbody></table><p class=\"dash__note\">At the end of a round every arm gets one posterior draw; the top half by draw is kept, the rest retire and fresh catalog items take their places.</p>");
     }
+    audit_section(&mut out, audit);
     out.push_str("</main></body></html>");
     out
 }
@@ -244,6 +355,7 @@ mod tests {
                     photographer: String::new(),
                     category: String::new(),
                     source_url: None,
+                    available: true,
                 },
             );
         }
@@ -254,7 +366,7 @@ mod tests {
     #[test]
     fn renders_every_arm_escaped_with_its_curve() {
         let (st, rotation) = state_with_arms();
-        let page = page(&st, &rotation, &st.p_best(&rotation), 4_500.0);
+        let page = page(&st, &rotation, &st.p_best(&rotation), 4_500.0, &[], &[]);
         assert_eq!(page.matches("<path ").count(), 2);
         assert!(page.contains("data-item=\"a\""));
         assert!(page.contains("data-item=\"b&lt;\""));
@@ -270,7 +382,7 @@ mod tests {
     fn empty_slot_says_what_to_do() {
         let rotation = RotationConfig::default();
         let st = SlotState::new("home-top-pick", &rotation);
-        let page = page(&st, &rotation, &st.p_best(&rotation), 0.0);
+        let page = page(&st, &rotation, &st.p_best(&rotation), 0.0, &[], &[]);
         assert!(page.contains("import a catalog"));
         assert!(page.contains("no feedback yet"));
     }
@@ -285,5 +397,62 @@ mod tests {
             Posterior::UNIFORM,
         ]);
         assert!(!svg.contains("NaN") && !svg.contains("inf"));
+    }
+
+    #[test]
+    fn utc_times_are_calendar_dates() {
+        assert_eq!(utc(0.0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(951_782_400_000.0), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc(1_795_865_405_000.0), "2026-11-28 11:30:05 UTC");
+    }
+
+    #[test]
+    fn controls_and_the_audit_log_are_shown_escaped() {
+        use bandit::operator::{Actor, AuditAction, PinRequest};
+        let (mut st, rotation) = state_with_arms();
+        let item = CatalogItem {
+            id: "p1".into(),
+            title: "<Pinned>".into(),
+            image: String::new(),
+            photographer: String::new(),
+            category: String::new(),
+            source_url: None,
+            available: true,
+        };
+        let req = PinRequest {
+            item: "p1".into(),
+            until_ms: 10_000.0,
+            share: 0.5,
+            learning: PinLearning::Pause,
+        };
+        st.pin(&req, item, 1_000.0, Actor::Operator).unwrap();
+        let audit = vec![AuditEntry::new(
+            1_000.0,
+            Actor::Ingest,
+            AuditAction::CatalogDelete,
+            "catalog",
+            "deleted <x>",
+        )];
+        let slots = vec!["home-top-pick".to_string(), "side".to_string()];
+        let html = page(
+            &st,
+            &rotation,
+            &st.p_best(&rotation),
+            2_000.0,
+            &slots,
+            &audit,
+        );
+        assert!(
+            html.contains(r#"data-pinned="p1">&lt;Pinned&gt;"#),
+            "{html}"
+        );
+        assert!(html.contains("50% of requests, learning paused"));
+        assert!(html.contains("<td>ingest</td><td>catalog_delete</td>"));
+        assert!(html.contains("deleted &lt;x&gt;"));
+        assert!(html.contains(r#"href="/dashboard?slot=side""#));
+        // Once the pin has ended the page says the bandit picks.
+        let later = page(&st, &rotation, &st.p_best(&rotation), 10_000.0, &slots, &[]);
+        assert!(later.contains("nothing: the bandit picks"));
+        assert!(later.contains("No operator writes yet."));
     }
 }

@@ -13,10 +13,11 @@ use crate::catalog::CatalogItem;
 use crate::config::Settings;
 use crate::now_ms;
 use crate::page_headers::{security_headers, PageKind};
-use crate::render::{pick_fragment, rewrite_page, HomepageRewriter, SlotFill};
+use crate::render::{pick_fragment, rewrite_page, HomepageRewriter, PickMark, SlotFill};
 use crate::rng::with_rng;
 use crate::slot_client::{SlotClient, KV_BINDING};
 use crate::snapshot::{kv_key, Snapshot};
+use bandit::protocol::slot_source;
 
 /// Where a snapshot came from, for Server-Timing and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,9 +70,14 @@ async fn fetch_from_store(env: &Env, slot: &str) -> Result<Option<(Snapshot, Sna
     {
         match serde_json::from_str::<Snapshot>(&text) {
             Ok(s) => return Ok(Some((s, SnapshotSource::Kv))),
-            Err(e) => {
-                console_warn!("snapshot for {slot} in KV is unreadable ({e}); asking the object")
-            }
+            Err(e) => crate::log::warn(
+                "snapshot_unreadable",
+                &[
+                    ("slot", slot),
+                    ("error", &e.to_string()),
+                    ("then", "asking the object"),
+                ],
+            ),
         }
     }
     // Nothing in KV yet (a new slot): the object fills the set if it can and answers.
@@ -135,8 +141,13 @@ async fn refresh(env: Env, slot: String, budget_ms: u64) {
                 Err(e) => e.to_string(),
                 _ => "no snapshot".to_string(),
             };
-            console_warn!(
-                "slot {slot}: refresh failed ({why}); still serving the last known state"
+            crate::log::warn(
+                "refresh_failed",
+                &[
+                    ("slot", &slot),
+                    ("error", &why),
+                    ("then", "serving the last known state"),
+                ],
             );
             SNAPSHOTS.with(|c| {
                 if let Some(e) = c.borrow_mut().get_mut(&slot) {
@@ -194,17 +205,33 @@ pub async fn load_snapshot(
             } else {
                 "the slot as the page has it"
             };
-            console_warn!("slot {slot}: state unavailable ({e}); rendering {instead}");
+            crate::log::warn(
+                "fallback",
+                &[
+                    ("slot", slot),
+                    ("error", &e.to_string()),
+                    ("rendering", instead),
+                ],
+            );
             (None, SnapshotSource::Missing)
         }
     }
 }
 
-/// The pick for a slot: the Thompson winner, or the configured fallback.
+/// What chose the item.
+enum Chosen {
+    /// The Thompson winner: the snapshot and the arm's index (no copy of the item on the hot
+    /// path).
+    Arm(Rc<Snapshot>, usize),
+    /// The snapshot's pin.
+    Pinned(Rc<Snapshot>),
+    /// Nothing could be drawn: the configured fallback, if any.
+    Fallback,
+}
+
+/// The pick for a slot: the Thompson winner, an operator's pin, or the configured fallback.
 pub struct Decision {
-    /// The snapshot the pick was drawn from and the winning arm's index (no copy of the item
-    /// on the hot path).
-    picked: Option<(Rc<Snapshot>, usize)>,
+    chosen: Chosen,
     /// Round number (0 for the fallback).
     pub epoch: u64,
     /// Snapshot version (0 for the fallback).
@@ -214,39 +241,69 @@ pub struct Decision {
 }
 
 impl Decision {
-    /// Whether this is the fallback rather than a sampled pick.
+    /// Whether this is the fallback rather than a sampled or pinned pick.
     pub fn fallback(&self) -> bool {
-        self.picked.is_none()
+        matches!(self.chosen, Chosen::Fallback)
     }
 
-    /// The item to show: the winner, else the configured fallback, else nothing.
+    /// Whether an operator's pin chose the item.
+    pub fn pinned(&self) -> bool {
+        matches!(self.chosen, Chosen::Pinned(_))
+    }
+
+    /// How the item was chosen, for Server-Timing.
+    pub fn kind(&self) -> &'static str {
+        match self.chosen {
+            Chosen::Arm(..) => "thompson",
+            Chosen::Pinned(_) => "pinned",
+            Chosen::Fallback => "fallback",
+        }
+    }
+
+    /// The item to show: the winner or the pin, else the configured fallback, else nothing.
     pub fn item<'a>(&'a self, settings: &'a Settings) -> Option<&'a CatalogItem> {
-        match &self.picked {
-            Some((snap, i)) => snap.arms.get(*i).map(|a| &a.item),
-            None => settings.fallback.as_ref(),
+        match &self.chosen {
+            Chosen::Arm(snap, i) => snap.arms.get(*i).map(|a| &a.item),
+            Chosen::Pinned(snap) => snap.pinned.as_ref().map(|p| &p.item),
+            Chosen::Fallback => settings.fallback.as_ref(),
         }
     }
 }
 
-/// Reads the state and samples the posteriors.
+/// Draws from a slot's snapshot, skipping items already `taken` on the page: the pin when it
+/// holds for this request, otherwise the Thompson winner.
+fn draw(snap: Option<Rc<Snapshot>>, source: SnapshotSource, taken: &[&str]) -> Decision {
+    let now = now_ms();
+    let chosen = snap.and_then(|snap| {
+        with_rng(|rng| {
+            let u: f64 = rand::Rng::random(rng);
+            if snap.pin_for(now, u, taken).is_some() {
+                return Some((Chosen::Pinned(Rc::clone(&snap)), snap));
+            }
+            let i = snap.pick_index(rng, taken)?;
+            Some((Chosen::Arm(Rc::clone(&snap), i), snap))
+        })
+    });
+    match chosen {
+        Some((chosen, snap)) => Decision {
+            chosen,
+            epoch: snap.epoch,
+            version: snap.version,
+            source,
+        },
+        None => Decision {
+            chosen: Chosen::Fallback,
+            epoch: 0,
+            version: 0,
+            source,
+        },
+    }
+}
+
+/// Reads the state and draws the slot's pick.
 pub async fn decide(ctx: &Context, env: &Env, settings: &Settings, slot: &str) -> Decision {
     let (snap, source) = load_snapshot(ctx, env, settings, slot).await;
-    if let Some(snap) = snap {
-        if let Some(i) = with_rng(|rng| snap.pick_index(rng)) {
-            return Decision {
-                epoch: snap.epoch,
-                version: snap.version,
-                picked: Some((snap, i)),
-                source,
-            };
-        }
-    }
-    Decision {
-        picked: None,
-        epoch: 0,
-        version: 0,
-        source,
-    }
+    draw(snap, source, &[])
 }
 
 /// A static template from the assets, cached for the isolate's life.
@@ -269,17 +326,22 @@ pub async fn template(env: &Env, path: &str) -> Result<Rc<Vec<u8>>> {
     Ok(bytes)
 }
 
-fn server_timing(decision: &Decision, read_ms: f64) -> String {
-    format!(
-        "snapshot;desc=\"{}\";dur={:.1}, pick;desc=\"{}\"",
-        decision.source.as_str(),
-        read_ms,
-        if decision.fallback() {
-            "fallback"
+/// Server-Timing of a homepage: the slowest snapshot read, then each slot's pick (the first
+/// as `pick`, the others as `pick-2`, `pick-3`, ...).
+fn server_timing(decisions: &[(String, Decision)], read_ms: f64) -> String {
+    let source = decisions
+        .first()
+        .map_or("missing", |(_, d)| d.source.as_str());
+    let mut out = format!("snapshot;desc=\"{source}\";dur={read_ms:.1}");
+    for (i, (_, d)) in decisions.iter().enumerate() {
+        let name = if i == 0 {
+            "pick".to_string()
         } else {
-            "thompson"
-        }
-    )
+            format!("pick-{}", i + 1)
+        };
+        out.push_str(&format!(", {name};desc=\"{}\"", d.kind()));
+    }
+    out
 }
 
 /// An HTML page of the shop with its security headers; `nonce` admits the page's one inline
@@ -296,35 +358,111 @@ pub fn shop_page(body: Vec<u8>, settings: &Settings, nonce: Option<&str>) -> Res
     Ok(resp)
 }
 
-/// `GET /`: the homepage with the slot filled in.
+/// The slots a homepage holds: for the worker's own page, the configured slots its template
+/// marks; for an origin's page (unknown until streamed), every configured slot.
+fn slots_on_page<'a>(settings: &'a Settings, page: Option<&[u8]>) -> Vec<&'a str> {
+    settings
+        .slots
+        .iter()
+        .map(String::as_str)
+        .filter(|slot| {
+            page.is_none_or(|p| {
+                let marker = format!("data-top-pick=\"{slot}\"");
+                p.windows(marker.len()).any(|w| w == marker.as_bytes())
+            })
+        })
+        .collect()
+}
+
+/// Each slot's decision for one page, in configured order, no item twice: a later slot draws
+/// among the items earlier slots left.
+async fn decide_page(
+    ctx: &Context,
+    env: &Env,
+    settings: &Settings,
+    slots: &[&str],
+) -> Vec<(String, Decision)> {
+    let loads = slots
+        .iter()
+        .map(|slot| load_snapshot(ctx, env, settings, slot));
+    let snapshots = futures::future::join_all(loads).await;
+    let mut taken: Vec<String> = Vec::with_capacity(slots.len());
+    let mut out = Vec::with_capacity(slots.len());
+    for (slot, (snap, source)) in slots.iter().zip(snapshots) {
+        let taken_ids: Vec<&str> = taken.iter().map(String::as_str).collect();
+        let d = draw(snap, source, &taken_ids);
+        if let Some(item) = d.item(settings) {
+            taken.push(item.id.clone());
+        }
+        out.push((slot.to_string(), d));
+    }
+    out
+}
+
+/// What each slot element of the page becomes (a fallback already shown elsewhere on the
+/// page leaves its slot as the page has it).
+fn page_fills(
+    settings: &Settings,
+    decisions: &[(String, Decision)],
+    nonce: &str,
+) -> Vec<(String, SlotFill)> {
+    let mut shown: Vec<&str> = Vec::with_capacity(decisions.len());
+    decisions
+        .iter()
+        .map(|(slot, d)| {
+            let fill = match d.item(settings) {
+                Some(item) if !shown.contains(&item.id.as_str()) => {
+                    shown.push(&item.id);
+                    let mark = PickMark {
+                        source: slot_source(slot, &settings.slots),
+                        pinned: d.pinned(),
+                    };
+                    SlotFill::Pick {
+                        fragment: pick_fragment(item, nonce, &mark),
+                        item: item.id.clone(),
+                        epoch: d.epoch,
+                        pinned: d.pinned(),
+                    }
+                }
+                _ => SlotFill::Leave,
+            };
+            (slot.clone(), fill)
+        })
+        .collect()
+}
+
+/// `GET /`: the homepage with every slot it holds filled in.
 pub async fn homepage(
     req: &Request,
     ctx: &Context,
     env: &Env,
     settings: &Settings,
 ) -> Result<Response> {
-    let slot = settings.slots[0].as_str();
+    let page = match &settings.origin_url {
+        Some(_) => None,
+        None => Some(template(env, "/index.html").await?),
+    };
+    let slots = slots_on_page(settings, page.as_deref().map(Vec::as_slice));
     let start = now_ms();
-    let decision = decide(ctx, env, settings, slot).await;
+    let decisions = decide_page(ctx, env, settings, &slots).await;
     let read_ms = now_ms() - start;
     let nonce = crate::rng::nonce();
-    let fill = match decision.item(settings) {
-        Some(item) => SlotFill::Pick {
-            fragment: pick_fragment(item, &nonce),
-            item: item.id.clone(),
-            epoch: decision.epoch,
-        },
-        None => SlotFill::Leave,
+    let fills = page_fills(settings, &decisions, &nonce);
+    let timing = server_timing(&decisions, read_ms);
+    let Some(page) = page else {
+        let origin = settings.origin_url.as_deref().unwrap_or_default();
+        return origin_homepage(req, origin, fills, &timing).await;
     };
-    let timing = server_timing(&decision, read_ms);
-    if let Some(origin) = &settings.origin_url {
-        return origin_homepage(req, origin, slot, fill, &timing).await;
-    }
-    let page = template(env, "/index.html").await?;
-    let body = match rewrite_page(&page, slot, fill) {
+    let body = match rewrite_page(&page, fills) {
         Ok(b) => b,
         Err(e) => {
-            console_error!("homepage rewrite failed ({e}); serving it unmodified");
+            crate::log::error(
+                "rewrite_failed",
+                &[
+                    ("error", &e.to_string()),
+                    ("then", "serving the page unmodified"),
+                ],
+            );
             page.as_ref().clone()
         }
     };
@@ -351,8 +489,7 @@ const REWRITTEN_HEADERS: [&str; 7] = [
 async fn origin_homepage(
     req: &Request,
     origin: &str,
-    slot: &str,
-    fill: SlotFill,
+    fills: Vec<(String, SlotFill)>,
     timing: &str,
 ) -> Result<Response> {
     let url = format!("{origin}/");
@@ -384,7 +521,7 @@ async fn origin_homepage(
     headers.set("cache-control", "private, no-store")?;
     headers.set("server-timing", timing)?;
     let stream = resp.stream()?;
-    let rewriter = Rc::new(RefCell::new(Some(HomepageRewriter::new(slot, fill))));
+    let rewriter = Rc::new(RefCell::new(Some(HomepageRewriter::new(fills))));
     let tail_rw = Rc::clone(&rewriter);
     use futures::StreamExt;
     let body = stream

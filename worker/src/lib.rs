@@ -4,9 +4,11 @@
 pub mod catalog;
 pub mod catalog_client;
 pub mod config;
+pub mod controls;
 pub mod credentials;
 pub mod dashboard;
 pub mod escape;
+pub mod log;
 pub mod page_headers;
 pub mod render;
 pub mod slot_client;
@@ -19,6 +21,8 @@ mod api;
 mod catalog_do;
 #[cfg(target_arch = "wasm32")]
 mod edge;
+#[cfg(target_arch = "wasm32")]
+mod object_call;
 #[cfg(target_arch = "wasm32")]
 mod rng;
 #[cfg(target_arch = "wasm32")]

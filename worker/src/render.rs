@@ -32,15 +32,25 @@ fn push_byline(out: &mut String, tag: &str, class: &str, item: &CatalogItem) {
     }
 }
 
+/// How a pick is marked for Divolte: the `source` its impression and click carry (which slot
+/// the bridge credits), and whether an operator's pin chose it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PickMark<'a> {
+    /// The slot's source value (`top_pick` for the first slot).
+    pub source: &'a str,
+    /// Whether the item is pinned rather than sampled.
+    pub pinned: bool,
+}
+
 /// The markup that fills the slot: a link to the product page marked as a top-pick click, the
 /// photo, title and photographer, and the guarded Divolte impression signal (a script the
 /// page's Content-Security-Policy admits by `nonce`).
-pub fn pick_fragment(item: &CatalogItem, nonce: &str) -> String {
+pub fn pick_fragment(item: &CatalogItem, nonce: &str, mark: &PickMark) -> String {
     let id = html(&item.id);
     let title = html(&item.title);
     let mut out = String::with_capacity(512 + item.title.len() * 2);
     out.push_str("<a class=\"top-pick__link\" href=\"");
-    out.push_str(&html(&item.top_pick_href()));
+    out.push_str(&html(&item.top_pick_href(mark.source)));
     out.push_str("\" data-product-id=\"");
     out.push_str(&id);
     out.push_str("\">");
@@ -54,8 +64,13 @@ pub fn pick_fragment(item: &CatalogItem, nonce: &str) -> String {
     // page must work when it never loads at all.
     out.push_str("<script nonce=\"");
     out.push_str(&html(nonce));
-    out.push_str("\">(function(p){function s(){var d=window.divolte;if(d&&typeof d.signal==='function'){d.signal('impression',p);return true}return false}if(!s()){window.addEventListener('load',s)}})({source:'top_pick',productId:");
+    out.push_str("\">(function(p){function s(){var d=window.divolte;if(d&&typeof d.signal==='function'){d.signal('impression',p);return true}return false}if(!s()){window.addEventListener('load',s)}})({source:");
+    out.push_str(&js_string(mark.source));
+    out.push_str(",productId:");
     out.push_str(&js_string(&item.id));
+    if mark.pinned {
+        out.push_str(",pinned:true");
+    }
     out.push_str("});</script>");
     out
 }
@@ -71,6 +86,8 @@ pub enum SlotFill {
         item: String,
         /// Round number (set as `data-top-pick-epoch`).
         epoch: u64,
+        /// An operator's pin chose it (set as `data-top-pick-pinned`).
+        pinned: bool,
     },
     /// Leave the slot as the page has it.
     Leave,
@@ -91,35 +108,45 @@ pub struct HomepageRewriter {
 }
 
 impl HomepageRewriter {
-    /// A rewriter that fills the element marked `data-top-pick="{slot}"`.
-    pub fn new(slot: &str, fill: SlotFill) -> HomepageRewriter {
+    /// A rewriter that fills, for each `(slot, fill)`, the first element marked
+    /// `data-top-pick="{slot}"`.
+    pub fn new(fills: Vec<(String, SlotFill)>) -> HomepageRewriter {
         let output = Rc::new(RefCell::new(Vec::with_capacity(16 * 1024)));
         let buf = Rc::clone(&output);
         let collect: OutputFn = Box::new(move |c: &[u8]| buf.borrow_mut().extend_from_slice(c));
-        // Slot names are restricted to [a-z0-9-] (config::is_valid_slot), so they are safe
-        // inside the selector's quotes.
-        let selector = format!("[data-top-pick=\"{slot}\"]");
-        let mut done = false;
-        let handler = element!(selector, move |el| {
-            if done {
-                return Ok(());
-            }
-            done = true;
-            if let SlotFill::Pick {
-                fragment,
-                item,
-                epoch,
-            } = &fill
-            {
-                el.set_attribute("data-top-pick-item", item)?;
-                el.set_attribute("data-top-pick-epoch", &epoch.to_string())?;
-                el.set_inner_content(fragment, ContentType::Html);
-            }
-            Ok(())
-        });
+        let handlers = fills
+            .into_iter()
+            .map(|(slot, fill)| {
+                // Slot names are restricted to [a-z0-9-] (config::is_valid_slot), so they are
+                // safe inside the selector's quotes.
+                let selector = format!("[data-top-pick=\"{slot}\"]");
+                let mut done = false;
+                element!(selector, move |el| {
+                    if done {
+                        return Ok(());
+                    }
+                    done = true;
+                    if let SlotFill::Pick {
+                        fragment,
+                        item,
+                        epoch,
+                        pinned,
+                    } = &fill
+                    {
+                        el.set_attribute("data-top-pick-item", item)?;
+                        el.set_attribute("data-top-pick-epoch", &epoch.to_string())?;
+                        if *pinned {
+                            el.set_attribute("data-top-pick-pinned", "true")?;
+                        }
+                        el.set_inner_content(fragment, ContentType::Html);
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
         let rewriter = HtmlRewriter::new(
             Settings {
-                element_content_handlers: vec![handler],
+                element_content_handlers: handlers,
                 ..Settings::new()
             },
             collect,
@@ -147,8 +174,8 @@ impl HomepageRewriter {
 }
 
 /// Rewrites a whole page held in memory.
-pub fn rewrite_page(page: &[u8], slot: &str, fill: SlotFill) -> Result<Vec<u8>, RewriteError> {
-    let mut rw = HomepageRewriter::new(slot, fill);
+pub fn rewrite_page(page: &[u8], fills: Vec<(String, SlotFill)>) -> Result<Vec<u8>, RewriteError> {
+    let mut rw = HomepageRewriter::new(fills);
     let mut out = rw.write(page)?;
     out.extend(rw.end()?);
     Ok(out)
@@ -250,39 +277,77 @@ mod tests {
             photographer: "Ann \"A\" <B>".into(),
             category: "flowers".into(),
             source_url: None,
+            available: true,
         }
     }
 
     const PAGE: &str = r#"<html><body><h1>Shop</h1><section data-top-pick="home-top-pick"><p>placeholder</p></section><div data-top-pick="other">x</div></body></html>"#;
 
+    const FIRST: PickMark = PickMark {
+        source: "top_pick",
+        pinned: false,
+    };
+
+    fn pick(it: &CatalogItem, mark: &PickMark, epoch: u64) -> SlotFill {
+        SlotFill::Pick {
+            fragment: pick_fragment(it, "n0nce", mark),
+            item: it.id.clone(),
+            epoch,
+            pinned: mark.pinned,
+        }
+    }
+
+    fn one(slot: &str, fill: SlotFill) -> Vec<(String, SlotFill)> {
+        vec![(slot.to_string(), fill)]
+    }
+
     #[test]
     fn fills_only_the_named_slot() {
         let it = item("Tulips");
-        let fill = SlotFill::Pick {
-            fragment: pick_fragment(&it, "n0nce"),
-            item: it.id.clone(),
-            epoch: 3,
-        };
-        let out = String::from_utf8(rewrite_page(PAGE.as_bytes(), "home-top-pick", fill).unwrap())
-            .unwrap();
+        let out = rewrite_page(PAGE.as_bytes(), one("home-top-pick", pick(&it, &FIRST, 3)));
+        let out = String::from_utf8(out.unwrap()).unwrap();
         assert!(out.contains(r#"data-top-pick-item="42""#));
         assert!(out.contains(r#"data-top-pick-epoch="3""#));
         assert!(out.contains(r#"href="/product/42/#/?source=top_pick""#));
-        assert!(out.contains("productId:\"42\""));
+        assert!(out.contains("{source:\"top_pick\",productId:\"42\"}"));
+        assert!(!out.contains("pinned"));
         assert!(!out.contains("placeholder"));
         assert!(out.contains(r#"<div data-top-pick="other">x</div>"#));
     }
 
     #[test]
+    fn fills_several_slots_each_with_its_own_source_and_marks_pins() {
+        let a = item("Tulips");
+        let b = CatalogItem {
+            id: "43".into(),
+            ..item("Roses")
+        };
+        let side = PickMark {
+            source: "other",
+            pinned: true,
+        };
+        let fills = vec![
+            ("home-top-pick".to_string(), pick(&a, &FIRST, 3)),
+            ("other".to_string(), pick(&b, &side, 7)),
+        ];
+        let out = String::from_utf8(rewrite_page(PAGE.as_bytes(), fills).unwrap()).unwrap();
+        assert!(out.contains(r#"href="/product/42/#/?source=top_pick""#));
+        assert!(out.contains(r#"<div data-top-pick="other" data-top-pick-item="43" data-top-pick-epoch="7" data-top-pick-pinned="true">"#));
+        assert!(out.contains(r#"href="/product/43/#/?source=other""#));
+        assert!(out.contains("{source:\"other\",productId:\"43\",pinned:true}"));
+        assert!(!out.contains(">x</div>"));
+    }
+
+    #[test]
     fn leave_keeps_the_page() {
-        let out = rewrite_page(PAGE.as_bytes(), "home-top-pick", SlotFill::Leave).unwrap();
+        let out = rewrite_page(PAGE.as_bytes(), one("home-top-pick", SlotFill::Leave)).unwrap();
         assert_eq!(out, PAGE.as_bytes());
     }
 
     #[test]
     fn hostile_titles_are_escaped() {
         let it = item("</script><script>alert('x')</script>\" onerror=\"x");
-        let frag = pick_fragment(&it, "n0nce");
+        let frag = pick_fragment(&it, "n0nce", &FIRST);
         assert!(!frag.contains("<script>alert"));
         assert!(!frag.contains("\" onerror"));
         assert!(frag.contains("&lt;/script&gt;"));
@@ -292,13 +357,9 @@ mod tests {
     #[test]
     fn streaming_in_small_chunks_gives_the_same_page() {
         let it = item("Tulips");
-        let fill = SlotFill::Pick {
-            fragment: pick_fragment(&it, "n0nce"),
-            item: it.id.clone(),
-            epoch: 1,
-        };
-        let whole = rewrite_page(PAGE.as_bytes(), "home-top-pick", fill.clone()).unwrap();
-        let mut rw = HomepageRewriter::new("home-top-pick", fill);
+        let fill = pick(&it, &FIRST, 1);
+        let whole = rewrite_page(PAGE.as_bytes(), one("home-top-pick", fill.clone())).unwrap();
+        let mut rw = HomepageRewriter::new(one("home-top-pick", fill));
         let mut out = Vec::new();
         for chunk in PAGE.as_bytes().chunks(7) {
             out.extend(rw.write(chunk).unwrap());

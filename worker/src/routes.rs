@@ -1,15 +1,18 @@
 //! URL routing and the API handlers.
 
-use bandit::protocol::PickResponse;
+use bandit::operator::{AuditResponse, ExcludeRequest, PinRequest};
+use bandit::protocol::{slot_source, PickResponse};
 use worker::*;
 
 use crate::api::{authorize, json_response, read_body, require_content_type, ApiError};
 use crate::catalog::{parse_shop_lines, CatalogItem, ImportBody, MAX_ITEMS_PER_IMPORT};
 use crate::catalog_client::CatalogClient;
 use crate::config::Settings;
+use crate::controls::CatalogChange;
 use crate::credentials::Access;
 use crate::edge;
-use crate::slot_client::SlotClient;
+use crate::now_ms;
+use crate::slot_client::{PinBody, SlotClient};
 use crate::state::OffsetEdit;
 use crate::wasm::settings;
 
@@ -25,7 +28,13 @@ pub async fn route(req: Request, env: Env, ctx: Context) -> Result<Response> {
         (Method::Get, ["api", "slots", slot]) => slot_state(&req, &env, slot).await,
         (Method::Get, ["api", "slots", slot, "offsets"]) => slot_offsets(&req, &env, slot).await,
         (Method::Post, ["api", "slots", slot, "offsets"]) => edit_offsets(req, &env, slot).await,
+        (Method::Post, ["api", "slots", slot, "pin"]) => pin(req, &env, slot).await,
+        (Method::Delete, ["api", "slots", slot, "pin"]) => unpin(&req, &env, slot).await,
+        (Method::Post, ["api", "slots", slot, "exclude"]) => exclude(req, &env, slot).await,
+        (Method::Get, ["api", "slots", slot, "controls"]) => controls(&req, &env, slot).await,
         (Method::Post, ["api", "catalog"]) => import_catalog(req, &env).await,
+        (Method::Delete, ["api", "catalog", "items", id]) => delete_item(&req, &env, id).await,
+        (Method::Get, ["api", "audit"]) => audit(&req, &env).await,
         (Method::Get, ["api", "catalog"]) => catalog_count(&env).await,
         (Method::Get, ["dashboard"]) => dashboard(&req, &env).await,
         (Method::Get, ["product", id, ""]) => product(&env, id).await,
@@ -40,7 +49,19 @@ pub async fn route(req: Request, env: Env, ctx: Context) -> Result<Response> {
     };
     match result {
         Ok(resp) => Ok(resp),
-        Err(e) => e.into_response(),
+        Err(e) => {
+            if method != Method::Get && method != Method::Head && e.status < 500 {
+                crate::log::warn(
+                    "write_rejected",
+                    &[
+                        ("path", &path),
+                        ("status", &e.status.to_string()),
+                        ("error", &e.message),
+                    ],
+                );
+            }
+            e.into_response()
+        }
     }
 }
 
@@ -72,7 +93,7 @@ async fn homepage(req: &Request, ctx: &Context, env: &Env) -> ApiResult {
         Ok(s) => Ok(edge::homepage(req, ctx, env, &s).await?),
         Err(e) => {
             // The homepage never fails because of the bandit: serve it as it is.
-            console_error!("{}", e.message);
+            crate::log::error("misconfigured", &[("error", &e.message)]);
             Ok(env
                 .assets("ASSETS")?
                 .fetch("https://assets.local/index.html", None)
@@ -97,12 +118,14 @@ async fn pick(ctx: &Context, env: &Env, slot: &str) -> ApiResult {
         epoch: d.epoch,
         version: d.version,
         fallback: d.fallback(),
+        pinned: d.pinned(),
         source: d.source.as_str().to_string(),
         title: item.title.clone(),
         image: item.image.clone(),
         photographer: item.photographer.clone(),
         category: item.category.clone(),
-        href: item.top_pick_href(),
+        href: item.top_pick_href(slot_source(slot, &s.slots)),
+        signal_source: slot_source(slot, &s.slots).to_string(),
     })?)
 }
 
@@ -121,7 +144,7 @@ async fn events(mut req: Request, env: &Env, slot: &str) -> ApiResult {
 
 async fn import_catalog(mut req: Request, env: &Env) -> ApiResult {
     let s = settings(env)?;
-    authorize(&req, env, Access::Ingest)?;
+    let actor = authorize(&req, env, Access::Catalog)?;
     let url = req.url()?;
     let format = url
         .query_pairs()
@@ -175,14 +198,105 @@ async fn import_catalog(mut req: Request, env: &Env) -> ApiResult {
         item.validate()
             .map_err(|e| ApiError::new(400, format!("items[{i}]: {e}")))?;
     }
-    let result = CatalogClient::new(env)?.import(&items).await?;
-    // New items may complete under-filled slots right away.
+    let result = CatalogClient::new(env)?.import(&items, actor).await?;
+    tell_slots(env, &s, &CatalogChange::from_import(&items)).await;
+    Ok(json_response(&result)?)
+}
+
+/// Tells every slot about a catalog change: updated items reach their copies, removed ones
+/// leave the sets (which refill), new items may complete under-filled sets. A slot that
+/// cannot be told now catches up on its own: a removed item is refused at its next draw, and
+/// the import can be repeated (it is idempotent).
+async fn tell_slots(env: &Env, s: &Settings, change: &CatalogChange) {
     for slot in &s.slots {
-        if let Err(e) = SlotClient::new(env, slot)?.refill().await {
-            console_warn!("refill of {slot} after import failed: {e}");
+        let told = match SlotClient::new(env, slot) {
+            Ok(client) => client.catalog_changed(change).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = told {
+            crate::log::warn(
+                "catalog_change_not_applied",
+                &[("slot", slot), ("error", &e.to_string())],
+            );
         }
     }
-    Ok(json_response(&result)?)
+}
+
+async fn delete_item(req: &Request, env: &Env, id: &str) -> ApiResult {
+    let actor = authorize(req, env, Access::Operator)?;
+    let s = settings(env)?;
+    if !bandit::batch::is_valid_item_id(id) {
+        return Err(ApiError::new(400, format!("{id:?} is not a valid item id")));
+    }
+    let Some(done) = CatalogClient::new(env)?.delete(id, actor).await? else {
+        return Err(ApiError::new(404, format!("no item {id} in the catalog")));
+    };
+    tell_slots(env, &s, &CatalogChange::deleted(id)).await;
+    Ok(json_response(&done)?)
+}
+
+/// Reads an operator's JSON body as `T`.
+async fn operator_body<T: serde::de::DeserializeOwned>(
+    req: &mut Request,
+    what: &str,
+) -> std::result::Result<T, ApiError> {
+    require_content_type(req, &["application/json"])?;
+    let body = read_body(req).await?;
+    serde_json::from_slice(&body).map_err(|e| ApiError::new(400, format!("malformed {what}: {e}")))
+}
+
+async fn pin(mut req: Request, env: &Env, slot: &str) -> ApiResult {
+    let actor = authorize(&req, env, Access::Operator)?;
+    let client = slot_client(env, slot)?;
+    let request: PinRequest = operator_body(&mut req, "pin request").await?;
+    request.validate().map_err(|e| ApiError::new(400, e))?;
+    if request.until_ms <= now_ms() {
+        return Err(ApiError::new(
+            400,
+            "until_ms is in the past: a pin must end in the future",
+        ));
+    }
+    let Some(item) = CatalogClient::new(env)?.item(&request.item).await? else {
+        return Err(ApiError::new(
+            404,
+            format!("no item {} in the catalog: import it first", request.item),
+        ));
+    };
+    Ok(client.pin(&PinBody { request, item }, actor).await?)
+}
+
+async fn unpin(req: &Request, env: &Env, slot: &str) -> ApiResult {
+    let actor = authorize(req, env, Access::Operator)?;
+    Ok(slot_client(env, slot)?.unpin(actor).await?)
+}
+
+async fn exclude(mut req: Request, env: &Env, slot: &str) -> ApiResult {
+    let actor = authorize(&req, env, Access::Operator)?;
+    let client = slot_client(env, slot)?;
+    let request: ExcludeRequest = operator_body(&mut req, "exclude request").await?;
+    request.validate().map_err(|e| ApiError::new(400, e))?;
+    Ok(client.exclude(&request, actor).await?)
+}
+
+async fn controls(req: &Request, env: &Env, slot: &str) -> ApiResult {
+    authorize(req, env, Access::Operator)?;
+    Ok(slot_client(env, slot)?.controls().await?)
+}
+
+/// Entries `GET /api/audit` answers at most.
+const AUDIT_LIMIT: usize = 500;
+
+async fn audit(req: &Request, env: &Env) -> ApiResult {
+    authorize(req, env, Access::Operator)?;
+    let s = settings(env)?;
+    let mut entries = CatalogClient::new(env)?.audit().await?;
+    for slot in &s.slots {
+        entries.extend(SlotClient::new(env, slot)?.audit().await?);
+    }
+    Ok(json_response(&AuditResponse::merged(
+        &entries,
+        AUDIT_LIMIT,
+    ))?)
 }
 
 async fn dashboard(req: &Request, env: &Env) -> ApiResult {
@@ -208,13 +322,13 @@ async fn slot_offsets(req: &Request, env: &Env, slot: &str) -> ApiResult {
 }
 
 async fn edit_offsets(mut req: Request, env: &Env, slot: &str) -> ApiResult {
-    authorize(&req, env, Access::Operator)?;
+    let actor = authorize(&req, env, Access::Operator)?;
     let client = slot_client(env, slot)?;
     require_content_type(&req, &["application/json"])?;
     let body = read_body(&mut req).await?;
     serde_json::from_slice::<OffsetEdit>(&body)
         .map_err(|e| ApiError::new(400, format!("malformed offset edit: {e}")))?;
-    Ok(client.edit_offsets(&body).await?)
+    Ok(client.edit_offsets(&body, actor).await?)
 }
 
 async fn catalog_count(env: &Env) -> ApiResult {
@@ -244,6 +358,12 @@ async fn product(env: &Env, id: &str) -> ApiResult {
             format!("no product {id} in the catalog"),
         ));
     };
+    if !item.available {
+        return Err(ApiError::new(
+            410,
+            format!("product {id} is no longer available"),
+        ));
+    }
     let template = edge::template(env, "/page.html").await?;
     let body = crate::render::product_page(&template, &item).map_err(ApiError::internal)?;
     Ok(edge::shop_page(body, &*settings(env)?, None)?)

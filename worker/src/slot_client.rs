@@ -29,11 +29,23 @@ pub enum SlotOp {
     Offsets,
     /// An operator's correction of the offset ledger (body: `OffsetEdit`). Writes.
     EditOffsets,
+    /// Pins an item (body: `PinRequest` and the item, as [`PinBody`]). Writes.
+    Pin,
+    /// Removes the pin. Writes.
+    Unpin,
+    /// Edits the exclude list (body: `ExcludeRequest`). Writes.
+    Exclude,
+    /// The pin and the exclude list.
+    Controls,
+    /// The slot's audit log (oldest first).
+    Audit,
+    /// A catalog import or delete to apply to the set (body: `CatalogChange`). Writes.
+    CatalogChanged,
 }
 
 impl SlotOp {
     /// Every operation.
-    pub const ALL: [SlotOp; 7] = [
+    pub const ALL: [SlotOp; 13] = [
         SlotOp::Ingest,
         SlotOp::Prime,
         SlotOp::Refill,
@@ -41,6 +53,12 @@ impl SlotOp {
         SlotOp::Dashboard,
         SlotOp::Offsets,
         SlotOp::EditOffsets,
+        SlotOp::Pin,
+        SlotOp::Unpin,
+        SlotOp::Exclude,
+        SlotOp::Controls,
+        SlotOp::Audit,
+        SlotOp::CatalogChanged,
     ];
 
     /// Path segment.
@@ -53,14 +71,20 @@ impl SlotOp {
             SlotOp::Dashboard => "dashboard",
             SlotOp::Offsets => "offsets",
             SlotOp::EditOffsets => "edit-offsets",
+            SlotOp::Pin => "pin",
+            SlotOp::Unpin => "unpin",
+            SlotOp::Exclude => "exclude",
+            SlotOp::Controls => "controls",
+            SlotOp::Audit => "audit",
+            SlotOp::CatalogChanged => "catalog-changed",
         }
     }
 
     /// Whether the operation may change the stored state (and so travels as a POST).
     pub fn writes(self) -> bool {
-        matches!(
+        !matches!(
             self,
-            SlotOp::Ingest | SlotOp::Prime | SlotOp::Refill | SlotOp::EditOffsets
+            SlotOp::State | SlotOp::Dashboard | SlotOp::Offsets | SlotOp::Controls | SlotOp::Audit
         )
     }
 
@@ -98,14 +122,26 @@ pub struct RefillResult {
     pub changed: bool,
 }
 
+/// The body of [`SlotOp::Pin`]: the operator's request and the catalog's copy of the item.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PinBody {
+    /// What the operator asked for.
+    pub request: bandit::operator::PinRequest,
+    /// The item as the catalog has it now.
+    pub item: crate::catalog::CatalogItem,
+}
+
 #[cfg(target_arch = "wasm32")]
 pub use client::SlotClient;
 
 #[cfg(target_arch = "wasm32")]
 mod client {
-    use worker::{js_sys, Env, Error, Request, RequestInit, Response, Result, Stub};
+    use bandit::operator::{Actor, ExcludeRequest};
+    use worker::{Env, Error, Response, Result, Stub};
 
-    use super::{RefillResult, SlotOp, BINDING};
+    use super::{PinBody, RefillResult, SlotOp, BINDING};
+    use crate::controls::CatalogChange;
+    use crate::object_call::{body, call, json_or_none};
     use crate::snapshot::Snapshot;
 
     /// The worker's handle on one slot's Durable Object.
@@ -127,64 +163,95 @@ mod client {
             })
         }
 
-        async fn call(&self, op: SlotOp, body: Option<&[u8]>) -> Result<Response> {
-            let mut init = RequestInit::new();
-            init.with_method(op.method());
-            if let Some(b) = body {
-                init.with_body(Some(js_sys::Uint8Array::from(b).into()));
-            }
-            let req = Request::new_with_init(&op.url(&self.slot), &init)?;
-            self.stub.fetch_with_request(req).await
+        async fn call(
+            &self,
+            op: SlotOp,
+            body: Option<&[u8]>,
+            actor: Option<Actor>,
+        ) -> Result<Response> {
+            call(&self.stub, op.method(), &op.url(&self.slot), body, actor).await
         }
 
-        async fn call_json<T: serde::de::DeserializeOwned>(&self, op: SlotOp) -> Result<T> {
-            let mut resp = self.call(op, None).await?;
-            if resp.status_code() != 200 {
-                return Err(Error::RustError(format!(
-                    "slot object {} answered {} to {}",
-                    self.slot,
-                    resp.status_code(),
-                    op.name()
-                )));
-            }
-            resp.json().await
+        async fn call_json<T: serde::de::DeserializeOwned>(
+            &self,
+            op: SlotOp,
+            body: Option<&[u8]>,
+        ) -> Result<T> {
+            let what = format!("slot object {}, to {}", self.slot, op.name());
+            let resp = self.call(op, body, None).await?;
+            json_or_none(resp, &what)
+                .await?
+                .ok_or_else(|| Error::RustError(format!("{what} answered 404")))
         }
 
         /// Applies a validated batch, forwarded as the bytes it came in; the object's answer
         /// goes back to the sender as it is.
         pub async fn ingest(&self, batch: &[u8]) -> Result<Response> {
-            self.call(SlotOp::Ingest, Some(batch)).await
+            self.call(SlotOp::Ingest, Some(batch), None).await
         }
 
         /// The snapshot, topping up an under-filled set first.
         pub async fn prime(&self) -> Result<Snapshot> {
-            self.call_json(SlotOp::Prime).await
+            self.call_json(SlotOp::Prime, None).await
         }
 
         /// Tops up the set from the catalog now.
         pub async fn refill(&self) -> Result<RefillResult> {
-            self.call_json(SlotOp::Refill).await
+            self.call_json(SlotOp::Refill, None).await
+        }
+
+        /// Applies a catalog change to the set (and tops it up); the arms that left.
+        pub async fn catalog_changed(&self, change: &CatalogChange) -> Result<Vec<String>> {
+            self.call_json(SlotOp::CatalogChanged, Some(&body(change)?))
+                .await
         }
 
         /// The operator's JSON view, as the object answers it.
         pub async fn state(&self) -> Result<Response> {
-            self.call(SlotOp::State, None).await
+            self.call(SlotOp::State, None, None).await
         }
 
         /// The dashboard page, as the object answers it.
         pub async fn dashboard(&self) -> Result<Response> {
-            self.call(SlotOp::Dashboard, None).await
+            self.call(SlotOp::Dashboard, None, None).await
         }
 
         /// The applied offsets, as the object answers them.
         pub async fn offsets(&self) -> Result<Response> {
-            self.call(SlotOp::Offsets, None).await
+            self.call(SlotOp::Offsets, None, None).await
         }
 
         /// Applies an operator's offset correction (its JSON as received); the object's
         /// answer goes back as it is.
-        pub async fn edit_offsets(&self, edit: &[u8]) -> Result<Response> {
-            self.call(SlotOp::EditOffsets, Some(edit)).await
+        pub async fn edit_offsets(&self, edit: &[u8], actor: Actor) -> Result<Response> {
+            self.call(SlotOp::EditOffsets, Some(edit), Some(actor))
+                .await
+        }
+
+        /// Pins an item; the object's answer goes back as it is.
+        pub async fn pin(&self, pin: &PinBody, actor: Actor) -> Result<Response> {
+            self.call(SlotOp::Pin, Some(&body(pin)?), Some(actor)).await
+        }
+
+        /// Removes the pin; the object's answer goes back as it is.
+        pub async fn unpin(&self, actor: Actor) -> Result<Response> {
+            self.call(SlotOp::Unpin, None, Some(actor)).await
+        }
+
+        /// Edits the exclude list; the object's answer goes back as it is.
+        pub async fn exclude(&self, req: &ExcludeRequest, actor: Actor) -> Result<Response> {
+            self.call(SlotOp::Exclude, Some(&body(req)?), Some(actor))
+                .await
+        }
+
+        /// The pin and the exclude list, as the object answers them.
+        pub async fn controls(&self) -> Result<Response> {
+            self.call(SlotOp::Controls, None, None).await
+        }
+
+        /// The slot's audit entries, oldest first.
+        pub async fn audit(&self) -> Result<Vec<bandit::operator::AuditEntry>> {
+            self.call_json(SlotOp::Audit, None).await
         }
     }
 }

@@ -6,6 +6,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use bandit::batch::MAX_LEDGER_ENTRIES;
+use bandit::operator::{AuditAction, AuditEntry, ExcludeRequest};
 use bandit::protocol::{ConflictResponse, PushResponse};
 use bandit::{Disposition, EventBatch, RotationConfig};
 use futures::lock::Mutex;
@@ -14,9 +15,11 @@ use worker::*;
 use crate::api::{json_response, ApiError};
 use crate::catalog_client::CatalogClient;
 use crate::config::Settings;
+use crate::controls::CatalogChange;
 use crate::now_ms;
+use crate::object_call::actor_of;
 use crate::page_headers::{security_headers, PageKind};
-use crate::slot_client::{RefillResult, SlotOp, KV_BINDING};
+use crate::slot_client::{PinBody, RefillResult, SlotOp, KV_BINDING};
 use crate::snapshot::kv_key;
 use crate::state::{OffsetEdit, SlotState, STATE_KEY};
 
@@ -120,7 +123,7 @@ impl SlotObject {
     async fn rotate(&self, st: &mut SlotState, rotation: &RotationConfig) -> Result<()> {
         let plan = crate::rng::with_rng(|rng| st.arms.plan_rotation(rotation, rng));
         let fresh = CatalogClient::new(&self.env)?
-            .sample(plan.fresh_needed, st.arms.exclude_list(rotation))
+            .sample(plan.fresh_needed, st.fill_exclude(rotation))
             .await?;
         st.finish_rotation(rotation, &plan, fresh);
         Ok(())
@@ -158,6 +161,10 @@ impl SlotObject {
         let would_hold = st.ledger.len_after(&batch);
         if would_hold > MAX_LEDGER_ENTRIES {
             // Nothing is skipped: the sender retries until an operator makes room.
+            crate::log::warn(
+                "ledger_full",
+                &[("slot", slot), ("would_hold", &would_hold.to_string())],
+            );
             return Err(ApiError::new(
                 507,
                 format!(
@@ -170,6 +177,10 @@ impl SlotObject {
             self.rotate(&mut st, rotation).await?;
             applied.rotated = true;
             applied.round = st.arms.round;
+            crate::log::info(
+                "rotated",
+                &[("slot", slot), ("round", &st.arms.round.to_string())],
+            );
         }
         self.fill(&mut st, rotation, false).await?;
         self.save(st).await?;
@@ -212,7 +223,7 @@ impl SlotObject {
             }
         };
         if let Err(e) = result {
-            console_error!("snapshot publish failed: {e}");
+            crate::log::error("publish_failed", &[("error", &e.to_string())]);
         }
     }
 
@@ -237,18 +248,122 @@ impl SlotObject {
         mut req: Request,
         rotation: &RotationConfig,
     ) -> std::result::Result<Response, ApiError> {
+        let actor = actor_of(&req);
         let edit: OffsetEdit = serde_json::from_slice(&req.bytes().await?)
             .map_err(|e| ApiError::new(400, format!("malformed offset edit: {e}")))?;
         let mut st = self.load(slot, rotation).await?;
         let result = st.edit_offsets(&edit).map_err(|e| ApiError::new(400, e))?;
         if result.changed > 0 {
-            console_log!(
-                "slot {slot}: operator edit of offsets {edit:?}: previous {:?}",
-                result.previous
+            let detail = format!(
+                "{} partition {} set to {} (was {})",
+                edit.topic,
+                edit.partition
+                    .map_or_else(|| "all".to_string(), |p| p.to_string()),
+                edit.offset
+                    .map_or_else(|| "forgotten".to_string(), |o| o.to_string()),
+                result
+                    .previous
+                    .map_or_else(|| "none".to_string(), |o| o.to_string()),
             );
+            crate::log::info("offsets_edited", &[("slot", slot), ("detail", &detail)]);
+            st.audit.push(AuditEntry::new(
+                now_ms(),
+                actor,
+                AuditAction::OffsetEdit,
+                slot,
+                detail,
+            ));
             self.save(st).await?;
         }
         Ok(json_response(&result)?)
+    }
+
+    /// Saves an operator's change, tops the set up when arms left, and publishes.
+    async fn save_control(
+        &self,
+        mut st: SlotState,
+        rotation: &RotationConfig,
+        removed_arms: bool,
+    ) -> Result<SlotState> {
+        if removed_arms {
+            self.fill(&mut st, rotation, true).await?;
+        }
+        self.save(st.clone()).await?;
+        self.schedule_publish(rotation).await;
+        Ok(st)
+    }
+
+    /// Runs one operator control on the loaded state and answers the controls afterwards.
+    async fn control(
+        &self,
+        slot: &str,
+        mut req: Request,
+        op: SlotOp,
+        rotation: &RotationConfig,
+    ) -> std::result::Result<Response, ApiError> {
+        let actor = actor_of(&req);
+        let bytes = req.bytes().await?;
+        let mut st = self.load(slot, rotation).await?;
+        let now = now_ms();
+        let controls = match op {
+            SlotOp::Pin => {
+                let body: PinBody = serde_json::from_slice(&bytes)
+                    .map_err(|e| ApiError::new(400, format!("malformed pin: {e}")))?;
+                st.pin(&body.request, body.item, now, actor)
+                    .map_err(|e| ApiError::new(409, e))?
+            }
+            SlotOp::Unpin => st.unpin(now, actor, "operator"),
+            SlotOp::Exclude => {
+                let body: ExcludeRequest = serde_json::from_slice(&bytes)
+                    .map_err(|e| ApiError::new(400, format!("malformed exclude request: {e}")))?;
+                st.edit_exclude(&body, now, actor)
+                    .map_err(|e| ApiError::new(409, e))?
+            }
+            _ => return Err(ApiError::new(404, "not a control operation")),
+        };
+        crate::log::info(
+            "slot_control",
+            &[
+                ("slot", slot),
+                ("op", op.name()),
+                ("removed", &controls.removed_arms.join(" ")),
+            ],
+        );
+        let st = self
+            .save_control(st, rotation, !controls.removed_arms.is_empty())
+            .await?;
+        Ok(json_response(&st.controls(now, controls.removed_arms))?)
+    }
+
+    /// Applies a catalog change; answers the arms that left.
+    async fn catalog_changed(
+        &self,
+        slot: &str,
+        mut req: Request,
+        rotation: &RotationConfig,
+    ) -> std::result::Result<Response, ApiError> {
+        let change: CatalogChange = serde_json::from_slice(&req.bytes().await?)
+            .map_err(|e| ApiError::new(400, format!("malformed catalog change: {e}")))?;
+        let mut st = self.load(slot, rotation).await?;
+        let version = st.version;
+        let removed = st.catalog_changed(&change, now_ms());
+        if !removed.is_empty() {
+            crate::log::info(
+                "arms_removed",
+                &[
+                    ("slot", slot),
+                    ("items", &removed.join(" ")),
+                    ("why", "catalog change"),
+                ],
+            );
+        }
+        // A forced fill also completes a set an import can now fill.
+        let filled = self.fill(&mut st, rotation, true).await?;
+        if filled || st.version != version {
+            self.save(st).await?;
+            self.schedule_publish(rotation).await;
+        }
+        Ok(json_response(&removed)?)
     }
 
     async fn handle(&self, req: Request) -> std::result::Result<Response, ApiError> {
@@ -267,8 +382,26 @@ impl SlotObject {
             SlotOp::Dashboard => {
                 let st = self.read(&slot, rotation).await?;
                 let p_best = self.p_best(&st, rotation);
-                let resp =
-                    Response::from_html(crate::dashboard::page(&st, rotation, &p_best, now_ms()))?;
+                // The catalog's entries join the slot's; without them the page still serves.
+                let mut audit: Vec<AuditEntry> = st.audit.entries().cloned().collect();
+                match CatalogClient::new(&self.env)?.audit().await {
+                    Ok(entries) => audit.extend(entries),
+                    Err(e) => crate::log::warn(
+                        "catalog_audit_unavailable",
+                        &[("slot", &slot), ("error", &e.to_string())],
+                    ),
+                }
+                let audit =
+                    bandit::operator::AuditResponse::merged(&audit, crate::dashboard::AUDIT_SHOWN)
+                        .entries;
+                let resp = Response::from_html(crate::dashboard::page(
+                    &st,
+                    rotation,
+                    &p_best,
+                    now_ms(),
+                    &settings.slots,
+                    &audit,
+                ))?;
                 resp.headers().set("cache-control", "no-store")?;
                 for (name, value) in security_headers(PageKind::Dashboard, None, None) {
                     resp.headers().set(name, &value)?;
@@ -278,6 +411,23 @@ impl SlotObject {
             SlotOp::Offsets => {
                 let st = self.read(&slot, rotation).await?;
                 Ok(json_response(&st.offsets())?)
+            }
+            SlotOp::Controls => {
+                let st = self.read(&slot, rotation).await?;
+                Ok(json_response(&st.controls(now_ms(), Vec::new()))?)
+            }
+            SlotOp::Audit => {
+                let st = self.read(&slot, rotation).await?;
+                let entries: Vec<&AuditEntry> = st.audit.entries().collect();
+                Ok(json_response(&entries)?)
+            }
+            SlotOp::Pin | SlotOp::Unpin | SlotOp::Exclude => {
+                let _guard = self.lock.lock().await;
+                self.control(&slot, req, op, rotation).await
+            }
+            SlotOp::CatalogChanged => {
+                let _guard = self.lock.lock().await;
+                self.catalog_changed(&slot, req, rotation).await
             }
             SlotOp::Ingest => {
                 let _guard = self.lock.lock().await;
@@ -330,18 +480,24 @@ impl DurableObject for SlotObject {
         let settings = match self.settings() {
             Ok(s) => s,
             Err(e) => {
-                console_error!("snapshot publish skipped: {}", e.message);
+                crate::log::error("publish_skipped", &[("error", &e.message)]);
                 return Response::ok("skipped");
             }
         };
         // Woken after an eviction the memory is empty: publish what is stored (a slot that never
         // stored anything has nothing to publish).
         if let Err(e) = self.load_stored().await {
-            console_error!("snapshot publish from alarm skipped: {e}");
+            crate::log::error(
+                "publish_skipped",
+                &[("error", &e.to_string()), ("from", "alarm")],
+            );
             return Response::ok("skipped");
         }
         if let Err(e) = self.publish(&settings.rotation).await {
-            console_error!("snapshot publish from alarm failed: {e}");
+            crate::log::error(
+                "publish_failed",
+                &[("error", &e.to_string()), ("from", "alarm")],
+            );
         }
         Response::ok("published")
     }

@@ -1,6 +1,7 @@
 //! The read model the edge samples from: the arms of a slot with their posteriors and display
 //! fields, published to KV by the slot's Durable Object.
 
+use bandit::operator::Pin;
 use bandit::Posterior;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -29,6 +30,18 @@ pub struct Snapshot {
     pub produced_at_ms: f64,
     /// The arms.
     pub arms: Vec<SnapshotArm>,
+    /// An operator's pin, with what the page shows of its item.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<Pinned>,
+}
+
+/// A pin with the display fields of its item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pinned {
+    /// The pin.
+    pub pin: Pin,
+    /// Display fields of the pinned item.
+    pub item: CatalogItem,
 }
 
 /// KV key of a slot's snapshot.
@@ -43,9 +56,24 @@ impl Snapshot {
         self.version > other.version
     }
 
-    /// The Thompson pick: one posterior draw per arm, highest wins; the winner's index.
-    pub fn pick_index<R: Rng + ?Sized>(&self, rng: &mut R) -> Option<usize> {
-        bandit::pick(self.arms.iter().map(|a| &a.posterior), rng)
+    /// The Thompson pick among arms whose item is not in `taken` (items already on the page):
+    /// one posterior draw per arm, highest wins; the winner's index.
+    pub fn pick_index<R: Rng + ?Sized>(&self, rng: &mut R, taken: &[&str]) -> Option<usize> {
+        if taken.is_empty() {
+            return bandit::pick(self.arms.iter().map(|a| &a.posterior), rng);
+        }
+        let open: Vec<usize> = (0..self.arms.len())
+            .filter(|&i| !taken.contains(&self.arms[i].item.id.as_str()))
+            .collect();
+        bandit::pick(open.iter().map(|&i| &self.arms[i].posterior), rng).map(|k| open[k])
+    }
+
+    /// The pin in force at `now_ms` for a request whose uniform draw is `u` (in [0, 1)):
+    /// active, drawn into its share, and not already on the page.
+    pub fn pin_for(&self, now_ms: f64, u: f64, taken: &[&str]) -> Option<&Pinned> {
+        self.pinned.as_ref().filter(|p| {
+            p.pin.active(now_ms) && u < p.pin.share && !taken.contains(&p.item.id.as_str())
+        })
     }
 }
 
@@ -60,6 +88,7 @@ mod tests {
             version,
             produced_at_ms: 0.0,
             arms: Vec::new(),
+            pinned: None,
         }
     }
 

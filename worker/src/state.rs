@@ -2,9 +2,10 @@
 //! finish a rotation) and its read models (edge snapshot, operator JSON). The Durable Object
 //! in `slot_do.rs` only loads, calls these, and saves.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bandit::batch::{MAX_LEDGER_ENTRIES, MAX_OFFSET, MAX_TOPIC_LEN};
+use bandit::operator::{AuditLog, PinLearning};
 use bandit::protocol::{Applied, Counted, OffsetsResponse};
 use bandit::{
     ArmSet, EventBatch, OffsetLedger, Recorded, RotationConfig, RotationPlan, RoundSummary,
@@ -12,7 +13,7 @@ use bandit::{
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::CatalogItem;
-use crate::snapshot::{Snapshot, SnapshotArm};
+use crate::snapshot::{Pinned, Snapshot, SnapshotArm};
 
 /// Rounds kept in the operator history.
 const ROUND_HISTORY: usize = 20;
@@ -49,6 +50,12 @@ pub struct Totals {
     pub outside_impressions: u64,
     /// Clicks of items outside the set (not counted).
     pub outside_clicks: u64,
+    /// Impressions set aside while a pin paused learning.
+    #[serde(default)]
+    pub paused_impressions: u64,
+    /// Clicks set aside while a pin paused learning.
+    #[serde(default)]
+    pub paused_clicks: u64,
 }
 
 /// An operator's correction of the offset ledger (`POST /api/slots/{slot}/offsets`).
@@ -98,6 +105,15 @@ pub struct SlotState {
     pub last_batch_ms: Option<f64>,
     /// When the set last asked the catalog for items (ms).
     pub last_refill_ms: f64,
+    /// An operator's pin (kept after it ends until the next operator write replaces it).
+    #[serde(default)]
+    pub pinned: Option<Pinned>,
+    /// Items an operator excluded from this slot.
+    #[serde(default)]
+    pub exclude: BTreeSet<String>,
+    /// Operator writes to this slot.
+    #[serde(default)]
+    pub audit: AuditLog,
 }
 
 impl SlotState {
@@ -113,6 +129,9 @@ impl SlotState {
             totals: Totals::default(),
             last_batch_ms: None,
             last_refill_ms: f64::NEG_INFINITY,
+            pinned: None,
+            exclude: BTreeSet::new(),
+            audit: AuditLog::default(),
         }
     }
 
@@ -136,15 +155,35 @@ impl SlotState {
                     })
                 })
                 .collect(),
+            pinned: self.pinned.clone().filter(|p| p.pin.active(now_ms)),
         }
     }
 
+    /// Whether an active pin has paused learning at `now_ms`.
+    pub fn learning_paused(&self, now_ms: f64) -> bool {
+        self.pinned
+            .as_ref()
+            .is_some_and(|p| p.pin.active(now_ms) && p.pin.learning == PinLearning::Pause)
+    }
+
+    /// Items a catalog draw must skip, sorted: the arms, the cooling-down retirees and the
+    /// operator's exclusions.
+    pub fn fill_exclude(&self, rotation: &RotationConfig) -> Vec<String> {
+        let mut out = self.arms.exclude_list(rotation);
+        out.extend(self.exclude.iter().cloned());
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
     /// Counts a batch the ledger says to apply into the arms and totals, advances the ledger
-    /// and the version. Items outside the set are totalled apart (the first few by name).
+    /// and the version. Items outside the set are totalled apart (the first few by name), and
+    /// so is everything while a pin pauses learning.
     pub fn apply_batch(&mut self, batch: &EventBatch, now_ms: f64) -> Applied {
         let mut counted = Counted::default();
         let mut not_in_set = Vec::new();
-        for c in &batch.counts {
+        let paused = self.learning_paused(now_ms);
+        for c in batch.counts.iter().filter(|_| !paused) {
             match self.arms.record(&c.item, c.impressions, c.clicks) {
                 Recorded::Counted => {
                     counted.impressions += c.impressions;
@@ -157,6 +196,12 @@ impl SlotState {
                         not_in_set.push(c.item.clone());
                     }
                 }
+            }
+        }
+        if paused {
+            for c in &batch.counts {
+                self.totals.paused_impressions += c.impressions;
+                self.totals.paused_clicks += c.clicks;
             }
         }
         self.totals.impressions += counted.impressions;
@@ -189,7 +234,7 @@ impl SlotState {
         self.last_refill_ms = now_ms;
         Some(FillWanted {
             count,
-            exclude: self.arms.exclude_list(rotation),
+            exclude: self.fill_exclude(rotation),
         })
     }
 
@@ -198,7 +243,9 @@ impl SlotState {
         let room = rotation.arms.saturating_sub(self.arms.arms.len());
         let fresh: Vec<CatalogItem> = fresh
             .into_iter()
-            .filter(|i| self.arms.position(&i.id).is_none())
+            .filter(|i| {
+                self.arms.position(&i.id).is_none() && i.available && !self.exclude.contains(&i.id)
+            })
             .take(room)
             .collect();
         let added = self
@@ -221,6 +268,10 @@ impl SlotState {
         plan: &RotationPlan,
         fresh: Vec<CatalogItem>,
     ) {
+        let fresh: Vec<CatalogItem> = fresh
+            .into_iter()
+            .filter(|i| i.available && !self.exclude.contains(&i.id))
+            .collect();
         let ids: Vec<String> = fresh.iter().map(|i| i.id.clone()).collect();
         for item in fresh {
             self.items.insert(item.id.clone(), item);
@@ -328,6 +379,9 @@ impl SlotState {
             "rounds": self.rounds,
             "totals": self.totals,
             "last_batch_ms": self.last_batch_ms,
+            "pinned": self.pinned,
+            "exclude": self.exclude,
+            "audit": self.audit,
         })
     }
 
@@ -365,6 +419,7 @@ mod tests {
                 photographer: String::new(),
                 category: String::new(),
                 source_url: None,
+                available: true,
             })
             .collect()
     }

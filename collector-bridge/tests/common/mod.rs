@@ -269,11 +269,13 @@ fn handle_request(mut req: tiny_http::Request, state: &Mutex<State>, token: &str
                 epoch: 1,
                 version: st.picks,
                 fallback: false,
+                pinned: false,
                 source: "isolate".into(),
                 title: "t".into(),
                 image: "/i.jpg".into(),
                 photographer: "p".into(),
                 category: String::new(),
+                signal_source: "top_pick".into(),
             };
             respond(req, 200, &pick)
         }
