@@ -286,6 +286,8 @@ impl OperatorConn {
 enum Missing<'a> {
     Slot(&'a str),
     Item(&'a str),
+    /// A pin: the slot, or the item it names (the worker's message tells which).
+    SlotOrItem(&'a str, &'a str),
     Route,
 }
 
@@ -330,7 +332,10 @@ impl Operator {
                 self.operator_env
             ),
             404 => match missing {
-                Missing::Slot(slot) => format!(
+                Missing::SlotOrItem(_, item) if !message.contains("unknown slot") => {
+                    format!("{item} is not in the catalog: import it first")
+                }
+                Missing::Slot(slot) | Missing::SlotOrItem(slot, _) => format!(
                     "the worker has no slot {slot:?} (or no operator API): check --slot and --worker-url"
                 ),
                 Missing::Item(id) => format!("{id} is not in the catalog"),
@@ -363,7 +368,7 @@ impl Operator {
             "POST",
             &self.client.slot_url(slot, "/pin"),
             Some(&body),
-            Missing::Slot(slot),
+            Missing::SlotOrItem(slot, &req.item),
         )
     }
 

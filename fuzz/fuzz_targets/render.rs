@@ -23,7 +23,9 @@ use lol_html::{element, text, RewriteStrSettings};
 use top_pick_worker::catalog::{is_linkable_category, CatalogItem};
 use top_pick_worker::config::is_valid_slot;
 use top_pick_worker::escape::{html, is_safe_url, js_string};
-use top_pick_worker::render::{category_page, pick_fragment, product_page, rewrite_page, SlotFill};
+use top_pick_worker::render::{
+    category_page, pick_fragment, product_page, rewrite_page, PickMark, SlotFill,
+};
 
 const INDEX: &[u8] = include_bytes!("../../www/index.html");
 const PAGE: &[u8] = include_bytes!("../../www/page.html");
@@ -138,14 +140,20 @@ fn no_active_content(p: &Parsed) {
     assert!(p.script_links.is_empty(), "{:?}", p.script_links);
 }
 
+const MARK: PickMark = PickMark {
+    source: "top_pick",
+    pinned: false,
+};
+
 fn check_home(item: &CatalogItem, nonce: &str, slot: &str, checked: bool) {
-    let fragment = pick_fragment(item, nonce);
+    let fragment = pick_fragment(item, nonce, &MARK);
     let fill = SlotFill::Pick {
         fragment: fragment.clone(),
         item: item.id.clone(),
         epoch: 7,
+        pinned: false,
     };
-    let out = rewrite_page(INDEX, slot, fill).expect("rewrite");
+    let out = rewrite_page(INDEX, vec![(slot.to_string(), fill)]).expect("rewrite");
     if !checked {
         return;
     }
@@ -170,7 +178,7 @@ fn check_home(item: &CatalogItem, nonce: &str, slot: &str, checked: bool) {
     let p = parse(&out);
     no_active_content(&p);
     let expected_script = format!(
-        "(function(p){{function s(){{var d=window.divolte;if(d&&typeof d.signal==='function'){{d.signal('impression',p);return true}}return false}}if(!s()){{window.addEventListener('load',s)}}}})({{source:'top_pick',productId:{}}});",
+        "(function(p){{function s(){{var d=window.divolte;if(d&&typeof d.signal==='function'){{d.signal('impression',p);return true}}return false}}if(!s()){{window.addEventListener('load',s)}}}})({{source:\"top_pick\",productId:{}}});",
         js_string(&item.id)
     );
     assert_eq!(p.scripts.len(), home.scripts.len() + 1);
@@ -251,6 +259,7 @@ fuzz_target!(|data: &[u8]| {
         photographer: field(&fields, 3),
         category: field(&fields, 4),
         source_url: (ctl & 32 != 0).then_some(source),
+        available: ctl & 64 == 0,
     };
     let raw_nonce = field(&fields, 7);
     let nonce = base64ish(&raw_nonce);
@@ -265,7 +274,7 @@ fuzz_target!(|data: &[u8]| {
         0 => {
             check_home(&item, &nonce, &slot, valid);
             // Whatever the nonce, the fragment is built without panicking.
-            let _ = pick_fragment(&item, &raw_nonce);
+            let _ = pick_fragment(&item, &raw_nonce, &MARK);
         }
         1 => check_product(&item, valid),
         _ => {

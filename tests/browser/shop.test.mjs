@@ -198,4 +198,41 @@ describe("the shop in Chromium", { skip, timeout: 180_000 }, () => {
       await page.close();
     }
   });
+
+  test("a takedown disappears from the homepage within seconds", async () => {
+    // Pin an item so every page shows it, then mark it unavailable the way a shop would (a
+    // re-import with "available": false): the pin ends and the item leaves the set.
+    const target = catalog[catalog.length - 1];
+    const op = { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" };
+    const pinned = await w.fetch("/api/slots/home-top-pick/pin", {
+      method: "POST",
+      headers: op,
+      body: JSON.stringify({ item: target.id, until_ms: Date.now() + 3_600_000 }),
+    });
+    assert.equal(pinned.status, 200);
+    const ctx = await browser({ javaScriptEnabled: false });
+    const page = await ctx.newPage();
+    const shown = async () => {
+      await page.goto(w.url + "/", { waitUntil: "load" });
+      return page.locator(SLOT_SEL).getAttribute("data-top-pick-item");
+    };
+    const deadline = Date.now() + 10_000;
+    while ((await shown()) !== target.id) {
+      assert.ok(Date.now() < deadline, "the pinned item never reached the homepage");
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    await importItems(w, [{ ...target, available: false }]);
+    const start = Date.now();
+    while ((await shown()) === target.id) {
+      assert.ok(Date.now() - start < 5_000, "the taken-down item was still served after 5 s");
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    const gone = Date.now() - start;
+    for (let i = 0; i < 10; i++) assert.notEqual(await shown(), target.id, "and it never comes back");
+    assert.ok(!(await page.content()).includes(target.title), "nothing of it on the page");
+    const product = await page.goto(w.url + `/product/${target.id}/`);
+    assert.equal(product.status(), 410);
+    console.log(`# takedown off the homepage after ${gone} ms`);
+    await page.close();
+  });
 });

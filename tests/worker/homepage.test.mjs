@@ -28,7 +28,7 @@ describe("homepage", () => {
     assert.ok(html.includes(`<span class="top-pick__title">Item ${n}</span>`));
     assert.ok(html.includes(`src="/images/${id}.svg"`));
     assert.ok(html.includes(`d.signal('impression',p)`));
-    assert.ok(html.includes(`({source:'top_pick',productId:"${id}"})`));
+    assert.ok(html.includes(`({source:"top_pick",productId:"${id}"})`));
     assert.ok(!html.includes("top-pick__empty"), "the placeholder is replaced");
     // The one inline script runs by the response's own nonce; no other inline script may.
     const csp = r.headers.get("content-security-policy");

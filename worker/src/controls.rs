@@ -144,6 +144,10 @@ impl SlotState {
                 next.len()
             ));
         }
+        if next == self.exclude {
+            // Nothing to change (already excluded, or never excluded): nothing to record.
+            return Ok(self.controls(now_ms, Vec::new()));
+        }
         self.exclude = next;
         let removed = self.remove_arms(&req.add);
         if self
@@ -409,6 +413,18 @@ mod tests {
         .unwrap();
         assert!(!st.fill_exclude(&rot).contains(&"q".to_string()));
         assert_eq!(st.audit.len(), 2);
+        // Including what is not excluded changes nothing and records nothing.
+        let v = st.version;
+        st.edit_exclude(
+            &ExcludeRequest {
+                add: vec![],
+                remove: vec!["never".into()],
+            },
+            7.0,
+            Actor::Operator,
+        )
+        .unwrap();
+        assert_eq!((st.audit.len(), st.version), (2, v));
     }
 
     #[test]

@@ -283,20 +283,29 @@ async fn controls(req: &Request, env: &Env, slot: &str) -> ApiResult {
     Ok(slot_client(env, slot)?.controls().await?)
 }
 
-/// Entries `GET /api/audit` answers at most.
+/// Entries `GET /api/audit` answers at most (and by default).
 const AUDIT_LIMIT: usize = 500;
 
 async fn audit(req: &Request, env: &Env) -> ApiResult {
     authorize(req, env, Access::Operator)?;
     let s = settings(env)?;
+    let limit = match req.url()?.query_pairs().find(|(k, _)| k == "limit") {
+        None => AUDIT_LIMIT,
+        Some((_, v)) => match v.parse::<usize>() {
+            Ok(n) if n >= 1 => n.min(AUDIT_LIMIT),
+            _ => {
+                return Err(ApiError::new(
+                    400,
+                    format!("limit must be a whole number from 1 (at most {AUDIT_LIMIT} are kept)"),
+                ))
+            }
+        },
+    };
     let mut entries = CatalogClient::new(env)?.audit().await?;
     for slot in &s.slots {
         entries.extend(SlotClient::new(env, slot)?.audit().await?);
     }
-    Ok(json_response(&AuditResponse::merged(
-        &entries,
-        AUDIT_LIMIT,
-    ))?)
+    Ok(json_response(&AuditResponse::merged(&entries, limit))?)
 }
 
 async fn dashboard(req: &Request, env: &Env) -> ApiResult {
