@@ -228,7 +228,7 @@ impl SlotState {
 mod tests {
     use super::*;
     use bandit::operator::PinLearning;
-    use bandit::{EventBatch, ItemCount, OffsetRange, PriorPolicy, RotationConfig};
+    use bandit::{EventBatch, PriorPolicy, RotationConfig};
 
     fn rotation() -> RotationConfig {
         RotationConfig {
@@ -268,23 +268,7 @@ mod tests {
     }
 
     fn batch(from: i64, counts: &[(&str, u64, u64)]) -> EventBatch {
-        EventBatch {
-            source: "t".into(),
-            offsets: vec![OffsetRange {
-                topic: "t".into(),
-                partition: 0,
-                from,
-                to: from,
-            }],
-            counts: counts
-                .iter()
-                .map(|&(item, impressions, clicks)| ItemCount {
-                    item: item.into(),
-                    impressions,
-                    clicks,
-                })
-                .collect(),
-        }
+        crate::state::tests::batch(from, from, counts)
     }
 
     #[test]

@@ -395,7 +395,7 @@ impl SlotState {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use bandit::{ItemCount, OffsetRange, PriorPolicy};
     use rand::rngs::SmallRng;
@@ -424,7 +424,8 @@ mod tests {
             .collect()
     }
 
-    fn batch(from: i64, to: i64, counts: &[(&str, u64, u64)]) -> EventBatch {
+    /// A batch of `counts` (item, impressions, clicks) over offsets `from..=to` of `t`/0.
+    pub(crate) fn batch(from: i64, to: i64, counts: &[(&str, u64, u64)]) -> EventBatch {
         EventBatch {
             source: "test".into(),
             offsets: vec![OffsetRange {
