@@ -13,10 +13,11 @@ use crate::catalog::CatalogItem;
 use crate::config::Settings;
 use crate::now_ms;
 use crate::page_headers::{security_headers, PageKind};
-use crate::render::{pick_fragment, rewrite_page, HomepageRewriter, PickMark, SlotFill};
+use crate::render::{home_template, origin_fills, pick_fragment, render_home, PickMark, SlotFill};
 use crate::rng::with_rng;
 use crate::slot_client::{SlotClient, KV_BINDING};
 use crate::snapshot::{kv_key, Snapshot};
+use crate::template::Template;
 use bandit::protocol::slot_source;
 
 /// Where a snapshot came from, for Server-Timing and logs.
@@ -58,6 +59,8 @@ thread_local! {
     static SNAPSHOTS: RefCell<HashMap<String, Cached>> = RefCell::new(HashMap::new());
     /// Static assets cannot change within a deployment, so an isolate keeps the homepage.
     static TEMPLATES: RefCell<HashMap<String, Rc<Vec<u8>>>> = RefCell::new(HashMap::new());
+    /// The homepage with its slot elements located, for the isolate's life.
+    static HOME: RefCell<Option<Rc<Template<String>>>> = const { RefCell::new(None) };
 }
 
 async fn fetch_from_store(env: &Env, slot: &str) -> Result<Option<(Snapshot, SnapshotSource)>> {
@@ -358,20 +361,18 @@ pub fn shop_page(body: Vec<u8>, settings: &Settings, nonce: Option<&str>) -> Res
     Ok(resp)
 }
 
-/// The slots a homepage holds: for the worker's own page, the configured slots its template
-/// marks; for an origin's page (unknown until streamed), every configured slot.
-fn slots_on_page<'a>(settings: &'a Settings, page: Option<&[u8]>) -> Vec<&'a str> {
-    settings
-        .slots
-        .iter()
-        .map(String::as_str)
-        .filter(|slot| {
-            page.is_none_or(|p| {
-                let marker = format!("data-top-pick=\"{slot}\"");
-                p.windows(marker.len()).any(|w| w == marker.as_bytes())
-            })
-        })
-        .collect()
+/// The worker's own homepage (`www/index.html`) with the configured slots it marks located,
+/// once per isolate.
+async fn home(env: &Env, settings: &Settings) -> Result<Rc<Template<String>>> {
+    if let Some(t) = HOME.with(|h| h.borrow().clone()) {
+        return Ok(t);
+    }
+    let page = template(env, "/index.html").await?;
+    let located = Rc::new(
+        home_template(&page, &settings.slots).map_err(|e| Error::RustError(e.to_string()))?,
+    );
+    HOME.with(|h| *h.borrow_mut() = Some(Rc::clone(&located)));
+    Ok(located)
 }
 
 /// Each slot's decision for one page, in configured order, no item twice: a later slot draws
@@ -440,9 +441,13 @@ pub async fn homepage(
 ) -> Result<Response> {
     let page = match &settings.origin_url {
         Some(_) => None,
-        None => Some(template(env, "/index.html").await?),
+        None => Some(home(env, settings).await?),
     };
-    let slots = slots_on_page(settings, page.as_deref().map(Vec::as_slice));
+    // An origin's page is unknown until streamed: every configured slot is decided.
+    let slots: Vec<&str> = match &page {
+        Some(t) => t.keys().map(String::as_str).collect(),
+        None => settings.slots.iter().map(String::as_str).collect(),
+    };
     let start = now_ms();
     let decisions = decide_page(ctx, env, settings, &slots).await;
     let read_ms = now_ms() - start;
@@ -451,21 +456,9 @@ pub async fn homepage(
     let timing = server_timing(&decisions, read_ms);
     let Some(page) = page else {
         let origin = settings.origin_url.as_deref().unwrap_or_default();
-        return origin_homepage(req, origin, fills, &timing).await;
+        return origin_homepage(req, origin, &fills, &timing).await;
     };
-    let body = match rewrite_page(&page, fills) {
-        Ok(b) => b,
-        Err(e) => {
-            crate::log::error(
-                "rewrite_failed",
-                &[
-                    ("error", &e.to_string()),
-                    ("then", "serving the page unmodified"),
-                ],
-            );
-            page.as_ref().clone()
-        }
-    };
+    let body = render_home(&page, &fills);
     let resp = shop_page(body, settings, Some(&nonce))?;
     resp.headers().set("cache-control", "private, no-store")?;
     resp.headers().set("server-timing", &timing)?;
@@ -484,12 +477,12 @@ const REWRITTEN_HEADERS: [&str; 7] = [
     "expires",
 ];
 
-/// The origin's homepage, streamed through the rewriter chunk by chunk, with every origin
+/// The origin's homepage, streamed through the runtime's HTML rewriter, with every origin
 /// header except those the rewrite changes.
 async fn origin_homepage(
     req: &Request,
     origin: &str,
-    fills: Vec<(String, SlotFill)>,
+    fills: &[(String, SlotFill)],
     timing: &str,
 ) -> Result<Response> {
     let url = format!("{origin}/");
@@ -501,7 +494,7 @@ async fn origin_homepage(
     }
     let mut init = RequestInit::new();
     init.with_headers(fwd);
-    let mut resp = Fetch::Request(Request::new_with_init(&url, &init)?)
+    let resp = Fetch::Request(Request::new_with_init(&url, &init)?)
         .send()
         .await?;
     let is_html = resp
@@ -520,25 +513,16 @@ async fn origin_homepage(
     }
     headers.set("cache-control", "private, no-store")?;
     headers.set("server-timing", timing)?;
-    let stream = resp.stream()?;
-    let rewriter = Rc::new(RefCell::new(Some(HomepageRewriter::new(fills))));
-    let tail_rw = Rc::clone(&rewriter);
-    use futures::StreamExt;
-    let body = stream
-        .map(move |chunk| -> Result<Vec<u8>> {
-            let chunk = chunk?;
-            match rewriter.borrow_mut().as_mut() {
-                Some(rw) => rw
-                    .write(&chunk)
-                    .map_err(|e| Error::RustError(e.to_string())),
-                None => Ok(chunk),
-            }
-        })
-        .chain(futures::stream::once(async move {
-            match tail_rw.borrow_mut().take() {
-                Some(rw) => rw.end().map_err(|e| Error::RustError(e.to_string())),
-                None => Ok(Vec::new()),
-            }
-        }));
-    Ok(Response::from_stream(body)?.with_headers(headers))
+    let fills =
+        serde_json::to_string(&origin_fills(fills)).map_err(|e| Error::RustError(e.to_string()))?;
+    let page: web_sys::Response = resp.with_headers(headers).into();
+    Ok(Response::from(fill_slots(page, &fills)))
+}
+
+#[wasm_bindgen::prelude::wasm_bindgen(module = "/js/fill_slots.js")]
+extern "C" {
+    /// Streams `response` through the runtime's HTMLRewriter with the slot fills (JSON of
+    /// [`crate::render::OriginFill`]s).
+    #[wasm_bindgen(js_name = fillSlots)]
+    fn fill_slots(response: web_sys::Response, fills: &str) -> web_sys::Response;
 }

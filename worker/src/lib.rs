@@ -14,6 +14,7 @@ pub mod render;
 pub mod slot_client;
 pub mod snapshot;
 pub mod state;
+pub mod template;
 
 #[cfg(target_arch = "wasm32")]
 mod api;

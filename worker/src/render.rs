@@ -1,14 +1,10 @@
-//! HTML output: the top pick rewritten into the homepage's slot element (lol_html), and the
-//! product and category pages filled from one template.
-
-use std::cell::RefCell;
-use std::rc::Rc;
-
-use lol_html::html_content::ContentType;
-use lol_html::{element, HtmlRewriter, Settings};
+//! HTML output: the picks written into the homepage's slot elements, and the product and
+//! category pages filled from one template (both located once per template by
+//! `template.rs`, so a page is concatenation).
 
 use crate::catalog::{is_linkable_category, CatalogItem};
 use crate::escape::{html, is_safe_url, js_string};
+use crate::template::{Fill, Selector, Template};
 
 /// An `<img>` of the item when it has a safe image URL.
 fn push_image(out: &mut String, class: &str, item: &CatalogItem, alt: &str) {
@@ -93,92 +89,120 @@ pub enum SlotFill {
     Leave,
 }
 
-/// An error from the HTML rewriter.
+/// An error from filling a template.
 #[derive(Debug, thiserror::Error)]
-#[error("HTML rewrite failed: {0}")]
+#[error("page fill failed: {0}")]
 pub struct RewriteError(String);
 
-/// The function the rewriter hands its output to.
-type OutputFn = Box<dyn FnMut(&[u8])>;
+/// The attribute marking a slot's element.
+pub const SLOT_ATTRIBUTE: &str = "data-top-pick";
 
-/// A streaming homepage rewriter: feed chunks, collect output.
-pub struct HomepageRewriter {
-    rewriter: HtmlRewriter<'static, OutputFn>,
-    output: Rc<RefCell<Vec<u8>>>,
+/// A homepage with its slot elements located: `slots` are the configured slots in order; the
+/// ones the page marks are its places.
+pub fn home_template(page: &[u8], slots: &[String]) -> Result<Template<String>, RewriteError> {
+    let page = String::from_utf8(page.to_vec()).map_err(|e| RewriteError(e.to_string()))?;
+    Ok(Template::new(
+        page,
+        slots
+            .iter()
+            .map(|s| (s.clone(), Selector::Attr(SLOT_ATTRIBUTE, Some(s.as_str())))),
+    ))
 }
 
-impl HomepageRewriter {
-    /// A rewriter that fills, for each `(slot, fill)`, the first element marked
-    /// `data-top-pick="{slot}"`.
-    pub fn new(fills: Vec<(String, SlotFill)>) -> HomepageRewriter {
-        let output = Rc::new(RefCell::new(Vec::with_capacity(16 * 1024)));
-        let buf = Rc::clone(&output);
-        let collect: OutputFn = Box::new(move |c: &[u8]| buf.borrow_mut().extend_from_slice(c));
-        let handlers = fills
-            .into_iter()
-            .map(|(slot, fill)| {
-                // Slot names are restricted to [a-z0-9-] (config::is_valid_slot), so they are
-                // safe inside the selector's quotes.
-                let selector = format!("[data-top-pick=\"{slot}\"]");
-                let mut done = false;
-                element!(selector, move |el| {
-                    if done {
-                        return Ok(());
-                    }
-                    done = true;
-                    if let SlotFill::Pick {
-                        fragment,
-                        item,
-                        epoch,
-                        pinned,
-                    } = &fill
-                    {
-                        el.set_attribute("data-top-pick-item", item)?;
-                        el.set_attribute("data-top-pick-epoch", &epoch.to_string())?;
-                        if *pinned {
-                            el.set_attribute("data-top-pick-pinned", "true")?;
-                        }
-                        el.set_inner_content(fragment, ContentType::Html);
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        let rewriter = HtmlRewriter::new(
-            Settings {
-                element_content_handlers: handlers,
-                ..Settings::new()
-            },
-            collect,
-        );
-        HomepageRewriter { rewriter, output }
+/// The attributes a filled slot element gains.
+fn slot_attributes(item: &str, epoch: u64, pinned: bool) -> String {
+    let mut a = format!(
+        " data-top-pick-item=\"{}\" data-top-pick-epoch=\"{epoch}\"",
+        html(item)
+    );
+    if pinned {
+        a.push_str(" data-top-pick-pinned=\"true\"");
     }
-
-    /// Rewrites one chunk; returns the output produced so far.
-    pub fn write(&mut self, chunk: &[u8]) -> Result<Vec<u8>, RewriteError> {
-        self.rewriter
-            .write(chunk)
-            .map_err(|e| RewriteError(e.to_string()))?;
-        Ok(std::mem::take(&mut *self.output.borrow_mut()))
-    }
-
-    /// Finishes the document; returns the remaining output.
-    pub fn end(self) -> Result<Vec<u8>, RewriteError> {
-        let output = Rc::clone(&self.output);
-        self.rewriter
-            .end()
-            .map_err(|e| RewriteError(e.to_string()))?;
-        let rest = std::mem::take(&mut *output.borrow_mut());
-        Ok(rest)
-    }
+    a
 }
 
-/// Rewrites a whole page held in memory.
+/// The homepage with each slot of `fills` written into its element (the first element of
+/// that slot; `Leave` keeps it as the page has it).
+pub fn render_home(template: &Template<String>, fills: &[(String, SlotFill)]) -> Vec<u8> {
+    let attributes: Vec<(String, String, &str)> = fills
+        .iter()
+        .filter_map(|(slot, fill)| match fill {
+            SlotFill::Pick {
+                fragment,
+                item,
+                epoch,
+                pinned,
+            } => Some((
+                slot.clone(),
+                slot_attributes(item, *epoch, *pinned),
+                fragment.as_str(),
+            )),
+            SlotFill::Leave => None,
+        })
+        .collect();
+    let fills: Vec<(String, Fill)> = attributes
+        .iter()
+        .map(|(slot, attributes, content)| {
+            (
+                slot.clone(),
+                Fill {
+                    attributes,
+                    content,
+                },
+            )
+        })
+        .collect();
+    template.render(&fills).into_bytes()
+}
+
+/// Rewrites a whole page held in memory (locating its slots on every call: the worker keeps
+/// the located template instead, see [`home_template`]).
 pub fn rewrite_page(page: &[u8], fills: Vec<(String, SlotFill)>) -> Result<Vec<u8>, RewriteError> {
-    let mut rw = HomepageRewriter::new(fills);
-    let mut out = rw.write(page)?;
-    out.extend(rw.end()?);
-    Ok(out)
+    let slots: Vec<String> = fills.iter().map(|(s, _)| s.clone()).collect();
+    let template = home_template(page, &slots)?;
+    Ok(render_home(&template, &fills))
+}
+
+/// One slot's fill as the runtime's HTML rewriter applies it to an origin's page
+/// (`js/fill_slots.js`): the selector, the attributes and the content.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct OriginFill {
+    /// CSS selector of the slot element.
+    pub selector: String,
+    /// Attributes to set, in order.
+    pub attributes: Vec<(String, String)>,
+    /// The new content (HTML).
+    pub content: String,
+}
+
+/// The fills of an origin's page, for the runtime's rewriter.
+pub fn origin_fills(fills: &[(String, SlotFill)]) -> Vec<OriginFill> {
+    fills
+        .iter()
+        .filter_map(|(slot, fill)| match fill {
+            SlotFill::Pick {
+                fragment,
+                item,
+                epoch,
+                pinned,
+            } => {
+                let mut attributes = vec![
+                    ("data-top-pick-item".to_string(), item.clone()),
+                    ("data-top-pick-epoch".to_string(), epoch.to_string()),
+                ];
+                if *pinned {
+                    attributes.push(("data-top-pick-pinned".to_string(), "true".to_string()));
+                }
+                // Slot names are [a-z0-9-] (config::is_valid_slot): safe inside the quotes.
+                Some(OriginFill {
+                    selector: format!("[{SLOT_ATTRIBUTE}=\"{slot}\"]"),
+                    attributes,
+                    content: fragment.clone(),
+                })
+            }
+            SlotFill::Leave => None,
+        })
+        .collect()
 }
 
 /// Fills the page template (`www/page.html`): its `data-page` element becomes a `kind` element
@@ -190,29 +214,26 @@ fn fill_page(
     title: &str,
     body: &str,
 ) -> Result<Vec<u8>, RewriteError> {
-    let template = std::str::from_utf8(template).map_err(|e| RewriteError(e.to_string()))?;
-    let title_text = format!("{title} · Photon Prints");
-    let page = lol_html::rewrite_str(
+    let template = String::from_utf8(template.to_vec()).map_err(|e| RewriteError(e.to_string()))?;
+    let located = Template::new(
         template,
-        lol_html::RewriteStrSettings {
-            element_content_handlers: vec![
-                element!("[data-page]", |el| {
-                    el.remove_attribute("data-page");
-                    el.set_attribute("class", kind)?;
-                    el.set_attribute(&format!("data-{kind}"), key)?;
-                    el.set_inner_content(body, ContentType::Html);
-                    Ok(())
-                }),
-                element!("title", |el| {
-                    el.set_inner_content(&title_text, ContentType::Html);
-                    Ok(())
-                }),
-            ],
-            ..lol_html::RewriteStrSettings::new()
-        },
-    )
-    .map_err(|e| RewriteError(e.to_string()))?;
-    Ok(page.into_bytes())
+        [
+            ("title", Selector::Tag("title")),
+            ("page", Selector::Attr("data-page", None)),
+        ],
+    );
+    let title_text = format!("{title} · Photon Prints");
+    let page_tag = located
+        .place(&"page")
+        .map(|e| e.tag.clone())
+        .ok_or_else(|| RewriteError("the page template has no [data-page] element".into()))?;
+    let start = format!(
+        "<{page_tag} class=\"{kind}\" data-{kind}=\"{}\">",
+        html(key)
+    );
+    Ok(located
+        .replace(&[("title", "<title>", &title_text), ("page", &start, body)])
+        .into_bytes())
 }
 
 /// The product page of an item.
@@ -355,17 +376,25 @@ mod tests {
     }
 
     #[test]
-    fn streaming_in_small_chunks_gives_the_same_page() {
+    fn a_located_template_renders_like_a_fresh_rewrite_and_origin_fills_match() {
         let it = item("Tulips");
-        let fill = pick(&it, &FIRST, 1);
-        let whole = rewrite_page(PAGE.as_bytes(), one("home-top-pick", fill.clone())).unwrap();
-        let mut rw = HomepageRewriter::new(one("home-top-pick", fill));
-        let mut out = Vec::new();
-        for chunk in PAGE.as_bytes().chunks(7) {
-            out.extend(rw.write(chunk).unwrap());
-        }
-        out.extend(rw.end().unwrap());
-        assert_eq!(out, whole);
+        let fills = one("home-top-pick", pick(&it, &FIRST, 1));
+        let slots = vec!["home-top-pick".to_string(), "other".to_string()];
+        let t = home_template(PAGE.as_bytes(), &slots).unwrap();
+        assert_eq!(t.keys().count(), 2);
+        let whole = rewrite_page(PAGE.as_bytes(), fills.clone()).unwrap();
+        assert_eq!(render_home(&t, &fills), whole);
+        let origin = origin_fills(&fills);
+        assert_eq!(origin.len(), 1);
+        assert_eq!(origin[0].selector, r#"[data-top-pick="home-top-pick"]"#);
+        assert_eq!(
+            origin[0].attributes,
+            [
+                ("data-top-pick-item".to_string(), "42".to_string()),
+                ("data-top-pick-epoch".to_string(), "1".to_string())
+            ]
+        );
+        assert!(origin_fills(&one("home-top-pick", SlotFill::Leave)).is_empty());
     }
 
     #[test]
