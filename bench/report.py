@@ -28,6 +28,10 @@ def cmd(name):
     return c
 
 
+def exists(name, ext="out"):
+    return os.path.exists(os.path.join(RAW, f"{name}.{ext}"))
+
+
 def last_json(name):
     lines = [l for l in text(name).splitlines() if l.strip().startswith("{")]
     return json.loads(lines[-1])
@@ -119,6 +123,29 @@ rows.append(("… pick API (no asset router) against that ceiling",
                 f"trivial worker {f0(med([x['rps'] for x in trivial]))} req/s", f2(pick_vs_ceiling),
                 "—", "—"))
 
+# --- 1b. against the minimal Rust worker (bench/minimal-worker/) ------------------------------
+# edge_rust_R: the minimal Rust worker behind the same asset router, in the edge rounds;
+# minimal_R: the same worker without assets, beside the trivial JS worker.
+rust = [wrk(f"edge_rust_{r}") for r in rounds] if rounds and all(exists(f"edge_rust_{r}") for r in rounds) else None
+minimal = [wrk(f"minimal_{r}") for r in rounds] if rounds and all(exists(f"minimal_{r}") for r in rounds) else None
+if rust:
+    mr = {k: med([x[k] for x in rust]) for k in ("rps", "p50_ms", "p99_ms")}
+    vs_rust = {t: dict(rps=med([a["rps"] / b["rps"] for a, b in zip(edge[t], rust)]),
+                       p99=med([a["p99_ms"] / b["p99_ms"] for a, b in zip(edge[t], rust)]))
+               for t in ("pick", "home")}
+    for t, label, goal in (("pick", "Pick API", 0.9), ("home", "Homepage `/`", 0.8)):
+        rows.append((f"{label} vs the Rust ceiling", f"{f0(m[t]['rps'])} req/s",
+                     f"minimal Rust worker {f0(mr['rps'])} req/s", f2(vs_rust[t]["rps"]),
+                     f"≥ {goal}", yes(vs_rust[t]["rps"] >= goal)))
+        rows.append((f"{label} p99 vs the Rust ceiling's", f"{f2(m[t]['p99_ms'])} ms",
+                     f"minimal Rust worker {f2(mr['p99_ms'])} ms", f"{f2(vs_rust[t]['p99'])}×",
+                     "≤ 2×", yes(vs_rust[t]["p99"] <= 2)))
+if minimal:
+    rust_vs_js = med([a["rps"] / b["rps"] for a, b in zip(minimal, trivial)])
+    rows.append(("Rust ceiling vs JS ceiling", f"{f0(med([x['rps'] for x in minimal]))} req/s",
+                 f"trivial JS worker {f0(med([x['rps'] for x in trivial]))} req/s", f2(rust_vs_js),
+                 "—", "—"))
+
 # --- 2. pick -------------------------------------------------------------------------------
 pick = {}
 for n in (4, 16, 64):
@@ -144,6 +171,27 @@ rows.append(("Wasm bundle, gzipped", f"{f0(size['gzip'] / 1000)} KB ({f0(size['r
 if up:
     rows.append(("`wrangler deploy --dry-run` upload", f"{up.group(1)} KiB / gzip {up.group(2)} KiB",
                  "—", "—", "—", "—"))
+
+# Cold start (bench/cold-start.mjs): the project's bundle against the minimal Rust worker.
+cold = last_json("cold_start") if exists("cold_start") else None
+if cold:
+    cproj, cmin = cold["bundles"][0], cold["bundles"][1]
+    fa, fb = cproj["miniflare"]["first_response_ms"], cmin["miniflare"]["first_response_ms"]
+    if fa and fb:
+        cold_ratio = fa["median"] / fb["median"]
+        rows.append(("Cold start to first `/`", f"{f0(fa['median'])} ms",
+                     f"minimal Rust worker {f0(fb['median'])} ms", f"{f2(cold_ratio)}×", "≤ 1.5×",
+                     yes(cold_ratio <= 1.5)))
+    va = cproj["v8"]["lazy"]["compile_plus_instantiate_ms"]
+    vb = cmin["v8"]["lazy"]["compile_plus_instantiate_ms"]
+    if va and vb:
+        rows.append(("V8 compile + instantiate", f"{f2(va['median'])} ms",
+                     f"minimal Rust worker {f2(vb['median'])} ms", f"{f1(va['median'] / vb['median'])}×",
+                     "—", "—"))
+    else:
+        rows.append(("V8 compile + instantiate",
+                     f"not measured: V8 {cold['v8_node']['v8']} cannot compile the bundles (section 7)",
+                     "minimal Rust worker", "—", "—", "—"))
 
 # --- 4. bridge -----------------------------------------------------------------------------
 pipe = {}
@@ -250,7 +298,7 @@ w("The built bundle (`build/`) served by Miniflare directly (`bench/serve-worker
   "catalog, wrangler.toml's vars), not through `wrangler dev`, whose proxy caps any worker at "
   "about 1,200 requests/s. `/index.html` is served by the static asset server as is: the "
   "baseline. `/` reads the slot snapshot (isolate cache), draws one Beta sample per arm and "
-  "rewrites the page with lol_html. The 2015 `/item` is `bench/py/item_server.py`: Tornado, "
+  "writes the pick into the homepage template, located once per isolate (no HTML parser). The 2015 `/item` is `bench/py/item_server.py`: Tornado, "
   "the arm set's clicks and impressions as Redis hashes (one pipelined round trip), numpy Beta "
   "draws, argmax, JSON; Debian's Redis on a loopback port.")
 w("")
@@ -421,7 +469,7 @@ for c in top:
     w(f"| {c['crate']} | {f0(c['bytes'])} | {c['bytes'] / total_code:.1%} |")
 rest = sum(c["bytes"] for c in size["code_by_crate"][18:])
 w(f"| (other {len(size['code_by_crate']) - len(top)} crates) | {f0(rest)} | {rest / total_code:.1%} |")
-w(f"| bundle's data section (strings and tables, e.g. encoding_rs's and lol_html's) | {f0(size['sections'].get('data', 0))} | |")
+w(f"| bundle's data section (strings and tables) | {f0(size['sections'].get('data', 0))} | |")
 w("")
 if up:
     w(f"`wrangler deploy --dry-run`: **Total Upload {up.group(1)} KiB / gzip {up.group(2)} KiB** "
@@ -545,6 +593,125 @@ w("```")
 w("")
 w("(and the same with `--catalog 500|5000` and `--delay 0|500`.)")
 w("")
+
+if cold or rust or minimal:
+    w("## 7. Against a minimal Rust worker")
+    w("")
+    w("`bench/minimal-worker/`: a Rust worker on the same workers-rs version, built the same way "
+      "(`worker-build --profile worker`, the same profile settings, wasm-bindgen, wasm-opt and "
+      "esbuild), whose fetch handler answers a constant JSON body, the trivial JS worker's. What "
+      "the project's bundle costs beyond it is the project's own code and crates.")
+    w("")
+if cold:
+    def ms(s):
+        return f"{f2(s['median'])} ({f2(s['min'])}–{f2(s['max'])})" if s else "—"
+
+    def ratio(a, b):
+        return f"{f2(a['median'] / b['median'])}×" if a and b else "—"
+    w(f"**Cold start** (`bench/cold-start.mjs`, {cold['runs']} runs per bundle, alternating; "
+      "median (min–max) in ms). V8 figures: `new WebAssembly.Module(bytes)` and "
+      "`new WebAssembly.Instance(module, stubs)`, each in a fresh node process, so no code cache "
+      f"is reused, on Node {cold['v8_node'].get('node')} (V8 {cold['v8_node'].get('v8')}); "
+      "with V8's defaults compilation is lazy (compile validates; a function is compiled on its "
+      "first call), `--no-wasm-lazy-compilation` compiles every function up front. Miniflare: "
+      "from just before `new Miniflare(...)` in a fresh node process (a fresh workerd) until the "
+      "first response to `GET /` is fully read; *ready* is when workerd is up with the script "
+      "loaded (which instantiates the wasm). The project's worker runs with wrangler.toml's "
+      f"config, its assets and no catalog imported; the minimal one as a {cmin['config']}.")
+    w("")
+    w(f"| | project (`{cproj['bundle']}`) | minimal Rust worker | ratio |")
+    w("|---|---|---|---|")
+    w(f"| wasm, raw bytes | {f0(cproj['wasm']['raw'])} | {f0(cmin['wasm']['raw'])} | "
+      f"{f2(cproj['wasm']['raw'] / cmin['wasm']['raw'])}× |")
+    w(f"| wasm, gzip -9 bytes | {f0(cproj['wasm']['gzip'])} | {f0(cmin['wasm']['gzip'])} | "
+      f"{f2(cproj['wasm']['gzip'] / cmin['wasm']['gzip'])}× |")
+    for mode, label in (("lazy", "V8 defaults"), ("eager", "`--no-wasm-lazy-compilation`")):
+        for k, what in (("compile_ms", "compile"), ("instantiate_ms", "instantiate"),
+                        ("compile_plus_instantiate_ms", "compile + instantiate")):
+            a, b = cproj["v8"][mode][k], cmin["v8"][mode][k]
+            w(f"| V8 {what}, {label} | {ms(a)} | {ms(b)} | {ratio(a, b)} |")
+    for k, what in (("ready_ms", "Miniflare: to ready"), ("first_response_ms", "Miniflare: to the first `/` read")):
+        a, b = cproj["miniflare"][k], cmin["miniflare"][k]
+        w(f"| {what} | {ms(a)} | {ms(b)} | {ratio(a, b)} |")
+    w("")
+    v8_errors = [(b["bundle"], b["v8"][mode]["error"]) for b in (cproj, cmin) for mode in ("lazy", "eager")
+                 if b["v8"][mode].get("error")]
+    if v8_errors:
+        w(f"V8 figures not measured: Node {cold['v8_node'].get('node')}'s V8 "
+          f"{cold['v8_node'].get('v8')} cannot compile the bundles: their code uses the "
+          "`noexternref` type and exception handling with exnref (`try_table`), which it lacks "
+          "even with --experimental-wasm-gc; workerd's V8 is current, and Node 26's V8 14.6 "
+          "compiles them. Set COLD_START_NODE to such a node. " + "; ".join(dict.fromkeys(f"`{b}`: {e}" for b, e in v8_errors)) + ".")
+        w("")
+    for b in (cproj, cmin):
+        if b["miniflare"].get("errors"):
+            w(f"Miniflare runs that failed for `{b['bundle']}`: {len(b['miniflare']['errors'])} "
+              f"(first: {b['miniflare']['errors'][0]}).")
+            w("")
+    starts = [b["bundle"] for b in (cproj, cmin) if b["v8"]["has_start_section"]]
+    called = [b["v8"]["imports_called_during_instantiate"] for b in (cproj, cmin)
+              if b["v8"]["imports_called_during_instantiate"] is not None]
+    fr = cproj["miniflare"]["first_response"]
+    w(("Neither module has a start section" if not starts else
+       f"With a start section (instantiate runs it): {', '.join(starts)}") +
+      (f"; instantiation called {max(called)} of the import stubs" if called else "") +
+      ", so instantiate is the module's "
+      "own set-up (memory, tables, data segments). `__wbindgen_start`, the lazy compilation of "
+      "the functions it and the first request call, and the first request itself run inside the "
+      "Miniflare figures. Summary rows: V8 compile + instantiate with V8's defaults; cold start "
+      "to the first `/` read (`--assets` gives the minimal worker the project's asset router "
+      "too, which separates the router's share from the project's own). The "
+      f"project's first `/` answered {fr['status']} ({fr['content_type']}, {f0(fr['bytes'] or 0)} bytes). "
+      f"Load average {cold['loadavg']['start']} at the start, {cold['loadavg']['end']} at the end "
+      f"({cold['seconds']} s).")
+    w("")
+if rust or minimal:
+    w("**Load** (the rounds of section 1). The Rust ceiling runs in the same rounds as the "
+      "project's targets: behind the same asset router (`bench/serve-minimal.mjs --assets`, "
+      "wrangler.toml's `[assets]`, `/` run by the worker first) beside `/` and the pick API, and "
+      "without assets beside the trivial JS worker and the pick API without the router; "
+      "medians over rounds:")
+    w("")
+    w("| target | req/s | p50 ms | p99 ms |")
+    w("|---|---|---|---|")
+
+    def row3(label, xs):
+        w(f"| {label} | {f0(med([x['rps'] for x in xs]))} | {f2(med([x['p50_ms'] for x in xs]))} | "
+          f"{f2(med([x['p99_ms'] for x in xs]))} |")
+    if rust:
+        row3("`GET /` (project, asset router in front)", edge["home"])
+        row3("pick API (project, asset router in front)", edge["pick"])
+        row3("minimal Rust worker, asset router in front", rust)
+    if minimal:
+        row3("pick API, no asset router", na_pick)
+        row3("minimal Rust worker, no asset router", minimal)
+        row3("trivial JS worker, no asset router", trivial)
+    w("")
+    if rust:
+        w(f"- Behind the router: pick API **{f2(vs_rust['pick']['rps'])}** of the Rust ceiling's "
+          f"throughput (goal ≥ 0.9), p99 {f2(vs_rust['pick']['p99'])}× its p99 (goal ≤ 2×); "
+          f"`/` **{f2(vs_rust['home']['rps'])}** (goal ≥ 0.8), p99 {f2(vs_rust['home']['p99'])}× "
+          "(goal ≤ 2×).")
+    if minimal:
+        na_vs_min = med([a["rps"] / b["rps"] for a, b in zip(na_pick, minimal)])
+        w(f"- Without the router: pick API {f2(na_vs_min)} of the minimal Rust worker's throughput; "
+          f"the minimal Rust worker runs at {f2(rust_vs_js)} of the trivial JS worker's, which "
+          "bounds what any workers-rs worker (wasm-bindgen glue, request and response conversion) "
+          "can reach here.")
+    w("")
+w_cmds = [(c, note) for c, note in (
+    ("cold_start", ""),
+    (f"edge_rust_{rounds[0]}" if rounds else "", "   # minimal Rust worker, --assets"),
+    (f"minimal_{rounds[0]}" if rounds else "", "   # minimal Rust worker, no assets"))
+    if c and exists(c, "cmd")]
+if w_cmds:
+    w("```")
+    w("sh bench/minimal-worker/build.sh bench-out/minimal-worker")
+    for c, note in w_cmds:
+        w(cmd(c) + note)
+    w("node bench/serve-minimal.mjs --port PORT --bundle bench-out/minimal-worker [--assets]")
+    w("```")
+    w("")
 
 with open(DEST, "w") as f:
     f.write("\n".join(out) + "\n")

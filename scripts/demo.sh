@@ -120,6 +120,13 @@ cat <<MSG
 
   Rounds end every 2,000 impressions (ROUND_IMPRESSIONS in wrangler.toml). Ctrl-C stops.
 
+  Operate it (OPERATOR_TOKEN from .dev.vars; the dashboard shows the controls and the audit log):
+    export OPERATOR_TOKEN=\$(sed -n 's/^OPERATOR_TOKEN=//p' .dev.vars)
+    $BRIDGE slot pin demo-001 --for 10m --worker-url $URL
+    $BRIDGE slot exclude demo-002 --worker-url $URL
+    $BRIDGE slot unpin --worker-url $URL
+    $BRIDGE audit --worker-url $URL
+
 MSG
 wait -n "${sources[@]}" "${bridge[@]}" "${servers[@]}" || true
 echo "demo: a process exited early; the last lines of the logs:" >&2

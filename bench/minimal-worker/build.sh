@@ -1,0 +1,32 @@
+#!/bin/sh
+# Builds the minimal Rust worker (bench/minimal-worker/) into OUT_DIR (index.js + index_bg.wasm),
+# offline, the way scripts/build-worker.sh builds the project's bundle: worker-build with
+# --profile worker and the same wasm-bindgen, wasm-opt and esbuild.
+#
+#   sh bench/minimal-worker/build.sh [OUT_DIR]    (default: bench-out/minimal-worker)
+#
+# CARGO_TARGET_DIR defaults to target/minimal-worker, beside the project's own target/.
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+out=${1:-$root/bench-out/minimal-worker}
+case $out in /*) ;; *) out=$(pwd)/$out ;; esac
+WASM_BINDGEN_BIN="${WASM_BINDGEN_BIN:-$(command -v wasm-bindgen || echo "$HOME/.cargo/bin/wasm-bindgen")}"
+WASM_OPT_BIN="${WASM_OPT_BIN:-$root/node_modules/.bin/wasm-opt}"
+ESBUILD_BIN="${ESBUILD_BIN:-$root/node_modules/.bin/esbuild}"
+export WASM_BINDGEN_BIN WASM_OPT_BIN ESBUILD_BIN
+for bin in "$WASM_BINDGEN_BIN" "$WASM_OPT_BIN" "$ESBUILD_BIN"; do
+  if [ ! -x "$bin" ]; then
+    echo "minimal-worker: $bin is missing: run scripts/bootstrap.sh (or make build) first" >&2
+    exit 1
+  fi
+done
+PATH="$HOME/.cargo/bin:$PATH"
+CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target/minimal-worker}"
+export CARGO_TARGET_DIR
+# Cargo.lock is pinned to the root lock's versions; nothing is fetched.
+CARGO_NET_OFFLINE=${CARGO_NET_OFFLINE:-true}
+export CARGO_NET_OFFLINE
+mkdir -p "$out"
+cd "$here"
+exec worker-build --profile worker --out-dir "$out"
