@@ -40,7 +40,9 @@ const main = {
   modulesRoot: path.join(ROOT, "build"),
   modules: true,
   modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"] }],
-  bindings: { ...workerOptions.bindings, INGEST_TOKEN: TOKEN, ...vars },
+  // The harness's token, whatever a developer's .dev.vars holds: an empty OPERATOR_TOKEN lets
+  // the ingest token serve the operator reads too.
+  bindings: { ...workerOptions.bindings, INGEST_TOKEN: TOKEN, OPERATOR_TOKEN: "", ...vars },
 };
 if (values["no-assets"]) delete main.assets;
 
