@@ -171,6 +171,11 @@ cold_start() {
   log "cold start: the bundle against the minimal Rust worker"
   record cold_start node bench/cold-start.mjs --bundle build --bundle "$MINIMAL" --runs "$COLD_RUNS" \
     ${COLD_START_NODE:+--node "$COLD_START_NODE"}
+  # The same, with the project's asset router and asset server in front of the minimal worker
+  # too: what remains is the bundle's own cost, not the harness's configuration.
+  log "cold start: the same, both behind the asset router"
+  record cold_start_router node bench/cold-start.mjs --bundle build --bundle "$MINIMAL" \
+    --runs "$COLD_RUNS" --assets ${COLD_START_NODE:+--node "$COLD_START_NODE"}
 }
 
 # --- 2. the pick itself --------------------------------------------------------------------
