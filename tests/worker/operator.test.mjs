@@ -3,6 +3,9 @@
 // credential behind each write, and several slots filled on one page without repeats.
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import { startWorker, importItems, makeItems, batch, postBatch, state, auth, operatorAuth, eventually, SLOT } from "../lib/worker.mjs";
 
 const json = { "content-type": "application/json" };
@@ -244,6 +247,38 @@ describe("audit log", () => {
     // The slot's own entries are in its state too.
     const st = await call(w, "GET", `/api/slots/${SLOT}`, undefined, op());
     assert.deepEqual(st.body.audit.map((e) => e.action), ["pin", "unpin", "exclude", "offset_edit"]);
+  });
+});
+
+describe("after a restart", () => {
+  test("controls and the audit log are stored with the state they describe", async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), "top-pick-operator-"));
+    const vars = { ARMS: "2", ROUND_IMPRESSIONS: "1000000" };
+    try {
+      let w = await startWorker({ vars, persistTo: dir });
+      await importItems(w, makeItems(4, "rst"));
+      assert.equal((await call(w, "POST", `/api/slots/${SLOT}/pin`, pinBody("rst-3"))).status, 200);
+      assert.equal((await call(w, "POST", `/api/slots/${SLOT}/exclude`, JSON.stringify({ add: ["rst-2"] }))).status, 200);
+      // Batches after the operator writes rewrite the state, not the log.
+      const current = await arms(w);
+      assert.equal((await postBatch(w, batch(current.map((item) => ({ item, impressions: 3, clicks: 1 }))))).status, 200);
+      const before = await call(w, "GET", "/api/audit");
+      await w.dispose();
+      w = await startWorker({ vars, persistTo: dir });
+      try {
+        const after = await call(w, "GET", "/api/audit");
+        assert.deepEqual(after.body, before.body);
+        assert.deepEqual(after.body.entries.map((e) => e.action), ["exclude", "pin", "catalog_import"]);
+        const st = await state(w);
+        assert.equal(st.pinned.pin.item, "rst-3");
+        assert.deepEqual(st.exclude, ["rst-2"]);
+        assert.equal(st.totals.impressions, 3 * current.length);
+      } finally {
+        await w.dispose();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

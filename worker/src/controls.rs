@@ -56,7 +56,7 @@ impl SlotState {
     }
 
     fn changed(&mut self, entry: AuditEntry) {
-        self.audit.push(entry);
+        self.record(entry);
         self.version += 1;
     }
 
@@ -291,6 +291,10 @@ mod tests {
         assert!(st.controls(2_000.0, vec![]).pin.is_none());
         let e = st.audit.entries().last().unwrap();
         assert_eq!((e.action, e.actor), (AuditAction::Pin, Actor::Operator));
+        // The log is stored apart from the state a batch rewrites, and marked for that write.
+        assert!(st.audit_changed);
+        let stored = serde_json::to_string(&st).unwrap();
+        assert!(!stored.contains("\"audit\"") && stored.contains("\"pinned\""));
         st.unpin(1_600.0, Actor::Ingest, "asked");
         assert!(st.pinned.is_none());
         assert_eq!(st.audit.len(), 2);

@@ -21,7 +21,7 @@ use crate::object_call::actor_of;
 use crate::page_headers::{security_headers, PageKind};
 use crate::slot_client::{PinBody, RefillResult, SlotOp, KV_BINDING};
 use crate::snapshot::kv_key;
-use crate::state::{OffsetEdit, SlotState, STATE_KEY};
+use crate::state::{OffsetEdit, SlotState, AUDIT_KEY, STATE_KEY};
 
 #[durable_object]
 pub struct SlotObject {
@@ -51,8 +51,16 @@ impl SlotObject {
         let Some(json) = stored else {
             return Ok(None);
         };
-        let st: SlotState = serde_json::from_str(&json)
+        let mut st: SlotState = serde_json::from_str(&json)
             .map_err(|e| Error::RustError(format!("stored slot state is unreadable: {e}")))?;
+        let audit: Option<String> = self.state.storage().get(AUDIT_KEY).await?;
+        if let Some(audit) = audit {
+            // An unreadable log must not take the slot down: it starts afresh (and says so).
+            st.audit = serde_json::from_str(&audit).unwrap_or_else(|e| {
+                crate::log::error("audit_unreadable", &[("error", &e.to_string())]);
+                Default::default()
+            });
+        }
         *self.cached.borrow_mut() = Some(st.clone());
         Ok(Some(st))
     }
@@ -88,10 +96,23 @@ impl SlotObject {
         p
     }
 
-    async fn save(&self, st: SlotState) -> Result<()> {
+    async fn save(&self, mut st: SlotState) -> Result<()> {
         let json = serde_json::to_string(&st).map_err(|e| Error::RustError(e.to_string()))?;
-        match self.state.storage().put(STATE_KEY, json).await {
+        let storage = self.state.storage();
+        let written = if st.audit_changed {
+            let audit =
+                serde_json::to_string(&st.audit).map_err(|e| Error::RustError(e.to_string()))?;
+            // One call, one transaction: the change and its audit entry are stored together.
+            let both = js_sys::Object::new();
+            js_sys::Reflect::set(&both, &STATE_KEY.into(), &json.into())?;
+            js_sys::Reflect::set(&both, &AUDIT_KEY.into(), &audit.into())?;
+            storage.put_multiple_raw(both).await
+        } else {
+            storage.put(STATE_KEY, json).await
+        };
+        match written {
             Ok(()) => {
+                st.audit_changed = false;
                 *self.cached.borrow_mut() = Some(st);
                 Ok(())
             }
@@ -266,7 +287,7 @@ impl SlotObject {
                     .map_or_else(|| "none".to_string(), |o| o.to_string()),
             );
             crate::log::info("offsets_edited", &[("slot", slot), ("detail", &detail)]);
-            st.audit.push(AuditEntry::new(
+            st.record(AuditEntry::new(
                 now_ms(),
                 actor,
                 AuditAction::OffsetEdit,

@@ -19,6 +19,9 @@ use crate::snapshot::{Pinned, Snapshot, SnapshotArm};
 const ROUND_HISTORY: usize = 20;
 /// Storage key of the one value that holds a slot's whole state.
 pub const STATE_KEY: &str = "state";
+/// Storage key of the slot's audit log (written with the state, in the same transaction, only
+/// when an operator write changed it).
+pub const AUDIT_KEY: &str = "audit";
 /// Items reported by name when a batch counts items outside the set.
 const REPORTED_OUTSIDERS: usize = 20;
 /// How often an under-filled set asks the catalog again (ms), unless forced.
@@ -111,9 +114,13 @@ pub struct SlotState {
     /// Items an operator excluded from this slot.
     #[serde(default)]
     pub exclude: BTreeSet<String>,
-    /// Operator writes to this slot.
-    #[serde(default)]
+    /// Operator writes to this slot: stored under [`AUDIT_KEY`], apart from the state, so a
+    /// batch's write does not carry it.
+    #[serde(skip)]
     pub audit: AuditLog,
+    /// Whether `audit` changed since it was loaded or saved.
+    #[serde(skip)]
+    pub audit_changed: bool,
 }
 
 impl SlotState {
@@ -132,7 +139,14 @@ impl SlotState {
             pinned: None,
             exclude: BTreeSet::new(),
             audit: AuditLog::default(),
+            audit_changed: false,
         }
+    }
+
+    /// Records an operator write in the slot's audit log.
+    pub fn record(&mut self, entry: bandit::operator::AuditEntry) {
+        self.audit.push(entry);
+        self.audit_changed = true;
     }
 
     /// The edge's view.
