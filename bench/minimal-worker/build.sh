@@ -11,17 +11,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 out=${1:-$root/bench-out/minimal-worker}
 case $out in /*) ;; *) out=$(pwd)/$out ;; esac
-WASM_BINDGEN_BIN="${WASM_BINDGEN_BIN:-$(command -v wasm-bindgen || echo "$HOME/.cargo/bin/wasm-bindgen")}"
-WASM_OPT_BIN="${WASM_OPT_BIN:-$root/node_modules/.bin/wasm-opt}"
-ESBUILD_BIN="${ESBUILD_BIN:-$root/node_modules/.bin/esbuild}"
-export WASM_BINDGEN_BIN WASM_OPT_BIN ESBUILD_BIN
-for bin in "$WASM_BINDGEN_BIN" "$WASM_OPT_BIN" "$ESBUILD_BIN"; do
-  if [ ! -x "$bin" ]; then
-    echo "minimal-worker: $bin is missing: run scripts/bootstrap.sh (or make build) first" >&2
-    exit 1
-  fi
-done
-PATH="$HOME/.cargo/bin:$PATH"
+who=minimal-worker
+. "$root/scripts/worker-tools.sh"
 CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target/minimal-worker}"
 export CARGO_TARGET_DIR
 # Cargo.lock is pinned to the root lock's versions; nothing is fetched.

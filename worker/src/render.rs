@@ -89,6 +89,29 @@ pub enum SlotFill {
     Leave,
 }
 
+impl SlotFill {
+    /// For a pick: the attributes its slot element gains, in order, and the new content.
+    fn marks(&self) -> Option<(Vec<(&'static str, String)>, &str)> {
+        let SlotFill::Pick {
+            fragment,
+            item,
+            epoch,
+            pinned,
+        } = self
+        else {
+            return None;
+        };
+        let mut attributes = vec![
+            ("data-top-pick-item", item.clone()),
+            ("data-top-pick-epoch", epoch.to_string()),
+        ];
+        if *pinned {
+            attributes.push(("data-top-pick-pinned", "true".to_string()));
+        }
+        Some((attributes, fragment))
+    }
+}
+
 /// An error from filling a template.
 #[derive(Debug, thiserror::Error)]
 #[error("page fill failed: {0}")]
@@ -109,38 +132,21 @@ pub fn home_template(page: &[u8], slots: &[String]) -> Result<Template<String>, 
     ))
 }
 
-/// The attributes a filled slot element gains.
-fn slot_attributes(item: &str, epoch: u64, pinned: bool) -> String {
-    let mut a = format!(
-        " data-top-pick-item=\"{}\" data-top-pick-epoch=\"{epoch}\"",
-        html(item)
-    );
-    if pinned {
-        a.push_str(" data-top-pick-pinned=\"true\"");
-    }
-    a
-}
-
 /// The homepage with each slot of `fills` written into its element (the first element of
 /// that slot; `Leave` keeps it as the page has it).
 pub fn render_home(template: &Template<String>, fills: &[(String, SlotFill)]) -> Vec<u8> {
-    let attributes: Vec<(String, String, &str)> = fills
+    let written: Vec<(String, String, &str)> = fills
         .iter()
-        .filter_map(|(slot, fill)| match fill {
-            SlotFill::Pick {
-                fragment,
-                item,
-                epoch,
-                pinned,
-            } => Some((
-                slot.clone(),
-                slot_attributes(item, *epoch, *pinned),
-                fragment.as_str(),
-            )),
-            SlotFill::Leave => None,
+        .filter_map(|(slot, fill)| {
+            let (attributes, content) = fill.marks()?;
+            let attributes = attributes
+                .iter()
+                .map(|(name, value)| format!(" {name}=\"{}\"", html(value)))
+                .collect();
+            Some((slot.clone(), attributes, content))
         })
         .collect();
-    let fills: Vec<(String, Fill)> = attributes
+    let fills: Vec<(String, Fill)> = written
         .iter()
         .map(|(slot, attributes, content)| {
             (
@@ -179,28 +185,17 @@ pub struct OriginFill {
 pub fn origin_fills(fills: &[(String, SlotFill)]) -> Vec<OriginFill> {
     fills
         .iter()
-        .filter_map(|(slot, fill)| match fill {
-            SlotFill::Pick {
-                fragment,
-                item,
-                epoch,
-                pinned,
-            } => {
-                let mut attributes = vec![
-                    ("data-top-pick-item".to_string(), item.clone()),
-                    ("data-top-pick-epoch".to_string(), epoch.to_string()),
-                ];
-                if *pinned {
-                    attributes.push(("data-top-pick-pinned".to_string(), "true".to_string()));
-                }
-                // Slot names are [a-z0-9-] (config::is_valid_slot): safe inside the quotes.
-                Some(OriginFill {
-                    selector: format!("[{SLOT_ATTRIBUTE}=\"{slot}\"]"),
-                    attributes,
-                    content: fragment.clone(),
-                })
-            }
-            SlotFill::Leave => None,
+        .filter_map(|(slot, fill)| {
+            let (attributes, content) = fill.marks()?;
+            // Slot names are [a-z0-9-] (config::is_valid_slot): safe inside the quotes.
+            Some(OriginFill {
+                selector: format!("[{SLOT_ATTRIBUTE}=\"{slot}\"]"),
+                attributes: attributes
+                    .into_iter()
+                    .map(|(name, value)| (name.to_string(), value))
+                    .collect(),
+                content: content.to_string(),
+            })
         })
         .collect()
 }
