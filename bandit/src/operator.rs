@@ -49,6 +49,16 @@ fn full_share() -> f64 {
     1.0
 }
 
+impl PinLearning {
+    /// Plain words for what the bandit does meanwhile: `learning continues` or `learning paused`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            PinLearning::Continue => "learning continues",
+            PinLearning::Pause => "learning paused",
+        }
+    }
+}
+
 impl PinRequest {
     /// Checks the fields that do not need the catalog or the clock.
     pub fn validate(&self) -> Result<(), String> {
@@ -240,6 +250,39 @@ impl AuditLog {
     }
 }
 
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's
+/// `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// A time in ms since the Unix epoch as RFC 3339 UTC to the second, e.g.
+/// `2026-11-28T14:00:00Z` (times outside years 0-9999 as `<ms> ms`).
+pub fn format_utc(ms: f64) -> String {
+    // Years 0 and 9999, in ms.
+    if !(-62_167_219_200_000.0..253_402_300_800_000.0).contains(&ms) {
+        return format!("{ms} ms");
+    }
+    let secs = (ms / 1000.0).floor() as i64;
+    let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
+    let s = secs.rem_euclid(86_400);
+    format!(
+        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        s / 3_600,
+        s / 60 % 60,
+        s % 60
+    )
+}
+
 /// `GET /api/audit`: the catalog's and every slot's entries, newest first.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AuditResponse {
@@ -263,6 +306,17 @@ mod tests {
 
     fn entry(at: f64, detail: &str) -> AuditEntry {
         AuditEntry::new(at, Actor::Operator, AuditAction::Pin, "s", detail)
+    }
+
+    #[test]
+    fn times_print_as_utc() {
+        assert_eq!(format_utc(0.0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_utc(1_700_000_000_000.0), "2023-11-14T22:13:20Z");
+        assert_eq!(format_utc(951_782_400_999.0), "2000-02-29T00:00:00Z");
+        assert_eq!(format_utc(1_795_874_400_000.0), "2026-11-28T14:00:00Z");
+        assert_eq!(format_utc(-1.0), "1969-12-31T23:59:59Z");
+        assert_eq!(format_utc(f64::NAN), "NaN ms");
+        assert_eq!(format_utc(1e20), "100000000000000000000 ms");
     }
 
     #[test]

@@ -85,8 +85,11 @@ impl SlotState {
             ));
         }
         let detail = format!(
-            "pinned {} until {} ms, share {}, learning {:?}",
-            item.id, req.until_ms, req.share, req.learning
+            "pinned {} until {}, share {}, {}",
+            item.id,
+            bandit::operator::format_utc(req.until_ms),
+            req.share,
+            req.learning.describe()
         );
         self.pinned = Some(Pinned {
             pin: bandit::operator::Pin {

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use bandit::operator::{AuditEntry, PinLearning};
+use bandit::operator::{format_utc as utc, AuditEntry};
 use bandit::{Posterior, RotationConfig};
 
 use crate::escape::html;
@@ -36,27 +36,6 @@ fn ago(ms: f64) -> String {
     }
 }
 
-/// A UTC time as `YYYY-MM-DD HH:MM:SS UTC` (days to civil date after Howard Hinnant).
-fn utc(ms: f64) -> String {
-    let secs = (ms / 1000.0).floor() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
 /// Audit entries the dashboard lists.
 pub const AUDIT_SHOWN: usize = 20;
 
@@ -67,15 +46,12 @@ fn controls_section(out: &mut String, st: &SlotState, now_ms: f64) {
         Some(p) => {
             let _ = write!(
                 out,
-                "<div><dt>Pinned</dt><dd data-pinned=\"{id}\">{title} <small>{id}</small> until {until}, {share:.0}% of requests, learning {learning}</dd></div>",
+                "<div><dt>Pinned</dt><dd data-pinned=\"{id}\">{title} <small>{id}</small> until {until}, {share:.0}% of requests, {learning}</dd></div>",
                 id = html(&p.item.id),
                 title = html(&p.item.title),
                 until = utc(p.pin.until_ms),
                 share = p.pin.share * 100.0,
-                learning = match p.pin.learning {
-                    PinLearning::Continue => "continues",
-                    PinLearning::Pause => "paused",
-                },
+                learning = p.pin.learning.describe(),
             );
         }
         None => out.push_str("<div><dt>Pinned</dt><dd>nothing: the bandit picks</dd></div>"),
@@ -400,15 +376,8 @@ mod tests {
     }
 
     #[test]
-    fn utc_times_are_calendar_dates() {
-        assert_eq!(utc(0.0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(utc(951_782_400_000.0), "2000-02-29 00:00:00 UTC");
-        assert_eq!(utc(1_795_865_405_000.0), "2026-11-28 11:30:05 UTC");
-    }
-
-    #[test]
     fn controls_and_the_audit_log_are_shown_escaped() {
-        use bandit::operator::{Actor, AuditAction, PinRequest};
+        use bandit::operator::{Actor, AuditAction, PinLearning, PinRequest};
         let (mut st, rotation) = state_with_arms();
         let item = CatalogItem {
             id: "p1".into(),
