@@ -276,12 +276,14 @@ impl Decision {
 /// Draws from a slot's snapshot, skipping items already `taken` on the page: the pin when it
 /// holds for this request, otherwise the Thompson winner.
 fn draw(snap: Option<Rc<Snapshot>>, source: SnapshotSource, taken: &[&str]) -> Decision {
-    let now = now_ms();
     let chosen = snap.and_then(|snap| {
         with_rng(|rng| {
-            let u: f64 = rand::Rng::random(rng);
-            if snap.pin_for(now, u, taken).is_some() {
-                return Some((Chosen::Pinned(Rc::clone(&snap)), snap));
+            // The clock and the share draw only when there is a pin to honour.
+            if snap.pinned.is_some() {
+                let u: f64 = rand::Rng::random(rng);
+                if snap.pin_for(now_ms(), u, taken).is_some() {
+                    return Some((Chosen::Pinned(Rc::clone(&snap)), snap));
+                }
             }
             let i = snap.pick_index(rng, taken)?;
             Some((Chosen::Arm(Rc::clone(&snap), i), snap))

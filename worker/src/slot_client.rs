@@ -19,8 +19,6 @@ pub enum SlotOp {
     /// Tops up an under-filled set from the catalog (at most every few seconds) and answers
     /// the edge snapshot. Writes: the edge uses it only when KV has no snapshot yet.
     Prime,
-    /// Tops up the set from the catalog now (after an import). Writes.
-    Refill,
     /// The operator's JSON view.
     State,
     /// The operator's dashboard page.
@@ -45,10 +43,9 @@ pub enum SlotOp {
 
 impl SlotOp {
     /// Every operation.
-    pub const ALL: [SlotOp; 13] = [
+    pub const ALL: [SlotOp; 12] = [
         SlotOp::Ingest,
         SlotOp::Prime,
-        SlotOp::Refill,
         SlotOp::State,
         SlotOp::Dashboard,
         SlotOp::Offsets,
@@ -66,7 +63,6 @@ impl SlotOp {
         match self {
             SlotOp::Ingest => "ingest",
             SlotOp::Prime => "prime",
-            SlotOp::Refill => "refill",
             SlotOp::State => "state",
             SlotOp::Dashboard => "dashboard",
             SlotOp::Offsets => "offsets",
@@ -113,15 +109,6 @@ impl SlotOp {
     }
 }
 
-/// What a refill did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct RefillResult {
-    /// Arms in the set afterwards.
-    pub arms: usize,
-    /// Whether items joined.
-    pub changed: bool,
-}
-
 /// The body of [`SlotOp::Pin`]: the operator's request and the catalog's copy of the item.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PinBody {
@@ -139,7 +126,7 @@ mod client {
     use bandit::operator::{Actor, ExcludeRequest};
     use worker::{Env, Error, Response, Result, Stub};
 
-    use super::{PinBody, RefillResult, SlotOp, BINDING};
+    use super::{PinBody, SlotOp, BINDING};
     use crate::controls::CatalogChange;
     use crate::object_call::{body, call, json_or_none};
     use crate::snapshot::Snapshot;
@@ -193,11 +180,6 @@ mod client {
         /// The snapshot, topping up an under-filled set first.
         pub async fn prime(&self) -> Result<Snapshot> {
             self.call_json(SlotOp::Prime, None).await
-        }
-
-        /// Tops up the set from the catalog now.
-        pub async fn refill(&self) -> Result<RefillResult> {
-            self.call_json(SlotOp::Refill, None).await
         }
 
         /// Applies a catalog change to the set (and tops it up); the arms that left.

@@ -19,7 +19,7 @@ use crate::controls::CatalogChange;
 use crate::now_ms;
 use crate::object_call::actor_of;
 use crate::page_headers::{security_headers, PageKind};
-use crate::slot_client::{PinBody, RefillResult, SlotOp, KV_BINDING};
+use crate::slot_client::{PinBody, SlotOp, KV_BINDING};
 use crate::snapshot::kv_key;
 use crate::state::{OffsetEdit, SlotState, AUDIT_KEY, STATE_KEY};
 
@@ -248,19 +248,21 @@ impl SlotObject {
         }
     }
 
-    /// Fills the set when due, saving and publishing only when it changed.
+    /// Tops the set up (now when `force`, else when due), then saves and publishes when that
+    /// or the caller (`version_before` is the version it loaded) changed the state.
     async fn fill_and_save(
         &self,
         st: &mut SlotState,
         rotation: &RotationConfig,
         force: bool,
-    ) -> Result<bool> {
-        let changed = self.fill(st, rotation, force).await?;
-        if changed {
+        version_before: u64,
+    ) -> Result<()> {
+        let filled = self.fill(st, rotation, force).await?;
+        if filled || st.version != version_before {
             self.save(st.clone()).await?;
             self.schedule_publish(rotation).await;
         }
-        Ok(changed)
+        Ok(())
     }
 
     async fn edit_offsets(
@@ -299,21 +301,6 @@ impl SlotObject {
         Ok(json_response(&result)?)
     }
 
-    /// Saves an operator's change, tops the set up when arms left, and publishes.
-    async fn save_control(
-        &self,
-        mut st: SlotState,
-        rotation: &RotationConfig,
-        removed_arms: bool,
-    ) -> Result<SlotState> {
-        if removed_arms {
-            self.fill(&mut st, rotation, true).await?;
-        }
-        self.save(st.clone()).await?;
-        self.schedule_publish(rotation).await;
-        Ok(st)
-    }
-
     /// Runs one operator control on the loaded state and answers the controls afterwards.
     async fn control(
         &self,
@@ -325,6 +312,7 @@ impl SlotObject {
         let actor = actor_of(&req);
         let bytes = req.bytes().await?;
         let mut st = self.load(slot, rotation).await?;
+        let version = st.version;
         let now = now_ms();
         let controls = match op {
             SlotOp::Pin => {
@@ -350,9 +338,8 @@ impl SlotObject {
                 ("removed", &controls.removed_arms.join(" ")),
             ],
         );
-        let st = self
-            .save_control(st, rotation, !controls.removed_arms.is_empty())
-            .await?;
+        // Arms that left are replaced at once.
+        self.fill_and_save(&mut st, rotation, true, version).await?;
         Ok(json_response(&st.controls(now, controls.removed_arms))?)
     }
 
@@ -379,11 +366,7 @@ impl SlotObject {
             );
         }
         // A forced fill also completes a set an import can now fill.
-        let filled = self.fill(&mut st, rotation, true).await?;
-        if filled || st.version != version {
-            self.save(st).await?;
-            self.schedule_publish(rotation).await;
-        }
+        self.fill_and_save(&mut st, rotation, true, version).await?;
         Ok(json_response(&removed)?)
     }
 
@@ -461,17 +444,10 @@ impl SlotObject {
             SlotOp::Prime => {
                 let _guard = self.lock.lock().await;
                 let mut st = self.load(&slot, rotation).await?;
-                self.fill_and_save(&mut st, rotation, false).await?;
+                let version = st.version;
+                self.fill_and_save(&mut st, rotation, false, version)
+                    .await?;
                 Ok(json_response(&st.snapshot(rotation, now_ms()))?)
-            }
-            SlotOp::Refill => {
-                let _guard = self.lock.lock().await;
-                let mut st = self.load(&slot, rotation).await?;
-                let changed = self.fill_and_save(&mut st, rotation, true).await?;
-                Ok(json_response(&RefillResult {
-                    arms: st.arms.arms.len(),
-                    changed,
-                })?)
             }
         }
     }

@@ -308,11 +308,6 @@ impl<K: Clone + PartialEq> Template<K> {
         self.places.iter().map(|(k, _)| k)
     }
 
-    /// The template as it is.
-    pub fn html(&self) -> &str {
-        &self.html
-    }
-
     /// The element located for `key`.
     pub fn place(&self, key: &K) -> Option<&Element> {
         self.places.iter().find(|(k, _)| k == key).map(|(_, e)| e)
