@@ -73,6 +73,11 @@ pub struct ItemCount {
     /// Clicks.
     #[serde(default)]
     pub clicks: u64,
+    /// Who served the decisions these events belong to; absent for events that logged no
+    /// decision (pages rendered before decisions were logged). An item may have one entry
+    /// per value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served_by: Option<crate::decision::ServedBy>,
 }
 
 /// Why a batch is rejected.
@@ -93,7 +98,7 @@ pub enum BatchError {
     #[error("counts[{0}].item is not a catalog id (A-Z a-z 0-9 . _ ~ -, not . or ..)")]
     BadItem(usize),
     /// An item occurs twice.
-    #[error("counts[{0}].item {1:?} occurs more than once; sum it into one entry")]
+    #[error("counts[{0}].item {1:?} occurs more than once with the same served_by; sum it into one entry")]
     DuplicateItem(usize, String),
     /// A count is over the limit.
     #[error("counts[{0}] has a count over {MAX_COUNT}")]
@@ -171,7 +176,7 @@ impl EventBatch {
             if c.impressions > MAX_COUNT || c.clicks > MAX_COUNT {
                 return Err(BatchError::CountTooLarge(i));
             }
-            if !seen_items.insert(c.item.as_str()) {
+            if !seen_items.insert((c.item.as_str(), c.served_by)) {
                 return Err(BatchError::DuplicateItem(i, c.item.clone()));
             }
         }
@@ -284,6 +289,7 @@ impl OffsetLedger {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decision::ServedBy;
 
     fn batch(ranges: &[(&str, i32, i64, i64)]) -> EventBatch {
         EventBatch {
@@ -301,6 +307,7 @@ mod tests {
                 item: "a".into(),
                 impressions: 3,
                 clicks: 1,
+                served_by: None,
             }],
         }
     }
@@ -340,6 +347,21 @@ mod tests {
         let mut b = good.clone();
         b.counts.push(b.counts[0].clone());
         assert!(matches!(b.validate(), Err(BatchError::DuplicateItem(1, _))));
+        // One entry per item and server of its decisions.
+        let mut b = good.clone();
+        for served_by in [ServedBy::Bandit, ServedBy::Holdout] {
+            b.counts.push(ItemCount {
+                served_by: Some(served_by),
+                ..b.counts[0].clone()
+            });
+        }
+        assert_eq!(b.validate(), Ok(()));
+        let json = serde_json::to_string(&b).unwrap();
+        assert!(json.contains(r#""served_by":"holdout""#), "{json}");
+        assert_eq!(serde_json::from_str::<EventBatch>(&json).unwrap(), b);
+        // Batches without it (every bridge before decisions were logged) stay valid.
+        let old = r#"{"source":"s","offsets":[{"topic":"t","partition":0,"from":0,"to":1}],"counts":[{"item":"a","impressions":1,"clicks":0}]}"#;
+        assert_eq!(serde_json::from_str::<EventBatch>(old).unwrap().counts[0].served_by, None);
         assert!(matches!(
             batch(&[("t", 0, 6, 5)]).validate(),
             Err(BatchError::BadRange(0, _))

@@ -94,7 +94,7 @@ pub struct ConflictResponse {
 }
 
 /// `GET /api/slots/{slot}/pick`: the item to feature now, with what a page needs to show it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PickResponse {
     /// Slot name.
     pub slot: String,
@@ -124,6 +124,10 @@ pub struct PickResponse {
     /// The `source` value the page's impression signal must carry for this slot.
     #[serde(default)]
     pub signal_source: String,
+    /// The decision's log (absent for the fallback): what the impression signal carries as
+    /// parameters (see [`crate::decision::DecisionLog::params`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<crate::decision::DecisionLog>,
 }
 
 /// `POST /api/catalog`: what an import did.

@@ -51,6 +51,7 @@ fn records(schema: &Schema, n: usize) -> Vec<Vec<u8>> {
                 location: format!("http://localhost:9011/product/{item}/#/?source=top_pick"),
                 duplicate: i % 97 == 0,
                 user_agent_type: if i % 50 == 0 { "Robot" } else { "Browser" },
+                parameters: Vec::new(),
             };
             let mut v = enc.value(&e);
             if let apache_avro::types::Value::Record(fields) = &mut v {

@@ -118,6 +118,7 @@ fn event(v: &Value, n: u64) -> SimEvent {
             .and_then(Value::as_bool)
             .unwrap_or(false),
         user_agent_type: text(v, "userAgentType", "Browser"),
+        parameters: Vec::new(),
     }
 }
 

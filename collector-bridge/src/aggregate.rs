@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 
+use bandit::decision::ServedBy;
 use bandit::protocol::{AppliedOffset, MAX_BODY_BYTES};
 use bandit::{EventBatch, ItemCount, OffsetRange};
 
@@ -49,9 +50,37 @@ fn i64_len(n: i64) -> usize {
     usize::from(n < 0) + u64_len(n.unsigned_abs())
 }
 
+/// Who served an entry's decisions, by group index: none, the bandit, the holdout.
+const GROUPS: [Option<ServedBy>; 3] = [None, Some(ServedBy::Bandit), Some(ServedBy::Holdout)];
+
+/// The group index of an event's decision.
+fn group(served_by: Option<ServedBy>) -> usize {
+    match served_by {
+        None => 0,
+        Some(ServedBy::Bandit) => 1,
+        Some(ServedBy::Holdout) => 2,
+    }
+}
+
+/// JSON bytes `,"served_by":"..."` adds to an entry of group `g` (none for group 0).
+fn served_by_len(g: usize) -> usize {
+    match GROUPS[g] {
+        None => 0,
+        Some(ServedBy::Bandit) => 21,
+        Some(ServedBy::Holdout) => 22,
+    }
+}
+
+/// Most bytes `served_by` adds to an entry.
+const MAX_SERVED_BY_BYTES: usize = 22;
+
 /// JSON bytes of one count entry.
-fn entry_len(item: &str, c: Counts) -> usize {
-    ENTRY_FIXED_BYTES + json_str_len(item) + u64_len(c.impressions) + u64_len(c.clicks)
+fn entry_len(item: &str, c: Counts, g: usize) -> usize {
+    ENTRY_FIXED_BYTES
+        + json_str_len(item)
+        + u64_len(c.impressions)
+        + u64_len(c.clicks)
+        + served_by_len(g)
 }
 
 /// A topic-partition known to the aggregator.
@@ -112,10 +141,10 @@ struct SlotTp {
 
 #[derive(Debug, Clone, Default)]
 struct SlotAgg {
-    /// Interned item ids; zeroed rather than removed after a flush so hot items never
-    /// allocate again.
-    counts: HashMap<Box<str>, Counts>,
-    /// Items with a non-zero count in the pending batch.
+    /// Interned item ids with their counts per group ([`GROUPS`]); zeroed rather than
+    /// removed after a flush so hot items never allocate again.
+    counts: HashMap<Box<str>, [Counts; 3]>,
+    /// Entries (item and group) with a non-zero count in the pending batch.
     live_items: usize,
     /// JSON bytes of the pending count entries, separators excluded.
     entry_bytes: usize,
@@ -297,9 +326,10 @@ impl Aggregator {
             }
             counted_any = true;
             if let Some(ev) = event.filter(|e| e.slot == i) {
+                let g = group(ev.served_by);
                 let c = match s.counts.get_mut(ev.item) {
-                    Some(c) => c,
-                    None => s.counts.entry(Box::from(ev.item)).or_default(),
+                    Some(c) => &mut c[g],
+                    None => &mut s.counts.entry(Box::from(ev.item)).or_default()[g],
                 };
                 let before = *c;
                 match ev.kind {
@@ -308,7 +338,7 @@ impl Aggregator {
                 }
                 if before.impressions == 0 && before.clicks == 0 {
                     s.live_items += 1;
-                    s.entry_bytes += entry_len(ev.item, *c);
+                    s.entry_bytes += entry_len(ev.item, *c, g);
                     self.max_items = self.max_items.max(s.live_items);
                 } else {
                     // A count gains a digit at each power of ten.
@@ -328,8 +358,12 @@ impl Aggregator {
         // One message adds at most one range (or widens one) to every slot and one entry (or
         // widens one) to one slot. Item ids are catalog ids (checked by the classifier), which
         // JSON writes as they are; the bound assumes the longest.
-        let entry =
-            ENTRY_FIXED_BYTES + bandit::batch::MAX_ITEM_ID_LEN + 2 + 2 * MAX_NUMBER_BYTES + 1;
+        let entry = ENTRY_FIXED_BYTES
+            + bandit::batch::MAX_ITEM_ID_LEN
+            + 2
+            + 2 * MAX_NUMBER_BYTES
+            + MAX_SERVED_BY_BYTES
+            + 1;
         let range = self.max_range_fixed + 2 * MAX_NUMBER_BYTES + 1;
         Pending {
             events: self.pending_offsets,
@@ -358,14 +392,17 @@ impl Aggregator {
                 }
             }
             let mut counts = Vec::with_capacity(s.live_items);
-            for (item, c) in s.counts.iter_mut() {
-                if c.impressions > 0 || c.clicks > 0 {
-                    counts.push(ItemCount {
-                        item: item.to_string(),
-                        impressions: c.impressions,
-                        clicks: c.clicks,
-                    });
-                    *c = Counts::default();
+            for (item, groups) in s.counts.iter_mut() {
+                for (c, served_by) in groups.iter_mut().zip(GROUPS) {
+                    if c.impressions > 0 || c.clicks > 0 {
+                        counts.push(ItemCount {
+                            item: item.to_string(),
+                            impressions: c.impressions,
+                            clicks: c.clicks,
+                            served_by,
+                        });
+                        *c = Counts::default();
+                    }
                 }
             }
             if s.counts.len() > MAX_INTERNED {
@@ -376,7 +413,7 @@ impl Aggregator {
             s.ranges = 0;
             s.range_bytes = 0;
             if !offsets.is_empty() {
-                counts.sort_by(|a, b| a.item.cmp(&b.item));
+                counts.sort_by(|a, b| (&a.item, a.served_by).cmp(&(&b.item, b.served_by)));
                 out.push(SlotBatch {
                     slot: i,
                     batch: EventBatch {
@@ -421,7 +458,49 @@ mod tests {
     use super::*;
 
     fn ev(slot: usize, item: &str, kind: Kind) -> Event<'_> {
-        Event { slot, item, kind }
+        Event {
+            slot,
+            item,
+            kind,
+            served_by: None,
+        }
+    }
+
+    #[test]
+    fn each_server_of_an_items_decisions_gets_its_own_entry() {
+        let mut a = Aggregator::new(1);
+        let p = a.tp("t", 0);
+        for (offset, served_by) in [
+            None,
+            Some(ServedBy::Holdout),
+            Some(ServedBy::Bandit),
+            Some(ServedBy::Holdout),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let e = Event {
+                served_by,
+                ..ev(0, "x", Kind::Impression)
+            };
+            a.observe(p, offset as i64, Some(&e));
+        }
+        let b = a.drain("s");
+        let got: Vec<(Option<ServedBy>, u64)> = b[0]
+            .batch
+            .counts
+            .iter()
+            .map(|c| (c.served_by, c.impressions))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (None, 1),
+                (Some(ServedBy::Bandit), 1),
+                (Some(ServedBy::Holdout), 2)
+            ]
+        );
+        assert_eq!(b[0].batch.validate(), Ok(()));
     }
 
     #[test]
@@ -448,12 +527,14 @@ mod tests {
                 ItemCount {
                     item: "x".into(),
                     impressions: 1,
-                    clicks: 1
+                    clicks: 1,
+                    served_by: None,
                 },
                 ItemCount {
                     item: "y".into(),
                     impressions: 1,
-                    clicks: 0
+                    clicks: 0,
+                    served_by: None,
                 },
             ]
         );
@@ -660,6 +741,7 @@ mod tests {
                     slot,
                     item: &items[item],
                     kind: if click { Kind::Click } else { Kind::Impression },
+                    served_by: GROUPS[usize::from(what) % 3],
                 };
                 // Mostly events, some messages that count for nothing.
                 a.observe(t, next[t], (what > 3).then_some(&ev));

@@ -1,6 +1,10 @@
 //! Classification rules: which records are impressions or clicks of which slot and item, and
 //! which are dropped (duplicates, corrupt, robots) or invalid (no usable item id).
 
+use bandit::decision::{
+    attribute, fragment_param, Attribution, DecisionId, DecisionLog, ServedBy, PARAM_DECISION,
+    PARAM_HOLDOUT,
+};
 use bandit::protocol::{DEFAULT_SLOT, TOP_PICK_SOURCE};
 use serde::Deserialize;
 
@@ -14,6 +18,9 @@ const F_SOURCE: usize = 3;
 const F_DUPLICATE: usize = 4;
 const F_CORRUPT: usize = 5;
 const F_AGENT_TYPE: usize = 6;
+const F_LOCATION: usize = 7;
+const F_TIMESTAMP: usize = 8;
+const F_PARAMETERS: usize = 9;
 
 /// Record field names the rules read (defaults are the Divolte shop's).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -33,6 +40,12 @@ pub struct FieldNames {
     pub corrupt: String,
     /// User agent type (`Robot`, `Browser`, ...).
     pub user_agent_type: String,
+    /// The page's URL (a click's fragment carries its decision).
+    pub location: String,
+    /// Divolte's event time, ms since the Unix epoch.
+    pub timestamp: String,
+    /// The event's parameters, a map of strings (an impression's decision log).
+    pub event_parameters: String,
 }
 
 impl Default for FieldNames {
@@ -45,13 +58,16 @@ impl Default for FieldNames {
             duplicate: "detectedDuplicate".into(),
             corrupt: "detectedCorruption".into(),
             user_agent_type: "userAgentType".into(),
+            location: "location".into(),
+            timestamp: "timestamp".into(),
+            event_parameters: "eventParameters".into(),
         }
     }
 }
 
 impl FieldNames {
     /// The names in decode-plan order.
-    pub fn as_plan_fields(&self) -> [&str; 7] {
+    pub fn as_plan_fields(&self) -> [&str; 10] {
         [
             &self.event_type,
             &self.page_type,
@@ -60,6 +76,9 @@ impl FieldNames {
             &self.duplicate,
             &self.corrupt,
             &self.user_agent_type,
+            &self.location,
+            &self.timestamp,
+            &self.event_parameters,
         ]
     }
 }
@@ -85,7 +104,19 @@ pub struct Rules {
     pub drop_robots: bool,
     /// User agent types that are robots (compared ignoring ASCII case).
     pub robot_agent_types: Vec<String>,
+    /// How long after its decision a click still counts, in ms.
+    pub attribution_window_ms: u64,
+    /// How far the collector's clock may be behind the edge's, in ms.
+    pub clock_skew_ms: u64,
+    /// Drop impressions and clicks that carry no usable decision (pages rendered before
+    /// decisions were logged, or forged events).
+    pub require_decision: bool,
 }
+
+/// Default attribution window: Divolte's default session timeout, 30 minutes.
+pub const DEFAULT_ATTRIBUTION_WINDOW_MS: u64 = 30 * 60 * 1000;
+/// Default allowance for the collector's clock being behind the edge's.
+pub const DEFAULT_CLOCK_SKEW_MS: u64 = 60 * 1000;
 
 impl Default for Rules {
     fn default() -> Self {
@@ -99,6 +130,9 @@ impl Default for Rules {
             drop_corrupt: true,
             drop_robots: true,
             robot_agent_types: vec!["Robot".into()],
+            attribution_window_ms: DEFAULT_ATTRIBUTION_WINDOW_MS,
+            clock_skew_ms: DEFAULT_CLOCK_SKEW_MS,
+            require_decision: false,
         }
     }
 }
@@ -121,6 +155,8 @@ pub struct Event<'a> {
     pub item: &'a str,
     /// Impression or click.
     pub kind: Kind,
+    /// Who served the decision it belongs to; none when it carries no usable decision.
+    pub served_by: Option<ServedBy>,
 }
 
 /// Why a relevant record is not counted although it is well formed.
@@ -132,14 +168,23 @@ pub enum DropReason {
     Corrupt,
     /// It came from a robot.
     Robot,
+    /// A click later than the attribution window after its decision.
+    LateClick,
+    /// A click stamped earlier than its decision (beyond the allowed clock skew).
+    ClickBeforeDecision,
+    /// No usable decision, and the rules require one.
+    NoDecision,
 }
 
 impl DropReason {
     /// All reasons, for metrics.
-    pub const ALL: [DropReason; 3] = [
+    pub const ALL: [DropReason; 6] = [
         DropReason::Duplicate,
         DropReason::Corrupt,
         DropReason::Robot,
+        DropReason::LateClick,
+        DropReason::ClickBeforeDecision,
+        DropReason::NoDecision,
     ];
 
     /// Metric label.
@@ -148,6 +193,9 @@ impl DropReason {
             DropReason::Duplicate => "duplicate",
             DropReason::Corrupt => "corrupt",
             DropReason::Robot => "robot",
+            DropReason::LateClick => "late_click",
+            DropReason::ClickBeforeDecision => "click_before_decision",
+            DropReason::NoDecision => "no_decision",
         }
     }
 }
@@ -248,6 +296,41 @@ impl Classifier {
         &self.rules
     }
 
+    /// The decision a click's location names, checked against the attribution window: who
+    /// served it, none when the click names no usable decision.
+    fn click_decision(&self, rec: &Extracted<'_>) -> Result<Option<ServedBy>, DropReason> {
+        let f = &rec.fields;
+        let Some(id) = f[F_LOCATION]
+            .as_str()
+            .and_then(|loc| fragment_param(loc, PARAM_DECISION))
+            .and_then(DecisionId::parse)
+        else {
+            return Ok(None);
+        };
+        // Without an event time there is nothing to check the window against.
+        if let Some(at) = f[F_TIMESTAMP].as_i64() {
+            match attribute(
+                &id,
+                at,
+                self.rules.attribution_window_ms,
+                self.rules.clock_skew_ms,
+            ) {
+                Attribution::Within => {}
+                Attribution::Late => return Err(DropReason::LateClick),
+                Attribution::BeforeDecision => return Err(DropReason::ClickBeforeDecision),
+            }
+        }
+        let holdout = f[F_LOCATION]
+            .as_str()
+            .and_then(|loc| fragment_param(loc, PARAM_HOLDOUT))
+            == Some("true");
+        Ok(Some(if holdout {
+            ServedBy::Holdout
+        } else {
+            ServedBy::Bandit
+        }))
+    }
+
     /// Classifies one decoded record.
     #[inline]
     pub fn classify<'a>(&self, rec: &Extracted<'a>) -> Outcome<'a> {
@@ -302,15 +385,36 @@ impl Classifier {
                 }
             }
         }
-        match f[F_ITEM].as_str() {
-            None | Some("") => Outcome::Invalid(Unclassifiable::MissingItem),
+        let item = match f[F_ITEM].as_str() {
+            None | Some("") => return Outcome::Invalid(Unclassifiable::MissingItem),
             Some(item) if item.len() > bandit::batch::MAX_ITEM_ID_LEN => {
-                Outcome::Invalid(Unclassifiable::ItemTooLong)
+                return Outcome::Invalid(Unclassifiable::ItemTooLong)
             }
             Some(item) if !bandit::batch::is_valid_item_id(item) => {
-                Outcome::Invalid(Unclassifiable::BadItem)
+                return Outcome::Invalid(Unclassifiable::BadItem)
             }
-            Some(item) => Outcome::Event(Event { slot, item, kind }),
+            Some(item) => item,
+        };
+        let served_by = match kind {
+            Kind::Impression => {
+                let params = &f[F_PARAMETERS];
+                DecisionLog::from_params(|k| params.get(k))
+                    .ok()
+                    .map(|d| d.served_by)
+            }
+            Kind::Click => match self.click_decision(rec) {
+                Ok(served_by) => served_by,
+                Err(reason) => return Outcome::Dropped(reason),
+            },
+        };
+        if served_by.is_none() && self.rules.require_decision {
+            return Outcome::Dropped(DropReason::NoDecision);
         }
+        Outcome::Event(Event {
+            slot,
+            item,
+            kind,
+            served_by,
+        })
     }
 }

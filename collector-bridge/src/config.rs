@@ -90,6 +90,14 @@ pub struct ClassifyArgs {
     /// Count events from robots instead of dropping them.
     #[arg(long)]
     pub keep_robots: bool,
+    /// How long after its decision a click still counts (e.g. 30m, 1h); later clicks are
+    /// dropped as `late_click`. Default 30m, Divolte's session timeout.
+    #[arg(long, value_name = "DURATION", value_parser = crate::operator::parse_duration)]
+    pub attribution_window: Option<std::time::Duration>,
+    /// Drop impressions and clicks without a usable decision (`no_decision`) instead of
+    /// counting them; for shops whose every page logs its decisions.
+    #[arg(long)]
+    pub require_decision: bool,
 }
 
 /// Worker connection flags.
@@ -191,6 +199,10 @@ pub struct FileConfig {
     pub drop_corrupt: Option<bool>,
     /// Drop robots.
     pub drop_robots: Option<bool>,
+    /// Attribution window of a click, ms.
+    pub attribution_window_ms: Option<u64>,
+    /// Drop events without a usable decision.
+    pub require_decision: Option<bool>,
     /// Flush interval.
     pub flush_interval_ms: Option<u64>,
     /// Flush size.
@@ -335,6 +347,13 @@ impl ClassifyArgs {
                 file.robot_user_agent_types.as_ref(),
                 d.robot_agent_types,
             ),
+            attribution_window_ms: self
+                .attribution_window
+                .map(|w| u64::try_from(w.as_millis()).unwrap_or(u64::MAX))
+                .or(file.attribution_window_ms)
+                .unwrap_or(d.attribution_window_ms),
+            clock_skew_ms: d.clock_skew_ms,
+            require_decision: self.require_decision || file.require_decision.unwrap_or(false),
         })
     }
 }

@@ -83,7 +83,9 @@ pub struct Metrics {
     impressions: Counter,
     clicks: Counter,
     /// By [`DropReason::ALL`], then undecodable, unclassifiable (no item id) and invalid_item.
-    dropped: [Counter; 6],
+    dropped: [Counter; DropReason::ALL.len() + 3],
+    /// Counted events by their decision: bandit, holdout, none.
+    decisions: [Counter; 3],
     /// By [`PushResult::ALL`].
     pushed: [Counter; 4],
     push_seconds: Histogram,
@@ -128,15 +130,22 @@ impl Default for Metrics {
             "Messages not counted, by reason (unclassifiable: no item id; invalid_item: an item id no catalog item can have)",
             dropped_family.clone(),
         );
-        let reasons = [
-            DropReason::ALL[0].label(),
-            DropReason::ALL[1].label(),
-            DropReason::ALL[2].label(),
-            "undecodable",
-            "unclassifiable",
-            "invalid_item",
-        ];
+        let reasons: [&'static str; DropReason::ALL.len() + 3] =
+            std::array::from_fn(|i| match DropReason::ALL.get(i) {
+                Some(r) => r.label(),
+                None => {
+                    ["undecodable", "unclassifiable", "invalid_item"][i - DropReason::ALL.len()]
+                }
+            });
         let dropped = reasons.map(|r| dropped_family.get_or_create(&[("reason", r)]).clone());
+        let decisions_family = Family::<Label, Counter>::default();
+        registry.register(
+            "collector_bridge_decisions",
+            "Impressions and clicks counted, by who served their decision (none: no usable decision logged)",
+            decisions_family.clone(),
+        );
+        let decisions = ["bandit", "holdout", "none"]
+            .map(|s| decisions_family.get_or_create(&[("served_by", s)]).clone());
         let pushed_family = Family::<Label, Counter>::default();
         registry.register(
             "collector_bridge_pushed",
@@ -171,6 +180,7 @@ impl Default for Metrics {
             impressions,
             clicks,
             dropped,
+            decisions,
             pushed,
             push_seconds,
             lag,
@@ -186,13 +196,16 @@ impl Metrics {
         self.ignored.inc_by(s.ignored);
         self.impressions.inc_by(s.impressions);
         self.clicks.inc_by(s.clicks);
-        let dropped = [s.dropped[0], s.dropped[1], s.dropped[2]];
-        for (c, v) in self.dropped.iter().zip(dropped) {
+        let n = DropReason::ALL.len();
+        for (c, v) in self.dropped.iter().zip(s.dropped) {
             c.inc_by(v);
         }
-        self.dropped[3].inc_by(s.undecodable);
-        self.dropped[4].inc_by(s.unclassifiable);
-        self.dropped[5].inc_by(s.invalid_items);
+        self.dropped[n].inc_by(s.undecodable);
+        self.dropped[n + 1].inc_by(s.unclassifiable);
+        self.dropped[n + 2].inc_by(s.invalid_items);
+        for (c, v) in self.decisions.iter().zip(s.decisions) {
+            c.inc_by(v);
+        }
     }
 
     /// Counts a message copied to the dead-letter topic.
@@ -331,7 +344,8 @@ mod tests {
             ignored: 1,
             impressions: 3,
             clicks: 2,
-            dropped: [1, 0, 2],
+            dropped: [1, 0, 2, 3, 0, 6],
+            decisions: [4, 1, 0],
             undecodable: 1,
             unclassifiable: 4,
             invalid_items: 5,
@@ -358,6 +372,12 @@ mod tests {
             "collector_bridge_dropped_total{reason=\"duplicate\"} 1",
             "collector_bridge_dropped_total{reason=\"corrupt\"} 0",
             "collector_bridge_dropped_total{reason=\"robot\"} 2",
+            "collector_bridge_dropped_total{reason=\"late_click\"} 3",
+            "collector_bridge_dropped_total{reason=\"click_before_decision\"} 0",
+            "collector_bridge_dropped_total{reason=\"no_decision\"} 6",
+            "collector_bridge_decisions_total{served_by=\"bandit\"} 4",
+            "collector_bridge_decisions_total{served_by=\"holdout\"} 1",
+            "collector_bridge_decisions_total{served_by=\"none\"} 0",
             "collector_bridge_dropped_total{reason=\"undecodable\"} 1",
             "collector_bridge_dropped_total{reason=\"unclassifiable\"} 4",
             "collector_bridge_dropped_total{reason=\"invalid_item\"} 5",

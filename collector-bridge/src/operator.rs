@@ -180,7 +180,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .ok_or_else(|| format!("{text:?} is too long"))?;
     }
     if secs == 0 {
-        return Err(format!("{text:?} is no time at all; the pin must last"));
+        return Err(format!("{text:?} is no time at all"));
     }
     Ok(Duration::from_secs(secs))
 }

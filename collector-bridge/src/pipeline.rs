@@ -10,6 +10,8 @@ use bandit::EventBatch;
 use crate::aggregate::Aggregator;
 pub use crate::aggregate::{Pending, SlotBatch};
 use crate::avro::{DecodeError, DecodePlan, Extracted, SchemaError, Wire};
+use bandit::decision::ServedBy;
+
 use crate::classify::{Classifier, DropReason, Kind, Outcome, Rules, Unclassifiable};
 
 /// Counters kept locally on the hot path and published to metrics in bulk.
@@ -25,8 +27,11 @@ pub struct Stats {
     pub impressions: u64,
     /// Clicks counted.
     pub clicks: u64,
-    /// Dropped by reason (duplicate, corrupt, robot).
-    pub dropped: [u64; 3],
+    /// Dropped by reason, in [`DropReason::ALL`] order.
+    pub dropped: [u64; DropReason::ALL.len()],
+    /// Counted impressions and clicks by their decision: served by the bandit, by the
+    /// holdout, or carrying no usable decision.
+    pub decisions: [u64; 3],
     /// Undecodable messages.
     pub undecodable: u64,
     /// Decoded but without an item id (metric reason `unclassifiable`).
@@ -225,6 +230,11 @@ impl Pipeline {
                     Kind::Impression => stats.impressions += 1,
                     Kind::Click => stats.clicks += 1,
                 }
+                stats.decisions[match ev.served_by {
+                    Some(ServedBy::Bandit) => 0,
+                    Some(ServedBy::Holdout) => 1,
+                    None => 2,
+                }] += 1;
                 agg.observe(tp, offset, Some(&ev));
             }
             Outcome::Ignored => {

@@ -14,7 +14,7 @@ use collector_bridge::simulate::SplitMix64;
 use proptest::prelude::*;
 use rand::{Rng, RngCore};
 
-const NAMES: [&str; 7] = [
+const NAMES: [&str; 10] = [
     "eventType",
     "pageType",
     "productId",
@@ -22,6 +22,9 @@ const NAMES: [&str; 7] = [
     "detectedDuplicate",
     "detectedCorruption",
     "userAgentType",
+    "location",
+    "timestamp",
+    "eventParameters",
 ];
 
 fn random_string(rng: &mut SplitMix64) -> String {
@@ -211,6 +214,8 @@ const EVERY_TYPE: &str = r#"{
     {"name": "detectedDuplicate", "type": ["boolean", "null"]},
     {"name": "detectedCorruption", "type": "boolean"},
     {"name": "userAgentType", "type": ["null", "string"]},
+    {"name": "eventParameters", "type": ["null", {"type": "map", "values": "string"}]},
+    {"name": "timestamp", "type": "long"},
     {"name": "tail", "type": ["null", "Inner"]}
   ]}"#;
 

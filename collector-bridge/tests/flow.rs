@@ -32,6 +32,8 @@ fn client(fake: &FakeWorker, token: Option<&str>) -> WorkerClient {
     )
 }
 
+use bandit::decision::{click_fragment, DecisionId, DecisionLog, ServedBy};
+
 fn encode(kind: Ev, item: &str, i: u64) -> Vec<u8> {
     let schema = common::project_schema();
     RecordEncoder::new(&schema)
@@ -61,6 +63,7 @@ fn default_rules_classify_each_kind() {
                 slot: 0,
                 item: "it",
                 kind: Kind::Impression,
+                served_by: None,
             }),
         ),
         (
@@ -69,6 +72,7 @@ fn default_rules_classify_each_kind() {
                 slot: 0,
                 item: "it",
                 kind: Kind::Click,
+                served_by: None,
             }),
         ),
         (Ev::Noise, Outcome::Ignored),
@@ -85,6 +89,90 @@ fn default_rules_classify_each_kind() {
         assert_eq!(c.classify(&rec), want, "{kind:?}");
     }
     assert_eq!(c.slots(), ["home-top-pick".to_string()]);
+}
+
+/// An impression carrying the worker's decision parameters, and the click on its link.
+fn decided(served_by: ServedBy, decided_ms: u64, click_at_ms: i64) -> (Vec<u8>, Vec<u8>) {
+    let log = DecisionLog {
+        id: DecisionId {
+            time_ms: decided_ms,
+            random: 9,
+        },
+        probability: 0.4,
+        round: 2,
+        version: 30,
+        arms: 8,
+        served_by,
+        segment: None,
+    };
+    let enc = RecordEncoder::new(&common::project_schema()).expect("encoder");
+    let mut imp = event(Ev::Impression, "it", 1);
+    imp.parameters = log
+        .params()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    let mut click = event(Ev::Click, "it", 2);
+    click.timestamp = click_at_ms;
+    click.location = format!(
+        "https://shop.example/product/it/{}",
+        click_fragment("top_pick", Some((&log.id, served_by)))
+    );
+    (
+        enc.encode(&imp).expect("encode"),
+        enc.encode(&click).expect("encode"),
+    )
+}
+
+#[test]
+fn decisions_mark_their_events_and_late_clicks_are_dropped() {
+    let t = 1_700_000_000_000u64;
+    for served_by in [ServedBy::Bandit, ServedBy::Holdout] {
+        let (imp, click) = decided(served_by, t, t as i64 + 5_000);
+        for bytes in [&imp, &click] {
+            let got = classify_with(Rules::default(), bytes);
+            assert!(
+                got.contains(&format!("served_by: Some({served_by:?})")),
+                "{got}"
+            );
+        }
+    }
+    let window = Rules::default().attribution_window_ms as i64;
+    let skew = Rules::default().clock_skew_ms as i64;
+    let (_, late) = decided(ServedBy::Bandit, t, t as i64 + window + skew + 1);
+    assert_eq!(classify_with(Rules::default(), &late), "Dropped(LateClick)");
+    let (_, early) = decided(ServedBy::Bandit, t, t as i64 - skew - 1);
+    assert_eq!(
+        classify_with(Rules::default(), &early),
+        "Dropped(ClickBeforeDecision)"
+    );
+    let (_, in_time) = decided(ServedBy::Bandit, t, t as i64 + window);
+    assert!(classify_with(Rules::default(), &in_time).starts_with("Event"));
+    // A shorter window is a setting.
+    let short = Rules {
+        attribution_window_ms: 1_000,
+        ..Rules::default()
+    };
+    let (_, click) = decided(ServedBy::Bandit, t, t as i64 + 5_000 + skew);
+    assert_eq!(classify_with(short, &click), "Dropped(LateClick)");
+    // Events without a decision count as before, unless one is required.
+    let plain = encode(Ev::Click, "it", 1);
+    assert!(classify_with(Rules::default(), &plain).contains("served_by: None"));
+    let strict = Rules {
+        require_decision: true,
+        ..Rules::default()
+    };
+    assert_eq!(classify_with(strict.clone(), &plain), "Dropped(NoDecision)");
+    // Forged parameters are not a decision: the impression still counts, unlogged.
+    let enc = RecordEncoder::new(&common::project_schema()).expect("encoder");
+    let mut forged = event(Ev::Impression, "it", 1);
+    forged.parameters = vec![
+        ("decision".into(), "0000000000100000001".into()),
+        ("probability".into(), "7".into()),
+    ];
+    let bytes = enc.encode(&forged).expect("encode");
+    assert!(classify_with(Rules::default(), &bytes).contains("served_by: None"));
+    assert_eq!(classify_with(strict, &bytes), "Dropped(NoDecision)");
 }
 
 #[test]
@@ -193,6 +281,7 @@ fn conflict_resynchronises_without_losing_or_double_counting() {
                 item: "a".into(),
                 impressions: 50,
                 clicks: 0,
+                served_by: None,
             }],
         },
     );
@@ -269,6 +358,7 @@ fn a_conflict_takes_that_slots_watermarks_from_the_409_body() {
                 item: "a".into(),
                 impressions: 25,
                 clicks: 0,
+                served_by: None,
             }],
         },
     );

@@ -28,7 +28,7 @@ fn check_valid(item: &CatalogItem) {
         assert!(is_safe_url(u) && u.len() <= MAX_URL_LEN);
     }
     // The click link is the id in a path: nothing in it may end the path or the attribute.
-    let href = item.top_pick_href("top_pick");
+    let href = item.top_pick_href("top_pick", None);
     assert!(href.starts_with("/product/") && href.ends_with("/#/?source=top_pick"));
     assert!(!href[9..href.len() - 19].contains(['/', '?', '#', '"', '<', '>', '&', '\'', ' ']));
     let json = serde_json::to_vec(item).expect("serialise");

@@ -71,6 +71,7 @@ impl RawBatch {
                     },
                     impressions: u64::from(*i),
                     clicks: u64::from(*c),
+                    served_by: None,
                 })
                 .collect(),
         }

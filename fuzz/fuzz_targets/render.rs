@@ -143,6 +143,7 @@ fn no_active_content(p: &Parsed) {
 const MARK: PickMark = PickMark {
     source: "top_pick",
     pinned: false,
+    decision: None,
 };
 
 fn check_home(item: &CatalogItem, nonce: &str, slot: &str, checked: bool) {
@@ -152,6 +153,7 @@ fn check_home(item: &CatalogItem, nonce: &str, slot: &str, checked: bool) {
         item: item.id.clone(),
         epoch: 7,
         pinned: false,
+        decision: None,
     };
     let out = rewrite_page(INDEX, vec![(slot.to_string(), fill)]).expect("rewrite");
     if !checked {

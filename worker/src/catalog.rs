@@ -1,5 +1,6 @@
 //! Catalog items: the project's JSON form, the Divolte shop's form, and their validation.
 
+use bandit::decision::{click_fragment, DecisionLog};
 use serde::{Deserialize, Serialize};
 
 use crate::escape::is_safe_url;
@@ -129,9 +130,10 @@ impl CatalogItem {
     }
 
     /// The product page of this item, with the fragment that marks a click on the pick of
-    /// the slot whose source value is `source`.
-    pub fn top_pick_href(&self, source: &str) -> String {
-        format!("/product/{}/#/?source={source}", self.id)
+    /// the slot whose source value is `source`, and the decision it came from.
+    pub fn top_pick_href(&self, source: &str, decision: Option<&DecisionLog>) -> String {
+        let fragment = click_fragment(source, decision.map(|d| (&d.id, d.served_by)));
+        format!("/product/{}/{fragment}", self.id)
     }
 }
 

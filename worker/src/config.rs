@@ -30,7 +30,24 @@ pub struct Settings {
     /// The Divolte collector's origin, admitted by the pages' Content-Security-Policy
     /// (`COLLECTOR_ORIGIN`).
     pub collector_origin: Option<String>,
+    /// The share of decisions the holdout's baseline serves (`HOLDOUT`, 0 to 0.5; 0 is off).
+    pub holdout: f64,
+    /// What the holdout shows (`HOLDOUT_BASELINE`).
+    pub holdout_baseline: HoldoutBaseline,
 }
+
+/// What the holdout's decisions show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldoutBaseline {
+    /// An item of the arm set, uniformly (`uniform`, the default): an unbiased log for
+    /// off-policy evaluation of any policy over the same arms.
+    Uniform,
+    /// The configured `FALLBACK_ITEM` (`fallback`): the editorial pick the bandit replaces.
+    Fallback,
+}
+
+/// Largest holdout share: beyond half, the bandit would be the minority of the traffic.
+pub const MAX_HOLDOUT: f64 = 0.5;
 
 /// Whether `s` is an origin a Content-Security-Policy can name: `http(s)://host[:port]`.
 pub fn is_csp_origin(s: &str) -> bool {
@@ -183,9 +200,29 @@ impl Settings {
                 })
             }
         };
+        let holdout = num(
+            "HOLDOUT",
+            var("HOLDOUT"),
+            0.0,
+            |h: &f64| (0.0..=MAX_HOLDOUT).contains(h),
+            "a share from 0 (off) to 0.5, e.g. 0.05",
+        )?;
+        let holdout_baseline = match var("HOLDOUT_BASELINE").as_deref() {
+            None | Some("uniform") => HoldoutBaseline::Uniform,
+            Some("fallback") if fallback.is_some() => HoldoutBaseline::Fallback,
+            Some(v) => {
+                return Err(SettingError {
+                    name: "HOLDOUT_BASELINE",
+                    value: v.to_string(),
+                    expected: "uniform, or fallback (which needs FALLBACK_ITEM)".into(),
+                })
+            }
+        };
         Ok(Settings {
             slots,
             rotation,
+            holdout,
+            holdout_baseline,
             read_budget_ms: num(
                 "READ_BUDGET_MS",
                 var("READ_BUDGET_MS"),
@@ -241,6 +278,8 @@ mod tests {
         assert_eq!(s.read_budget_ms, 50);
         assert_eq!(s.snapshot_max_age_ms, 1000);
         assert!(s.fallback.is_none());
+        assert_eq!(s.holdout, 0.0);
+        assert_eq!(s.holdout_baseline, HoldoutBaseline::Uniform);
     }
 
     #[test]
@@ -258,6 +297,11 @@ mod tests {
             ("COLLECTOR_ORIGIN", "https://c.example/divolte.js"),
             ("COLLECTOR_ORIGIN", "https://c.example; script-src *"),
             ("COLLECTOR_ORIGIN", "c.example"),
+            ("HOLDOUT", "0.6"),
+            ("HOLDOUT", "-0.1"),
+            ("HOLDOUT", "NaN"),
+            ("HOLDOUT_BASELINE", "editorial"),
+            ("HOLDOUT_BASELINE", "fallback"),
         ] {
             let err = parse(&[(k, v)]).unwrap_err();
             assert_eq!(err.name, k);
@@ -276,8 +320,12 @@ mod tests {
             ),
             ("ORIGIN_URL", "https://shop.example/"),
             ("COLLECTOR_ORIGIN", "https://collector.example:8290/"),
+            ("HOLDOUT", "0.05"),
+            ("HOLDOUT_BASELINE", "fallback"),
         ])
         .unwrap();
+        assert_eq!(s.holdout, 0.05);
+        assert_eq!(s.holdout_baseline, HoldoutBaseline::Fallback);
         assert!(s.has_slot("side") && !s.has_slot("other"));
         assert_eq!(s.rotation.arms, 16);
         assert_eq!(s.fallback.unwrap().id, "x1");

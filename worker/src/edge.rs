@@ -10,14 +10,15 @@ use futures::future::{select, Either};
 use worker::*;
 
 use crate::catalog::CatalogItem;
-use crate::config::Settings;
+use crate::config::{HoldoutBaseline, Settings};
 use crate::now_ms;
 use crate::page_headers::{security_headers, PageKind};
 use crate::render::{home_template, origin_fills, pick_fragment, render_home, PickMark, SlotFill};
 use crate::rng::with_rng;
 use crate::slot_client::{SlotClient, KV_BINDING};
-use crate::snapshot::{kv_key, Snapshot};
+use crate::snapshot::{kv_key, Choice, Holdout, Snapshot};
 use crate::template::Template;
+use bandit::decision::{DecisionId, DecisionLog, ServedBy};
 use bandit::protocol::slot_source;
 
 /// Where a snapshot came from, for Server-Timing and logs.
@@ -72,7 +73,10 @@ async fn fetch_from_store(env: &Env, slot: &str) -> Result<Option<(Snapshot, Sna
         .map_err(|e| Error::RustError(e.to_string()))?
     {
         match serde_json::from_str::<Snapshot>(&text) {
-            Ok(s) => return Ok(Some((s, SnapshotSource::Kv))),
+            Ok(mut s) => {
+                s.ensure_p_best();
+                return Ok(Some((s, SnapshotSource::Kv)));
+            }
             Err(e) => crate::log::warn(
                 "snapshot_unreadable",
                 &[
@@ -223,16 +227,19 @@ pub async fn load_snapshot(
 
 /// What chose the item.
 enum Chosen {
-    /// The Thompson winner: the snapshot and the arm's index (no copy of the item on the hot
-    /// path).
+    /// The Thompson winner or the holdout's uniform draw: the snapshot and the arm's index
+    /// (no copy of the item on the hot path).
     Arm(Rc<Snapshot>, usize),
     /// The snapshot's pin.
     Pinned(Rc<Snapshot>),
+    /// The holdout's editorial item (the configured fallback).
+    Baseline,
     /// Nothing could be drawn: the configured fallback, if any.
     Fallback,
 }
 
-/// The pick for a slot: the Thompson winner, an operator's pin, or the configured fallback.
+/// The pick for a slot: the Thompson winner, an operator's pin, the holdout's baseline, or
+/// the configured fallback; with the decision's log when a policy made it.
 pub struct Decision {
     chosen: Chosen,
     /// Round number (0 for the fallback).
@@ -241,6 +248,8 @@ pub struct Decision {
     pub version: u64,
     /// Where the state came from.
     pub source: SnapshotSource,
+    /// What the page logs about the decision (none for the fallback).
+    pub log: Option<DecisionLog>,
 }
 
 impl Decision {
@@ -256,59 +265,93 @@ impl Decision {
 
     /// How the item was chosen, for Server-Timing.
     pub fn kind(&self) -> &'static str {
-        match self.chosen {
-            Chosen::Arm(..) => "thompson",
-            Chosen::Pinned(_) => "pinned",
-            Chosen::Fallback => "fallback",
+        match (&self.chosen, &self.log) {
+            (_, Some(log)) if log.served_by == ServedBy::Holdout => "holdout",
+            (Chosen::Arm(..), _) => "thompson",
+            (Chosen::Pinned(_), _) => "pinned",
+            (Chosen::Baseline, _) => "holdout",
+            (Chosen::Fallback, _) => "fallback",
         }
     }
 
-    /// The item to show: the winner or the pin, else the configured fallback, else nothing.
+    /// The item to show: the winner, the pin or the baseline, else the configured fallback,
+    /// else nothing.
     pub fn item<'a>(&'a self, settings: &'a Settings) -> Option<&'a CatalogItem> {
         match &self.chosen {
             Chosen::Arm(snap, i) => snap.arms.get(*i).map(|a| &a.item),
             Chosen::Pinned(snap) => snap.pinned.as_ref().map(|p| &p.item),
-            Chosen::Fallback => settings.fallback.as_ref(),
+            Chosen::Baseline | Chosen::Fallback => settings.fallback.as_ref(),
         }
     }
 }
 
-/// Draws from a slot's snapshot, skipping items already `taken` on the page: the pin when it
-/// holds for this request, otherwise the Thompson winner.
-fn draw(snap: Option<Rc<Snapshot>>, source: SnapshotSource, taken: &[&str]) -> Decision {
-    let chosen = snap.and_then(|snap| {
+/// The holdout of `settings`.
+fn holdout(settings: &Settings) -> Holdout<'_> {
+    match (settings.holdout_baseline, &settings.fallback) {
+        _ if settings.holdout <= 0.0 => Holdout::Off,
+        (HoldoutBaseline::Fallback, Some(item)) => Holdout::Fallback {
+            share: settings.holdout,
+            item: &item.id,
+        },
+        _ => Holdout::Uniform {
+            share: settings.holdout,
+        },
+    }
+}
+
+/// Draws from a slot's snapshot, skipping items already `taken` on the page (see
+/// [`Snapshot::decide`]), and names the decision.
+fn draw(
+    settings: &Settings,
+    snap: Option<Rc<Snapshot>>,
+    source: SnapshotSource,
+    taken: &[&str],
+) -> Decision {
+    let drawn = snap.and_then(|snap| {
         with_rng(|rng| {
-            // The clock and the share draw only when there is a pin to honour.
-            if snap.pinned.is_some() {
-                let u: f64 = rand::Rng::random(rng);
-                if snap.pin_for(now_ms(), u, taken).is_some() {
-                    return Some((Chosen::Pinned(Rc::clone(&snap)), snap));
-                }
-            }
-            let i = snap.pick_index(rng, taken)?;
-            Some((Chosen::Arm(Rc::clone(&snap), i), snap))
+            let d = snap.decide(rng, now_ms(), taken, holdout(settings))?;
+            let id = DecisionId {
+                time_ms: now_ms().max(0.0) as u64,
+                random: rand::Rng::random(rng),
+            };
+            Some((d, id, snap))
         })
     });
-    match chosen {
-        Some((chosen, snap)) => Decision {
-            chosen,
-            epoch: snap.epoch,
-            version: snap.version,
-            source,
-        },
-        None => Decision {
+    let Some((d, id, snap)) = drawn else {
+        return Decision {
             chosen: Chosen::Fallback,
             epoch: 0,
             version: 0,
             source,
-        },
+            log: None,
+        };
+    };
+    let chosen = match d.choice {
+        Choice::Arm(i) => Chosen::Arm(Rc::clone(&snap), i),
+        Choice::Pinned => Chosen::Pinned(Rc::clone(&snap)),
+        Choice::Baseline => Chosen::Baseline,
+    };
+    Decision {
+        chosen,
+        epoch: snap.epoch,
+        version: snap.version,
+        source,
+        log: Some(DecisionLog {
+            id,
+            probability: d.probability,
+            round: snap.epoch,
+            version: snap.version,
+            arms: d.arms,
+            served_by: d.served_by,
+            segment: None,
+        }),
     }
 }
 
 /// Reads the state and draws the slot's pick.
 pub async fn decide(ctx: &Context, env: &Env, settings: &Settings, slot: &str) -> Decision {
     let (snap, source) = load_snapshot(ctx, env, settings, slot).await;
-    draw(snap, source, &[])
+    draw(settings, snap, source, &[])
 }
 
 /// A static template from the assets, cached for the isolate's life.
@@ -393,7 +436,7 @@ async fn decide_page(
     let mut out = Vec::with_capacity(slots.len());
     for (slot, (snap, source)) in slots.iter().zip(snapshots) {
         let taken_ids: Vec<&str> = taken.iter().map(String::as_str).collect();
-        let d = draw(snap, source, &taken_ids);
+        let d = draw(settings, snap, source, &taken_ids);
         if let Some(item) = d.item(settings) {
             taken.push(item.id.clone());
         }
@@ -419,12 +462,14 @@ fn page_fills(
                     let mark = PickMark {
                         source: slot_source(slot, &settings.slots),
                         pinned: d.pinned(),
+                        decision: d.log.as_ref(),
                     };
                     SlotFill::Pick {
                         fragment: pick_fragment(item, nonce, &mark),
                         item: item.id.clone(),
                         epoch: d.epoch,
                         pinned: d.pinned(),
+                        decision: d.log.clone(),
                     }
                 }
                 _ => SlotFill::Leave,

@@ -2,6 +2,8 @@
 //! category pages filled from one template (both located once per template by
 //! `template.rs`, so a page is concatenation).
 
+use bandit::decision::{DecisionLog, ServedBy};
+
 use crate::catalog::{is_linkable_category, CatalogItem};
 use crate::escape::{html, is_safe_url, js_string};
 use crate::template::{Fill, Selector, Template};
@@ -29,13 +31,15 @@ fn push_byline(out: &mut String, tag: &str, class: &str, item: &CatalogItem) {
 }
 
 /// How a pick is marked for Divolte: the `source` its impression and click carry (which slot
-/// the bridge credits), and whether an operator's pin chose it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// the bridge credits), whether an operator's pin chose it, and the decision's log.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PickMark<'a> {
     /// The slot's source value (`top_pick` for the first slot).
     pub source: &'a str,
     /// Whether the item is pinned rather than sampled.
     pub pinned: bool,
+    /// The decision (none for the configured fallback).
+    pub decision: Option<&'a DecisionLog>,
 }
 
 /// The markup that fills the slot: a link to the product page marked as a top-pick click, the
@@ -46,7 +50,7 @@ pub fn pick_fragment(item: &CatalogItem, nonce: &str, mark: &PickMark) -> String
     let title = html(&item.title);
     let mut out = String::with_capacity(512 + item.title.len() * 2);
     out.push_str("<a class=\"top-pick__link\" href=\"");
-    out.push_str(&html(&item.top_pick_href(mark.source)));
+    out.push_str(&html(&item.top_pick_href(mark.source, mark.decision)));
     out.push_str("\" data-product-id=\"");
     out.push_str(&id);
     out.push_str("\">");
@@ -67,6 +71,16 @@ pub fn pick_fragment(item: &CatalogItem, nonce: &str, mark: &PickMark) -> String
     if mark.pinned {
         out.push_str(",pinned:true");
     }
+    if let Some(d) = mark.decision {
+        for (name, value) in d.params() {
+            // Names are the module's own identifiers; values are digits, hex and segment
+            // names, quoted anyway.
+            out.push(',');
+            out.push_str(name);
+            out.push(':');
+            out.push_str(&js_string(&value));
+        }
+    }
     out.push_str("});</script>");
     out
 }
@@ -84,6 +98,9 @@ pub enum SlotFill {
         epoch: u64,
         /// An operator's pin chose it (set as `data-top-pick-pinned`).
         pinned: bool,
+        /// The decision (its id set as `data-top-pick-decision`, and
+        /// `data-top-pick-holdout` when the holdout served it).
+        decision: Option<DecisionLog>,
     },
     /// Leave the slot as the page has it.
     Leave,
@@ -97,6 +114,7 @@ impl SlotFill {
             item,
             epoch,
             pinned,
+            decision,
         } = self
         else {
             return None;
@@ -107,6 +125,12 @@ impl SlotFill {
         ];
         if *pinned {
             attributes.push(("data-top-pick-pinned", "true".to_string()));
+        }
+        if let Some(d) = decision {
+            attributes.push(("data-top-pick-decision", d.id.to_string()));
+            if d.served_by == ServedBy::Holdout {
+                attributes.push(("data-top-pick-holdout", "true".to_string()));
+            }
         }
         Some((attributes, fragment))
     }
@@ -302,6 +326,7 @@ mod tests {
     const FIRST: PickMark = PickMark {
         source: "top_pick",
         pinned: false,
+        decision: None,
     };
 
     fn pick(it: &CatalogItem, mark: &PickMark, epoch: u64) -> SlotFill {
@@ -310,7 +335,42 @@ mod tests {
             item: it.id.clone(),
             epoch,
             pinned: mark.pinned,
+            decision: mark.decision.cloned(),
         }
+    }
+
+    #[test]
+    fn a_decision_reaches_the_signal_the_link_and_the_slot_element() {
+        use bandit::decision::{DecisionId, ServedBy};
+        let it = item("Tulips");
+        let log = DecisionLog {
+            id: DecisionId {
+                time_ms: 1_764_300_000_000,
+                random: 0xabc,
+            },
+            probability: 0.25,
+            round: 3,
+            version: 17,
+            arms: 8,
+            served_by: ServedBy::Holdout,
+            segment: None,
+        };
+        let id = log.id.to_string();
+        let mark = PickMark {
+            decision: Some(&log),
+            ..FIRST
+        };
+        let out = rewrite_page(PAGE.as_bytes(), one("home-top-pick", pick(&it, &mark, 3)));
+        let out = String::from_utf8(out.unwrap()).unwrap();
+        assert!(out.contains(&format!(
+            r#"href="/product/42/#/?source=top_pick&amp;decision={id}&amp;holdout=true""#
+        )));
+        assert!(out.contains(&format!(
+            "{{source:\"top_pick\",productId:\"42\",decision:\"{id}\",probability:\"2.5e-1\",round:\"3\",version:\"17\",arms:\"8\",holdout:\"true\"}}"
+        )), "{out}");
+        assert!(out.contains(&format!(
+            r#"data-top-pick-decision="{id}" data-top-pick-holdout="true""#
+        )));
     }
 
     fn one(slot: &str, fill: SlotFill) -> Vec<(String, SlotFill)> {
@@ -341,6 +401,7 @@ mod tests {
         let side = PickMark {
             source: "other",
             pinned: true,
+            decision: None,
         };
         let fills = vec![
             ("home-top-pick".to_string(), pick(&a, &FIRST, 3)),

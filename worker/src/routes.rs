@@ -124,8 +124,9 @@ async fn pick(ctx: &Context, env: &Env, slot: &str) -> ApiResult {
         image: item.image.clone(),
         photographer: item.photographer.clone(),
         category: item.category.clone(),
-        href: item.top_pick_href(slot_source(slot, &s.slots)),
+        href: item.top_pick_href(slot_source(slot, &s.slots), d.log.as_ref()),
         signal_source: slot_source(slot, &s.slots).to_string(),
+        decision: d.log,
     })?)
 }
 

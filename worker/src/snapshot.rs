@@ -1,10 +1,14 @@
 //! The read model the edge samples from: the arms of a slot with their posteriors and display
 //! fields, published to KV by the slot's Durable Object.
 
+use bandit::decision::{serve_probability, ServedBy};
 use bandit::operator::Pin;
 use bandit::Posterior;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
+
+use std::cell::RefCell;
+use std::rc::Rc;
 
 use crate::catalog::CatalogItem;
 
@@ -15,6 +19,11 @@ pub struct SnapshotArm {
     pub item: CatalogItem,
     /// Its current posterior.
     pub posterior: Posterior,
+    /// The probability that its draw is the highest (Thompson sampling's chance of showing
+    /// it), computed once per version by the Durable Object; 0 in snapshots written before
+    /// it existed (see [`Snapshot::ensure_p_best`]).
+    #[serde(default)]
+    pub p_best: f64,
 }
 
 /// Everything needed to pick and render a slot without touching the Durable Object.
@@ -33,6 +42,9 @@ pub struct Snapshot {
     /// An operator's pin, with what the page shows of its item.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pinned: Option<Pinned>,
+    /// P(best) among the open arms, per set of arms an earlier slot of the page took.
+    #[serde(skip)]
+    conditional: RefCell<Vec<(Vec<usize>, Rc<Vec<f64>>)>>,
 }
 
 /// A pin with the display fields of its item.
@@ -43,6 +55,65 @@ pub struct Pinned {
     /// Display fields of the pinned item.
     pub item: CatalogItem,
 }
+
+/// The holdout as a decision sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Holdout<'a> {
+    /// No holdout.
+    Off,
+    /// `share` of the decisions show an open arm uniformly.
+    Uniform {
+        /// Share of decisions.
+        share: f64,
+    },
+    /// `share` of the decisions show the editorial `item` (the configured fallback).
+    Fallback {
+        /// Share of decisions.
+        share: f64,
+        /// The editorial item's id.
+        item: &'a str,
+    },
+}
+
+/// What a decision shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice {
+    /// The arm at this index.
+    Arm(usize),
+    /// The snapshot's pinned item.
+    Pinned,
+    /// The holdout's editorial item (the configured fallback).
+    Baseline,
+}
+
+/// A decision with its logged probability.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Drawn {
+    /// What is shown.
+    pub choice: Choice,
+    /// The probability that this request shows that item.
+    pub probability: f64,
+    /// Who served it.
+    pub served_by: ServedBy,
+    /// How many arms the decision chose among.
+    pub arms: u32,
+}
+
+impl Drawn {
+    /// A probability fit to log: P(best) may round to 0 for an arm far behind that a draw
+    /// still picked; the smallest positive value keeps the log's weights finite and says
+    /// "practically never".
+    fn loggable(p: f64) -> f64 {
+        if p.is_finite() && p > 0.0 {
+            p.min(1.0)
+        } else {
+            f64::MIN_POSITIVE
+        }
+    }
+}
+
+/// Most conditional P(best) vectors a snapshot keeps.
+const MAX_CONDITIONAL: usize = 16;
 
 /// KV key of a slot's snapshot.
 pub fn kv_key(slot: &str) -> String {
@@ -68,6 +139,158 @@ impl Snapshot {
         bandit::pick(open.iter().map(|&i| &self.arms[i].posterior), rng).map(|k| open[k])
     }
 
+    /// A snapshot of these arms with P(best) filled in.
+    pub fn new(
+        slot: String,
+        epoch: u64,
+        version: u64,
+        produced_at_ms: f64,
+        arms: Vec<SnapshotArm>,
+        pinned: Option<Pinned>,
+    ) -> Snapshot {
+        let mut s = Snapshot {
+            slot,
+            epoch,
+            version,
+            produced_at_ms,
+            arms,
+            pinned,
+            conditional: Default::default(),
+        };
+        s.ensure_p_best();
+        s
+    }
+
+    /// Fills in P(best) when the snapshot was written without it (by an older version of the
+    /// object), so every decision can log its probability.
+    pub fn ensure_p_best(&mut self) {
+        let sum: f64 = self.arms.iter().map(|a| a.p_best).sum();
+        if !self.arms.is_empty() && (sum - 1.0).abs() > 1e-6 {
+            let p = bandit::p_best(&self.arms.iter().map(|a| a.posterior).collect::<Vec<_>>());
+            for (a, p) in self.arms.iter_mut().zip(p) {
+                a.p_best = p;
+            }
+        }
+    }
+
+    /// P(best) of each arm among the `open` ones (0 for the others), computed once per
+    /// snapshot and set: at most a handful of sets occur (the picks of earlier slots).
+    fn p_best_without(&self, open: &[usize]) -> Rc<Vec<f64>> {
+        if let Some((_, p)) = self.conditional.borrow().iter().find(|(o, _)| o == open) {
+            return Rc::clone(p);
+        }
+        let open_p = bandit::p_best(
+            &open
+                .iter()
+                .map(|&i| self.arms[i].posterior)
+                .collect::<Vec<_>>(),
+        );
+        let mut p = vec![0.0; self.arms.len()];
+        for (&i, q) in open.iter().zip(open_p) {
+            p[i] = q;
+        }
+        let p = Rc::new(p);
+        let mut cache = self.conditional.borrow_mut();
+        if cache.len() >= MAX_CONDITIONAL {
+            cache.remove(0);
+        }
+        cache.push((open.to_vec(), Rc::clone(&p)));
+        p
+    }
+
+    /// Decides what a request shows, skipping items already `taken` on the page: the pin
+    /// when its share draws it, else the holdout's baseline when its share draws it, else the
+    /// Thompson winner; with the exact probability of that outcome for this request.
+    pub fn decide<R: Rng + ?Sized>(
+        &self,
+        rng: &mut R,
+        now_ms: f64,
+        taken: &[&str],
+        holdout: Holdout<'_>,
+    ) -> Option<Drawn> {
+        let open: Vec<usize> = (0..self.arms.len())
+            .filter(|&i| !taken.contains(&self.arms[i].item.id.as_str()))
+            .collect();
+        // P(best) among the open arms: the snapshot's own unless an earlier slot took one
+        // of its arms (a page with several slots sharing items), then computed once per
+        // snapshot and set of taken arms.
+        let p_best: Rc<Vec<f64>> = if open.len() == self.arms.len() {
+            Rc::new(self.arms.iter().map(|a| a.p_best).collect())
+        } else {
+            self.p_best_without(&open)
+        };
+        // The clock and the share draw only when there is a pin to honour.
+        let pin = match &self.pinned {
+            Some(p) if p.pin.active(now_ms) && !taken.contains(&p.item.id.as_str()) => Some(p),
+            _ => None,
+        };
+        let pin_share = pin.map_or(0.0, |p| p.pin.share);
+        let baseline_item = match holdout {
+            Holdout::Fallback { item, .. } if !taken.contains(&item) => Some(item),
+            _ => None,
+        };
+        let share = match holdout {
+            Holdout::Off => 0.0,
+            Holdout::Uniform { share } if !open.is_empty() => share,
+            Holdout::Fallback { share, .. } if baseline_item.is_some() => share,
+            _ => 0.0,
+        };
+        let probability = |item: &str| {
+            let arm = open.iter().find(|&&i| self.arms[i].item.id == item);
+            let baseline = match holdout {
+                Holdout::Uniform { .. } if arm.is_some() => 1.0 / open.len() as f64,
+                Holdout::Fallback { item: f, .. } if f == item => 1.0,
+                _ => 0.0,
+            };
+            let is_pinned = pin.is_some_and(|p| p.item.id == item);
+            let p = serve_probability(
+                pin_share,
+                is_pinned,
+                share,
+                baseline,
+                arm.map_or(0.0, |&i| p_best[i]),
+            );
+            Drawn::loggable(p)
+        };
+        if let Some(p) = pin {
+            let u: f64 = rng.random();
+            if u < pin_share {
+                return Some(Drawn {
+                    choice: Choice::Pinned,
+                    probability: probability(&p.item.id),
+                    served_by: ServedBy::Bandit,
+                    arms: open.len() as u32,
+                });
+            }
+        }
+        if share > 0.0 {
+            let u: f64 = rng.random();
+            if u < share {
+                let (choice, id) = match holdout {
+                    Holdout::Fallback { item, .. } => (Choice::Baseline, item),
+                    _ => {
+                        let i = open[rng.random_range(0..open.len())];
+                        (Choice::Arm(i), self.arms[i].item.id.as_str())
+                    }
+                };
+                return Some(Drawn {
+                    choice,
+                    probability: probability(id),
+                    served_by: ServedBy::Holdout,
+                    arms: open.len() as u32,
+                });
+            }
+        }
+        let k = bandit::pick(open.iter().map(|&i| &self.arms[i].posterior), rng)?;
+        let i = open[k];
+        Some(Drawn {
+            choice: Choice::Arm(i),
+            probability: probability(&self.arms[i].item.id),
+            served_by: ServedBy::Bandit,
+            arms: open.len() as u32,
+        })
+    }
+
     /// The pin in force at `now_ms` for a request whose uniform draw is `u` (in [0, 1)):
     /// active, drawn into its share, and not already on the page.
     pub fn pin_for(&self, now_ms: f64, u: f64, taken: &[&str]) -> Option<&Pinned> {
@@ -89,6 +312,131 @@ mod tests {
             produced_at_ms: 0.0,
             arms: Vec::new(),
             pinned: None,
+            conditional: Default::default(),
+        }
+    }
+
+    fn item(id: &str) -> CatalogItem {
+        CatalogItem {
+            id: id.into(),
+            title: id.into(),
+            image: String::new(),
+            photographer: String::new(),
+            category: String::new(),
+            source_url: None,
+            available: true,
+        }
+    }
+
+    /// Four arms with distinct evidence, P(best) filled in as the object publishes it.
+    fn four_arms(pinned: Option<&str>) -> Snapshot {
+        let mut s = snap(1);
+        for (id, clicks, imps) in [("a", 30, 300), ("b", 25, 300), ("c", 5, 100), ("d", 1, 10)] {
+            s.arms.push(SnapshotArm {
+                item: item(id),
+                posterior: Posterior::UNIFORM.observe(clicks, imps),
+                p_best: 0.0,
+            });
+        }
+        s.pinned = pinned.map(|id| Pinned {
+            pin: Pin {
+                item: id.into(),
+                until_ms: 1e15,
+                share: 0.3,
+                learning: Default::default(),
+            },
+            item: item(id),
+        });
+        s.ensure_p_best();
+        s
+    }
+
+    /// Each item's share of many seeded decisions matches the probability the decisions
+    /// logged for it, within 5 binomial standard deviations; every decision of an item logs
+    /// the same probability, and those sum to one over the items.
+    fn shares_match_logged_probabilities(s: &Snapshot, taken: &[&str], holdout: Holdout<'_>) {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
+        let n = 40_000;
+        let mut seen: std::collections::HashMap<String, (u64, f64)> = Default::default();
+        for _ in 0..n {
+            let d = s.decide(&mut rng, 0.0, taken, holdout).unwrap();
+            let id = match d.choice {
+                Choice::Arm(i) => s.arms[i].item.id.clone(),
+                Choice::Pinned => s.pinned.as_ref().unwrap().item.id.clone(),
+                Choice::Baseline => "fallback".to_string(),
+            };
+            assert!(!taken.contains(&id.as_str()), "{id} was taken");
+            let e = seen.entry(id.clone()).or_insert((0, d.probability));
+            e.0 += 1;
+            // Holdout and bandit decisions of one item log the same (mixture) probability.
+            assert!((e.1 - d.probability).abs() < 1e-12, "{id}");
+        }
+        let total: f64 = seen.values().map(|(_, p)| p).sum();
+        assert!(
+            (total - 1.0).abs() < 1e-6,
+            "probabilities sum to {total}: {seen:?}"
+        );
+        for (id, (count, p)) in &seen {
+            let expected = n as f64 * p;
+            let sd = (n as f64 * p * (1.0 - p)).sqrt();
+            assert!(
+                (*count as f64 - expected).abs() <= 5.0 * sd + 1.0,
+                "{id}: {count} shown, {expected:.0} expected (sd {sd:.1})"
+            );
+        }
+    }
+
+    #[test]
+    fn logged_probabilities_are_the_chance_of_each_outcome() {
+        let plain = four_arms(None);
+        shares_match_logged_probabilities(&plain, &[], Holdout::Off);
+        shares_match_logged_probabilities(&plain, &[], Holdout::Uniform { share: 0.1 });
+        // An earlier slot took the leader: P(best) is recomputed over the rest.
+        shares_match_logged_probabilities(&plain, &["a"], Holdout::Uniform { share: 0.1 });
+        // A pin of an arm and of an outside item, with a holdout of either kind.
+        shares_match_logged_probabilities(
+            &four_arms(Some("b")),
+            &[],
+            Holdout::Uniform { share: 0.2 },
+        );
+        shares_match_logged_probabilities(
+            &four_arms(Some("z")),
+            &[],
+            Holdout::Fallback {
+                share: 0.2,
+                item: "fallback",
+            },
+        );
+    }
+
+    #[test]
+    fn holdout_decisions_are_marked_and_uniform() {
+        use rand::SeedableRng;
+        let s = four_arms(None);
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(3);
+        let held: Vec<Drawn> = (0..20_000)
+            .filter_map(|_| s.decide(&mut rng, 0.0, &[], Holdout::Uniform { share: 0.5 }))
+            .filter(|d| d.served_by == ServedBy::Holdout)
+            .collect();
+        // Binomial(20000, 0.5): sd 71.
+        assert!(
+            (held.len() as f64 - 10_000.0).abs() < 5.0 * 71.0,
+            "{}",
+            held.len()
+        );
+        let mut per = [0u32; 4];
+        for d in &held {
+            let Choice::Arm(i) = d.choice else {
+                panic!("a uniform holdout shows arms")
+            };
+            per[i] += 1;
+            assert_eq!(d.arms, 4);
+        }
+        let (m, p) = (held.len() as f64, 0.25);
+        let sd = (m * p * (1.0 - p)).sqrt();
+        for c in per {
+            assert!((c as f64 - m * p).abs() < 5.0 * sd, "{per:?}");
         }
     }
 

@@ -152,13 +152,13 @@ impl SlotState {
     /// The edge's view.
     pub fn snapshot(&self, rotation: &RotationConfig, now_ms: f64) -> Snapshot {
         let posteriors = self.arms.posteriors(&rotation.policy);
-        Snapshot {
-            slot: self.slot.clone(),
-            epoch: self.arms.round,
-            version: self.version,
-            produced_at_ms: now_ms,
-            arms: self
-                .arms
+        // P(best) once per published version, so no request computes it.
+        Snapshot::new(
+            self.slot.clone(),
+            self.arms.round,
+            self.version,
+            now_ms,
+            self.arms
                 .arms
                 .iter()
                 .zip(posteriors)
@@ -166,11 +166,12 @@ impl SlotState {
                     self.items.get(&a.item).map(|item| SnapshotArm {
                         item: item.clone(),
                         posterior,
+                        p_best: 0.0,
                     })
                 })
                 .collect(),
-            pinned: self.pinned.clone().filter(|p| p.pin.active(now_ms)),
-        }
+            self.pinned.clone().filter(|p| p.pin.active(now_ms)),
+        )
     }
 
     /// Whether an active pin has paused learning at `now_ms`.
@@ -454,6 +455,7 @@ pub(crate) mod tests {
                     item: item.into(),
                     impressions,
                     clicks,
+                    served_by: None,
                 })
                 .collect(),
         }

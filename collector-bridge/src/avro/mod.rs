@@ -7,7 +7,7 @@ use std::path::Path;
 
 use apache_avro::Schema;
 
-pub use plan::{DecodePlan, Extracted, Field};
+pub use plan::{DecodePlan, Extracted, Field, StrMap};
 
 /// Default schema shipped with the crate, so a clone works without external fixtures.
 pub const TOP_PICK_SCHEMA: &str = include_str!("../../schema/TopPickEvent.avsc");

@@ -18,7 +18,7 @@ use apache_avro::{Schema, Uuid};
 use super::{DecodeError, SchemaError};
 
 /// Most fields one plan can extract.
-pub const MAX_FIELDS: usize = 8;
+pub const MAX_FIELDS: usize = 12;
 /// Deepest nesting of arrays, maps, unions and records accepted in a message.
 pub const MAX_DEPTH: usize = 64;
 
@@ -36,7 +36,71 @@ pub enum Field<'a> {
     Long(i64),
     /// A string or enum symbol.
     Str(&'a str),
+    /// A map of strings (look entries up with [`Field::get`]).
+    StrMap(StrMap<'a>),
 }
+
+/// A map of strings as a decoder left it: its validated encoding (the fast plan) or
+/// apache-avro's value (the reference path).
+#[derive(Debug, Clone, Copy)]
+pub enum StrMap<'a> {
+    /// The map's encoding, validated when the record was decoded.
+    Encoded(&'a [u8]),
+    /// apache-avro's decoded map (values that are not strings are skipped).
+    Decoded(&'a HashMap<String, apache_avro::types::Value>),
+}
+
+impl<'a> StrMap<'a> {
+    /// The entries, sorted by key (the last of equal keys wins, as in a map read whole).
+    pub fn entries(&self) -> Vec<(&'a str, &'a str)> {
+        let mut out: Vec<(&'a str, &'a str)> = Vec::new();
+        match self {
+            StrMap::Encoded(raw) => {
+                // Validated at decode time; a failure here only shortens the list.
+                let _ = walk_str_map(raw, usize::MAX, u64::MAX, |k, v| {
+                    out.retain(|(x, _)| *x != k);
+                    out.push((k, v));
+                });
+            }
+            StrMap::Decoded(m) => {
+                for (k, v) in m.iter() {
+                    if let apache_avro::types::Value::String(v) = v {
+                        out.push((k.as_str(), v.as_str()));
+                    }
+                }
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<&'a str> {
+        match self {
+            StrMap::Encoded(raw) => {
+                let mut found = None;
+                let _ = walk_str_map(raw, usize::MAX, u64::MAX, |k, v| {
+                    if k == key {
+                        found = Some(v);
+                    }
+                });
+                found
+            }
+            StrMap::Decoded(m) => match m.get(key) {
+                Some(apache_avro::types::Value::String(v)) => Some(v.as_str()),
+                _ => None,
+            },
+        }
+    }
+}
+
+impl PartialEq for StrMap<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries() == other.entries()
+    }
+}
+
+impl Eq for StrMap<'_> {}
 
 impl<'a> Field<'a> {
     /// The string value, if any.
@@ -50,6 +114,22 @@ impl<'a> Field<'a> {
     /// True only for a boolean `true`.
     pub fn is_true(&self) -> bool {
         matches!(self, Field::Bool(true))
+    }
+
+    /// The integer value, if any.
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Field::Long(v) => Some(*v),
+            _ => None,
+        }
+    }
+
+    /// The value of `key` in a map of strings.
+    pub fn get(&self, key: &str) -> Option<&'a str> {
+        match self {
+            Field::StrMap(m) => m.get(key),
+            _ => None,
+        }
     }
 }
 
@@ -99,6 +179,7 @@ enum Extract {
     Str,
     Enum(Vec<String>),
     Union(Vec<Extract>),
+    StrMap,
 }
 
 #[derive(Debug, Clone)]
@@ -297,6 +378,7 @@ impl<'s> Builder<'s> {
             Schema::Long => Extract::Long,
             Schema::String => Extract::Str,
             Schema::Enum(e) => Extract::Enum(e.symbols.clone()),
+            Schema::Map(m) if matches!(*m.types, Schema::String) => Extract::StrMap,
             Schema::Union(u) if !in_union => Extract::Union(
                 u.variants()
                     .iter()
@@ -314,7 +396,7 @@ impl<'s> Builder<'s> {
             other => {
                 return Err(SchemaError::Unsupported(format!(
                     "field {field} has type {other:?}; the bridge reads only null, boolean, int, \
-                     long, string, enum and unions of them"
+                     long, string, enum, map of strings and unions of them"
                 )))
             }
         })
@@ -393,7 +475,7 @@ impl DecodePlan {
             match op {
                 Op::Skip(n) => self.skip(*n, buf, &mut pos, 0)?,
                 Op::Extract { slot, how, name } => {
-                    out.fields[*slot] = read_field(how, buf, &mut pos, name, self.limits.len)?;
+                    out.fields[*slot] = read_field(how, buf, &mut pos, name, &self.limits)?;
                 }
             }
         }
@@ -544,13 +626,62 @@ impl DecodePlan {
     }
 }
 
+/// Reads the blocks of a map of strings at the start of `buf`, calling `entry` for each;
+/// returns the bytes read. Validates as `skip_blocks` does (UTF-8, lengths, entry count).
+fn walk_str_map<'a>(
+    buf: &'a [u8],
+    max_len: usize,
+    max_entries: u64,
+    mut entry: impl FnMut(&'a str, &'a str),
+) -> Result<usize, DecodeError> {
+    let mut pos = 0usize;
+    let mut total = 0u64;
+    let string = |pos: &mut usize| -> Result<&'a str, DecodeError> {
+        let len = read_len(buf, pos, max_len)?;
+        let start = *pos;
+        advance(buf, pos, len)?;
+        std::str::from_utf8(&buf[start..*pos]).map_err(|_| DecodeError::Invalid {
+            at: start,
+            what: "string is not UTF-8",
+        })
+    };
+    loop {
+        let at = pos;
+        let mut count = read_long(buf, &mut pos)?;
+        if count == 0 {
+            return Ok(pos);
+        }
+        if count < 0 {
+            read_long(buf, &mut pos)?;
+            count = count.checked_neg().ok_or(DecodeError::Invalid {
+                at,
+                what: "block count out of range",
+            })?;
+        }
+        total = total.saturating_add(count as u64);
+        // Each entry takes at least two bytes (two lengths).
+        if total > max_entries || count as u64 > (buf.len() - pos) as u64 {
+            return Err(DecodeError::Invalid {
+                at,
+                what: "map larger than its input or apache-avro's allocation limit",
+            });
+        }
+        for _ in 0..count {
+            let k = string(&mut pos)?;
+            let v = string(&mut pos)?;
+            entry(k, v);
+        }
+    }
+}
+
 fn read_field<'a>(
     how: &'a Extract,
     buf: &'a [u8],
     pos: &mut usize,
     name: &'static str,
-    max_len: usize,
+    limits: &Limits,
 ) -> Result<Field<'a>, DecodeError> {
+    let max_len = limits.len;
     Ok(match how {
         Extract::Null => Field::Null,
         Extract::Bool => Field::Bool(read_bool(buf, pos)?),
@@ -584,9 +715,29 @@ fn read_field<'a>(
                     at,
                     what: "union index out of range",
                 })?;
-            read_field(b, buf, pos, name, max_len)?
+            read_field(b, buf, pos, name, limits)?
+        }
+        Extract::StrMap => {
+            let start = *pos;
+            let read = walk_str_map(&buf[start..], max_len, limits.map_entries, |_, _| {})
+                .map_err(|e| shift(e, start))?;
+            *pos = start + read;
+            Field::StrMap(StrMap::Encoded(&buf[start..*pos]))
         }
     })
+}
+
+/// An error found in a slice starting at `offset`, with its position in the whole message.
+fn shift(e: DecodeError, offset: usize) -> DecodeError {
+    match e {
+        DecodeError::Invalid { at, what } => DecodeError::Invalid {
+            at: at + offset,
+            what,
+        },
+        DecodeError::Truncated(n) => DecodeError::Truncated(n + offset),
+        DecodeError::BadVarint(at) => DecodeError::BadVarint(at + offset),
+        other => other,
+    }
 }
 
 #[inline]

@@ -5,7 +5,7 @@ use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value;
 use apache_avro::Schema;
 
-use super::plan::{Extracted, Field, MAX_FIELDS};
+use super::plan::{Extracted, Field, StrMap, MAX_FIELDS};
 use super::DecodeError;
 
 /// Decodes one record with apache-avro; every byte must belong to it.
@@ -46,6 +46,7 @@ fn field(v: &Value) -> Result<Field<'_>, DecodeError> {
         Value::String(s) => Field::Str(s),
         Value::Enum(_, s) => Field::Str(s),
         Value::Union(_, inner) => field(inner)?,
+        Value::Map(m) => Field::StrMap(StrMap::Decoded(m)),
         other => {
             return Err(DecodeError::Avro(format!(
                 "unsupported field value {other:?}"

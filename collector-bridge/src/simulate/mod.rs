@@ -203,6 +203,17 @@ fn visit(
         location: "/".into(),
         duplicate: false,
         user_agent_type: "Browser",
+        // What the worker's impression signal carries.
+        parameters: pick
+            .decision
+            .as_ref()
+            .map(|d| {
+                d.params()
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect()
+            })
+            .unwrap_or_default(),
     };
     output.send(&party, frame(encoder.encode(&ev)?))?;
     rep.visitors += 1;
@@ -212,7 +223,9 @@ fn visit(
         ev.event_type = "pageView";
         ev.page_type = "product";
         ev.event_id = format!("{i:x}-1");
-        ev.location = format!("/product/{}/#/?source=top_pick", pick.item);
+        // The pick's link, with the decision in its fragment, as a browser follows it.
+        ev.location = pick.href.clone();
+        ev.parameters.clear();
         output.send(&party, frame(encoder.encode(&ev)?))?;
         rep.clicks += 1;
     }
@@ -223,6 +236,7 @@ fn visit(
         ev.product_id = None;
         ev.event_id = format!("{i:x}-2");
         ev.location = "/category/animals/".into();
+        ev.parameters.clear();
         output.send(&party, frame(encoder.encode(&ev)?))?;
         rep.noise += 1;
     }

@@ -31,6 +31,9 @@ pub struct SimEvent {
     pub duplicate: bool,
     /// User agent type.
     pub user_agent_type: &'static str,
+    /// Event parameters (an impression's decision log), written to a map field named
+    /// `eventParameters` when the schema has one.
+    pub parameters: Vec<(String, String)>,
 }
 
 /// Builds records of any Divolte-shaped schema: known fields get the event's values, the rest
@@ -90,6 +93,7 @@ fn fit(s: &Schema, v: Value) -> Option<Value> {
         | (Schema::Boolean, Value::Boolean(_))
         | (Schema::Long, Value::Long(_)) => Some(v),
         (Schema::Int, Value::Long(l)) => i32::try_from(*l).ok().map(Value::Int),
+        (Schema::Map(m), Value::Map(_)) if matches!(*m.types, Schema::String) => Some(v),
         (Schema::Enum(e), Value::String(sym)) => e
             .symbols
             .iter()
@@ -138,6 +142,12 @@ impl RecordEncoder {
                 "detectedCorruption" | "firstInSession" => Some(Value::Boolean(false)),
                 "userAgentType" => Some(Value::String(e.user_agent_type.into())),
                 "remoteHost" => Some(Value::String("127.0.0.1".into())),
+                "eventParameters" if !e.parameters.is_empty() => Some(Value::Map(
+                    e.parameters
+                        .iter()
+                        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                        .collect(),
+                )),
                 _ => None,
             };
             let v = v.and_then(|v| fit(s, v)).unwrap_or_else(|| zero(s));

@@ -276,6 +276,7 @@ fn handle_request(mut req: tiny_http::Request, state: &Mutex<State>, token: &str
                 photographer: "p".into(),
                 category: String::new(),
                 signal_source: "top_pick".into(),
+                decision: None,
             };
             respond(req, 200, &pick)
         }
@@ -398,6 +399,7 @@ pub fn event(kind: Ev, item: &str, i: u64) -> SimEvent {
         location: "/".into(),
         duplicate: false,
         user_agent_type: "Browser",
+        parameters: Vec::new(),
     };
     match kind {
         Ev::Impression => {}
