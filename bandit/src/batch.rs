@@ -361,7 +361,10 @@ mod tests {
         assert_eq!(serde_json::from_str::<EventBatch>(&json).unwrap(), b);
         // Batches without it (every bridge before decisions were logged) stay valid.
         let old = r#"{"source":"s","offsets":[{"topic":"t","partition":0,"from":0,"to":1}],"counts":[{"item":"a","impressions":1,"clicks":0}]}"#;
-        assert_eq!(serde_json::from_str::<EventBatch>(old).unwrap().counts[0].served_by, None);
+        assert_eq!(
+            serde_json::from_str::<EventBatch>(old).unwrap().counts[0].served_by,
+            None
+        );
         assert!(matches!(
             batch(&[("t", 0, 6, 5)]).validate(),
             Err(BatchError::BadRange(0, _))

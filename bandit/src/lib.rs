@@ -9,6 +9,7 @@ pub mod batch;
 pub mod decision;
 pub mod evaluate;
 pub mod history;
+pub mod holdout;
 pub mod operator;
 pub mod policy;
 pub mod posterior;

@@ -71,6 +71,46 @@ fn controls_section(out: &mut String, st: &SlotState, now_ms: f64) {
     );
 }
 
+/// Percent with two decimals.
+fn pct(x: f64) -> String {
+    format!("{:.2}%", x * 100.0)
+}
+
+/// The bandit against its holdout, when the slot has one.
+fn holdout_section(out: &mut String, st: &SlotState) {
+    let Some(c) = st.holdout_comparison() else {
+        if st.totals.bandit.impressions > 0 {
+            out.push_str("<h2>Bandit against holdout</h2><p data-holdout=\"none\">No holdout decisions yet: set <code>HOLDOUT</code> (e.g. 0.05) to serve that share of the traffic from a baseline and measure the bandit's uplift.</p>");
+        }
+        return;
+    };
+    out.push_str("<h2>Bandit against holdout</h2><table class=\"dash__holdout\" data-holdout><thead><tr><th></th><th>Impressions</th><th>Clicks</th><th>CTR</th><th>95% interval</th></tr></thead><tbody>");
+    for (name, r) in [("Bandit", c.bandit), ("Holdout", c.holdout)] {
+        let _ = write!(
+            out,
+            "<tr><td>{name}</td><td>{}</td><td>{}</td><td>{}</td><td>{} to {}</td></tr>",
+            r.impressions,
+            r.clicks,
+            pct(r.ctr),
+            pct(r.low),
+            pct(r.high)
+        );
+    }
+    let uplift = c
+        .uplift
+        .map(|u| format!(" ({:+.1}% relative)", u * 100.0))
+        .unwrap_or_default();
+    let _ = write!(
+        out,
+        "</tbody></table><p class=\"dash__note\" data-significant=\"{sig}\">Difference {d} points{uplift}, 95% interval {lo} to {hi}: {verdict}.</p>",
+        sig = c.significant,
+        d = format!("{:+.2}", c.difference * 100.0),
+        lo = format!("{:+.2}", c.difference_low * 100.0),
+        hi = format!("{:+.2}", c.difference_high * 100.0),
+        verdict = c.verdict(),
+    );
+}
+
 /// The newest operator writes (this slot's and the catalog's), newest first.
 fn audit_section(out: &mut String, audit: &[AuditEntry]) {
     out.push_str("<h2>Audit log</h2>");
@@ -256,6 +296,7 @@ pub fn page(
         }
         out.push_str("</tbody></table>");
     }
+    holdout_section(&mut out, st);
     controls_section(&mut out, st, now_ms);
     out.push_str("<h2>Round history</h2>");
     if st.rounds.is_empty() {
@@ -352,6 +393,30 @@ mod tests {
             page.contains("50.0%"),
             "two identical arms have P(best) 1/2"
         );
+    }
+
+    #[test]
+    fn the_holdout_comparison_is_shown_with_its_verdict() {
+        let (mut st, rotation) = state_with_arms();
+        let shown = |st: &SlotState| page(st, &rotation, &st.p_best(&rotation), 0.0, &[], &[]);
+        assert!(!shown(&st).contains("Bandit against holdout"));
+        st.totals.bandit = bandit::protocol::Counted {
+            impressions: 9_000,
+            clicks: 450,
+        };
+        assert!(shown(&st).contains("data-holdout=\"none\""));
+        st.totals.holdout = bandit::protocol::Counted {
+            impressions: 1_000,
+            clicks: 45,
+        };
+        let p = shown(&st);
+        assert!(p.contains("data-significant=\"false\""), "{p}");
+        assert!(p.contains("5.00%") && p.contains("4.50%"));
+        assert!(p.contains("not yet significant"));
+        st.totals.holdout.clicks = 20;
+        let p = shown(&st);
+        assert!(p.contains("data-significant=\"true\""));
+        assert!(p.contains("+150.0% relative"), "{p}");
     }
 
     #[test]

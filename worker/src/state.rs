@@ -5,6 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bandit::batch::{MAX_LEDGER_ENTRIES, MAX_OFFSET, MAX_TOPIC_LEN};
+use bandit::decision::ServedBy;
+use bandit::holdout::Comparison;
 use bandit::operator::{AuditLog, PinLearning};
 use bandit::protocol::{Applied, Counted, OffsetsResponse};
 use bandit::{
@@ -59,6 +61,13 @@ pub struct Totals {
     /// Clicks set aside while a pin paused learning.
     #[serde(default)]
     pub paused_clicks: u64,
+    /// Impressions and clicks of logged decisions the bandit served (any item, in the set
+    /// or not, paused or not: the outcomes of its decisions).
+    #[serde(default)]
+    pub bandit: Counted,
+    /// The same for the decisions the holdout served.
+    #[serde(default)]
+    pub holdout: Counted,
 }
 
 /// An operator's correction of the offset ledger (`POST /api/slots/{slot}/offsets`).
@@ -213,6 +222,15 @@ impl SlotState {
                 }
             }
         }
+        for c in &batch.counts {
+            let side = match c.served_by {
+                Some(ServedBy::Bandit) => &mut self.totals.bandit,
+                Some(ServedBy::Holdout) => &mut self.totals.holdout,
+                None => continue,
+            };
+            side.impressions = side.impressions.saturating_add(c.impressions);
+            side.clicks = side.clicks.saturating_add(c.clicks);
+        }
         if paused {
             for c in &batch.counts {
                 self.totals.paused_impressions += c.impressions;
@@ -343,6 +361,12 @@ impl SlotState {
         }
     }
 
+    /// The bandit against its holdout, once both have served impressions.
+    pub fn holdout_comparison(&self) -> Option<Comparison> {
+        let (b, h) = (&self.totals.bandit, &self.totals.holdout);
+        Comparison::new((b.clicks, b.impressions), (h.clicks, h.impressions))
+    }
+
     /// Each arm's probability of being the best, in arm order (the costly part of the
     /// operators' views: callers compute it once per version).
     pub fn p_best(&self, rotation: &RotationConfig) -> Vec<f64> {
@@ -393,6 +417,7 @@ impl SlotState {
             "offsets": self.ledger.entries(),
             "rounds": self.rounds,
             "totals": self.totals,
+            "holdout": self.holdout_comparison(),
             "last_batch_ms": self.last_batch_ms,
             "pinned": self.pinned,
             "exclude": self.exclude,
@@ -459,6 +484,26 @@ pub(crate) mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn logged_outcomes_are_totalled_by_who_served_them() {
+        let rot = rotation(2);
+        let mut st = SlotState::new("s", &rot);
+        st.add_fresh(items(&["a", "b"]), &rot);
+        let mut b = batch(0, 9, &[("a", 5, 1), ("a", 3, 1), ("b", 2, 0), ("z", 4, 2)]);
+        b.counts[1].served_by = Some(ServedBy::Holdout);
+        b.counts[2].served_by = Some(ServedBy::Bandit);
+        b.counts[3].served_by = Some(ServedBy::Bandit);
+        let applied = st.apply_batch(&b, 0.0);
+        // Learning takes every event of an arm, logged or not.
+        assert_eq!(applied.counted.impressions, 10);
+        assert_eq!(st.arms.arms[0].impressions, 8);
+        // The comparison takes every logged outcome, arms or not.
+        assert_eq!((st.totals.bandit.impressions, st.totals.bandit.clicks), (6, 2));
+        assert_eq!((st.totals.holdout.impressions, st.totals.holdout.clicks), (3, 1));
+        let c = st.holdout_comparison().expect("both sides have impressions");
+        assert!((c.bandit.ctr - 2.0 / 6.0).abs() < 1e-12);
     }
 
     #[test]
