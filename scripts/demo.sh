@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 PORT="${PORT:-8787}"
 URL="http://127.0.0.1:$PORT"
 RATE="${RATE:-40}"          # simulated visitors per second
+HOLDOUT="${HOLDOUT:-0.1}"   # share of decisions served uniformly, to measure the bandit against
 KAFKA="${KAFKA:-0}"
 BRIDGE=target/release/collector-bridge
 export WRANGLER_SEND_METRICS=false
@@ -59,7 +60,8 @@ trap 'cleanup; exit 130' INT TERM
 trap cleanup EXIT
 
 echo "demo: starting the worker on $URL (wrangler dev; logs in $logs/worker.log)"
-setsid wrangler dev --ip 127.0.0.1 --port "$PORT" --persist-to .wrangler/state >"$logs/worker.log" 2>&1 &
+setsid wrangler dev --ip 127.0.0.1 --port "$PORT" --persist-to .wrangler/state --var "HOLDOUT:$HOLDOUT" \
+  >"$logs/worker.log" 2>&1 &
 servers+=($!)
 for _ in $(seq 1 240); do
   curl -fsS "$URL/api/catalog" >/dev/null 2>&1 && break
@@ -119,6 +121,9 @@ cat <<MSG
   The pick as JSON:                   $URL/api/slots/home-top-pick/pick
 
   Rounds end every 2,000 impressions (ROUND_IMPRESSIONS in wrangler.toml). Ctrl-C stops.
+  A holdout of $HOLDOUT of the decisions is served uniformly (HOLDOUT=0 make demo turns it off):
+  the dashboard's "Bandit against holdout" shows the uplift and whether it is significant yet.
+  Every pick logs its decision and probability; see docs/IS-IT-WORKING.md.
 
   Operate it (OPERATOR_TOKEN from .dev.vars; the dashboard shows the controls and the audit log):
     export OPERATOR_TOKEN=\$(sed -n 's/^OPERATOR_TOKEN=//p' .dev.vars)
