@@ -10,6 +10,7 @@ pub mod decision;
 pub mod evaluate;
 pub mod history;
 pub mod holdout;
+pub mod ope;
 pub mod operator;
 pub mod policy;
 pub mod posterior;

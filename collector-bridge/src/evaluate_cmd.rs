@@ -1,13 +1,24 @@
 //! `collector-bridge evaluate`: runs policies on simulated catalogs and reports their expected
-//! regret against always showing the catalog's best item (see `bandit::evaluate`).
+//! regret against always showing the catalog's best item (see `bandit::evaluate`); with
+//! `--logged` or `--logged-topic`, estimates from the edge's decision log the click-through
+//! rate candidate policies would have had (off-policy evaluation, see `bandit::ope`).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use bandit::evaluate::{self, CtrSource, EvalPolicy, Report, RunResult, Workload};
+use bandit::ope::{Candidate, CandidateReport, Estimate, Evaluator};
+use collector_bridge::avro::{load_schema, Wire};
+use collector_bridge::logged::{
+    read_container, read_topic, JoinedLog, LogCollector, LogOptions, PartitionRange, TopicSource,
+};
+use collector_bridge::operator::parse_duration;
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
 use serde_json::{json, Map, Value};
 
 /// Flags of `evaluate`.
@@ -16,8 +27,60 @@ pub struct EvaluateArgs {
     /// Policy to evaluate (repeat for several): post2015, shop, uniform, default, reset, eb,
     /// carry[:DECAY], carry-eb[:DECAY], oracle-in-set; the reset/eb/carry names take a ranking
     /// suffix -mean, -qQ or -raceEPS before the decay (e.g. carry-eb-race0.01:0.7).
-    #[arg(long = "policy", value_name = "NAME", required = true)]
+    /// Simulation mode; not with --logged or --logged-topic.
+    #[arg(
+        long = "policy",
+        value_name = "NAME",
+        required_unless_present_any = ["logged", "logged_topic"],
+        conflicts_with_all = ["logged", "logged_topic"]
+    )]
     pub policies: Vec<String>,
+    /// Off-policy evaluation on the decision log in these Avro object container files (as
+    /// Divolte's file sink writes them; repeat for several).
+    #[arg(long, value_name = "FILE.avro", conflicts_with = "logged_topic")]
+    pub logged: Vec<PathBuf>,
+    /// Off-policy evaluation on the decision log in this Kafka topic (with --brokers and
+    /// --from-offset).
+    #[arg(long, value_name = "TOPIC", requires_all = ["brokers", "from_offsets"])]
+    pub logged_topic: Option<String>,
+    /// Kafka bootstrap servers (with --logged-topic).
+    #[arg(long, value_name = "HOST:PORT", requires = "logged_topic")]
+    pub brokers: Option<String>,
+    /// First offset to read of a partition, as PARTITION:OFFSET (repeat per partition).
+    #[arg(
+        long = "from-offset",
+        value_name = "P:OFFSET",
+        requires = "logged_topic"
+    )]
+    pub from_offsets: Vec<String>,
+    /// Offset to stop before in a partition, as PARTITION:OFFSET (default: the partition's
+    /// end when reading starts).
+    #[arg(long = "to-offset", value_name = "P:OFFSET", requires = "logged_topic")]
+    pub to_offsets: Vec<String>,
+    /// Framing of Kafka records (with --logged-topic).
+    #[arg(long, value_enum, default_value_t = Wire::Naked)]
+    pub wire: Wire,
+    /// Reader schema of Kafka records (default: the built-in TopPickEvent schema); container
+    /// files carry their own.
+    #[arg(long, value_name = "FILE.avsc")]
+    pub schema: Option<PathBuf>,
+    /// Source of the slot's impressions and link fragments (the first slot: top_pick).
+    #[arg(long, visible_alias = "slot", value_name = "SOURCE", default_value = bandit::protocol::TOP_PICK_SOURCE)]
+    pub source: String,
+    /// Attribution window after the decision (e.g. 30m, 1h).
+    #[arg(long, value_name = "DURATION", default_value = "30m")]
+    pub window: String,
+    /// Clock difference allowed between the edge and Divolte (0, 90s, 2m).
+    #[arg(long, value_name = "DURATION", default_value = "1m")]
+    pub clock_skew: String,
+    /// Candidate policy to estimate (repeat): uniform, leader, post2015-last, item:ID,
+    /// replay:POLICY (e.g. replay:default); default: uniform, leader, post2015-last and
+    /// replay:default.
+    #[arg(long = "candidate", value_name = "NAME")]
+    pub candidates: Vec<String>,
+    /// Seed of the replay estimator's posterior draws.
+    #[arg(long, value_name = "SEED", default_value_t = 1)]
+    pub replay_seed: u64,
     /// Items in the simulated catalog.
     #[arg(long, value_name = "N", default_value_t = 500)]
     pub catalog: usize,
@@ -360,6 +423,9 @@ fn plot(r: &Report, path: &Path) -> Result<()> {
 
 /// Runs the evaluation.
 pub fn run(args: &EvaluateArgs) -> Result<()> {
+    if !args.logged.is_empty() || args.logged_topic.is_some() {
+        return run_logged(args);
+    }
     let policies = parse_policies(&args.policies)?;
     if policies.is_empty() {
         bail!("give at least one --policy, e.g. --policy post2015 --policy default");
@@ -374,6 +440,292 @@ pub fn run(args: &EvaluateArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&to_json(&report))?);
     } else {
         print_table(&report);
+    }
+    Ok(())
+}
+
+/// Candidates when none is given.
+const DEFAULT_CANDIDATES: [&str; 4] = ["uniform", "leader", "post2015-last", "replay:default"];
+/// How long the topic reader waits for a message before it gives up on the range.
+const TOPIC_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Parses a duration flag; `0` is allowed (no skew).
+fn duration_ms(flag: &str, text: &str) -> Result<u64> {
+    if text.trim() == "0" {
+        return Ok(0);
+    }
+    let d = parse_duration(text).map_err(|e| anyhow::anyhow!("--{flag}: {e}"))?;
+    Ok(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Parses `PARTITION:OFFSET`.
+fn partition_offset(flag: &str, s: &str) -> Result<(i32, i64)> {
+    let help =
+        || format!("malformed --{flag} {s:?}: expected PARTITION:OFFSET, e.g. --{flag} 0:1500");
+    let (p, o) = s.split_once(':').with_context(help)?;
+    let p: i32 = p
+        .trim()
+        .parse()
+        .ok()
+        .filter(|p| *p >= 0)
+        .with_context(help)?;
+    let o: i64 = o
+        .trim()
+        .parse()
+        .ok()
+        .filter(|o| *o >= 0)
+        .with_context(help)?;
+    Ok((p, o))
+}
+
+/// The partition ranges of `--from-offset` and `--to-offset`.
+fn ranges(args: &EvaluateArgs) -> Result<Vec<PartitionRange>> {
+    let mut out: Vec<PartitionRange> = Vec::new();
+    for s in &args.from_offsets {
+        let (partition, from) = partition_offset("from-offset", s)?;
+        if out.iter().any(|r| r.partition == partition) {
+            bail!("--from-offset gives partition {partition} twice");
+        }
+        out.push(PartitionRange {
+            partition,
+            from,
+            to: None,
+        });
+    }
+    for s in &args.to_offsets {
+        let (partition, to) = partition_offset("to-offset", s)?;
+        let Some(r) = out.iter_mut().find(|r| r.partition == partition) else {
+            bail!("--to-offset {s}: partition {partition} has no --from-offset");
+        };
+        if to < r.from {
+            bail!(
+                "--to-offset {s} is before --from-offset {partition}:{}",
+                r.from
+            );
+        }
+        r.to = Some(to);
+    }
+    if out.is_empty() {
+        bail!("--logged-topic needs --from-offset PARTITION:OFFSET for each partition to read, e.g. --from-offset 0:0");
+    }
+    Ok(out)
+}
+
+/// Parses the candidate names, keeping their order and dropping repeats.
+fn parse_candidates(names: &[String]) -> Result<Vec<(String, Candidate)>> {
+    let names: Vec<String> = if names.is_empty() {
+        DEFAULT_CANDIDATES.iter().map(|s| s.to_string()).collect()
+    } else {
+        names.to_vec()
+    };
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for name in names {
+        let name = name.trim().to_string();
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        let c: Candidate = name
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--candidate: {e}"))?;
+        out.push((name, c));
+    }
+    Ok(out)
+}
+
+/// Reads the decision log from the files or the topic range.
+fn read_log(args: &EvaluateArgs, opts: LogOptions) -> Result<(JoinedLog, Vec<String>)> {
+    let mut collector = LogCollector::new(opts);
+    let mut damaged = Vec::new();
+    for path in &args.logged {
+        if let Some(e) = read_container(path, &mut collector)
+            .with_context(|| format!("reading the decision log {}", path.display()))?
+        {
+            tracing::warn!(file = %path.display(), error = %e, "damaged container; kept what was read before");
+            damaged.push(format!("{}: {e}", path.display()));
+        }
+    }
+    if let Some(topic) = &args.logged_topic {
+        let brokers = args
+            .brokers
+            .clone()
+            .context("--logged-topic needs --brokers HOST:PORT")?;
+        let schema = load_schema(args.schema.as_deref()).context("loading the reader schema")?;
+        let src = TopicSource {
+            brokers,
+            topic: topic.clone(),
+            ranges: ranges(args)?,
+            wire: args.wire,
+            idle_timeout: TOPIC_IDLE_TIMEOUT,
+            kafka_options: Vec::new(),
+        };
+        read_topic(&src, &schema, &mut collector)
+            .with_context(|| format!("reading topic {topic}"))?;
+    }
+    Ok((collector.finish(), damaged))
+}
+
+fn estimate_json(e: &Estimate) -> Value {
+    json!({
+        "estimate": e.value,
+        "ci95": [e.ci95.0, e.ci95.1],
+        "n": e.n,
+        "matched": e.matched,
+        "effective_n": e.effective_n,
+    })
+}
+
+type Evaluated = Vec<(
+    String,
+    std::result::Result<CandidateReport, bandit::ope::OpeError>,
+)>;
+
+fn logged_json(
+    args: &EvaluateArgs,
+    log: &JoinedLog,
+    damaged: &[String],
+    results: &Evaluated,
+) -> Value {
+    let mut candidates = Map::new();
+    for (name, r) in results {
+        let v = match r {
+            Ok(CandidateReport::Fixed { resolved, report }) => json!({
+                "kind": "fixed",
+                "resolved": resolved,
+                "ips": estimate_json(&report.ips),
+                "snips": estimate_json(&report.snips),
+                "dr": estimate_json(&report.dr),
+            }),
+            Ok(CandidateReport::Replay(r)) => json!({
+                "kind": "replay",
+                "replay": estimate_json(&r.estimate),
+                "holdout_decisions": r.holdout,
+                "skipped_incomplete_round": r.skipped_incomplete_round,
+            }),
+            Err(e) => json!({ "error": e.to_string() }),
+        };
+        candidates.insert(name.clone(), v);
+    }
+    let holdout = log.decisions.iter().filter(|d| d.holdout).count();
+    json!({
+        "source": args.source,
+        "window": args.window,
+        "clock_skew": args.clock_skew,
+        "decisions": log.decisions.len(),
+        "holdout_decisions": holdout,
+        "clicked_decisions": log.decisions.iter().filter(|d| d.reward).count(),
+        "logged": estimate_json(&bandit::ope::observed(&log.decisions)),
+        "candidates": candidates,
+        "counts": log.counts,
+        "damaged_files": damaged,
+        "ci95": {
+            "ips": "normal: mean +- 1.96 * sd / sqrt(n) of w * r, w = pi(item) / logged probability",
+            "snips": "normal, delta method: sum w r / sum w +- 1.96 * sqrt(sum (w (r - v))^2) / sum w",
+            "dr": "normal over the per-decision doubly robust terms; reward model: per-item mean click rate, 2-fold cross-fitted",
+            "replay": "Wilson score interval over the matched holdout decisions (Li et al. 2011)",
+            "logged": "Wilson score interval of the observed click-through rate",
+        },
+    })
+}
+
+fn ci_text(e: &Estimate) -> String {
+    format!("[{:.4}, {:.4}]", e.ci95.0, e.ci95.1)
+}
+
+fn print_logged(args: &EvaluateArgs, log: &JoinedLog, damaged: &[String], results: &Evaluated) {
+    let holdout = log.decisions.iter().filter(|d| d.holdout).count();
+    let clicked = log.decisions.iter().filter(|d| d.reward).count();
+    println!(
+        "source {} window {} skew {}: {} decisions ({} holdout), {} clicked",
+        args.source,
+        args.window,
+        args.clock_skew,
+        log.decisions.len(),
+        holdout,
+        clicked
+    );
+    println!("CI: IPS, DR normal; SNIPS delta method; replay and logged Wilson. n = decisions read, matched = with weight, eff. n = Kish");
+    println!(
+        "{:<22} {:<9} {:>9} {:>20} {:>8} {:>8} {:>9}",
+        "candidate", "estimator", "estimate", "95% CI", "n", "matched", "eff. n"
+    );
+    let row = |name: &str, est: &str, e: &Estimate| {
+        println!(
+            "{:<22} {:<9} {:>9.4} {:>20} {:>8} {:>8} {:>9.1}",
+            truncate(name, 22),
+            est,
+            e.value,
+            ci_text(e),
+            e.n,
+            e.matched,
+            e.effective_n
+        );
+    };
+    row(
+        "logged policy",
+        "observed",
+        &bandit::ope::observed(&log.decisions),
+    );
+    for (name, r) in results {
+        match r {
+            Ok(CandidateReport::Fixed { report, .. }) => {
+                row(name, "ips", &report.ips);
+                row(name, "snips", &report.snips);
+                row(name, "dr", &report.dr);
+            }
+            Ok(CandidateReport::Replay(r)) => row(name, "replay", &r.estimate),
+            Err(e) => println!("{:<22} {e}", truncate(name, 22)),
+        }
+    }
+    for (name, r) in results {
+        if let Ok(CandidateReport::Fixed { resolved, .. }) = r {
+            println!("{name}: {resolved}");
+        }
+        if let Ok(CandidateReport::Replay(r)) = r {
+            if r.skipped_incomplete_round > 0 {
+                println!(
+                    "{name}: {} of {} holdout decisions skipped (round's arm set not fully seen)",
+                    r.skipped_incomplete_round, r.holdout
+                );
+            }
+        }
+    }
+    let counts: Vec<String> = log.counts.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    println!("records: {}", counts.join(", "));
+    for d in damaged {
+        println!("damaged: {d}");
+    }
+}
+
+/// Off-policy evaluation on the decision log.
+fn run_logged(args: &EvaluateArgs) -> Result<()> {
+    let candidates = parse_candidates(&args.candidates)?;
+    let opts = LogOptions {
+        source: args.source.clone(),
+        window_ms: duration_ms("window", &args.window)?,
+        skew_ms: duration_ms("clock-skew", &args.clock_skew)?,
+        ..LogOptions::default()
+    };
+    if opts.window_ms == 0 {
+        bail!("--window must be longer than 0, e.g. --window 30m");
+    }
+    let (log, damaged) = read_log(args, opts)?;
+    let ev = Evaluator::new(&log.decisions);
+    let mut rng = SmallRng::seed_from_u64(args.replay_seed);
+    let results: Evaluated = candidates
+        .into_iter()
+        .map(|(name, c)| {
+            let r = ev.evaluate(&c, &mut rng);
+            (name, r)
+        })
+        .collect();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&logged_json(args, &log, &damaged, &results))?
+        );
+    } else {
+        print_logged(args, &log, &damaged, &results);
     }
     Ok(())
 }
@@ -412,5 +764,24 @@ mod tests {
         );
         let p = parse_policies(&["shop".into(), "shop".into(), "uniform".into()]).unwrap();
         assert_eq!(p.len(), 2);
+    }
+
+    #[test]
+    fn logged_flags_parse_and_reject() {
+        assert_eq!(partition_offset("from-offset", "3:150").unwrap(), (3, 150));
+        for bad in ["3", "x:1", "1:-5", "-1:0", "1:y"] {
+            let e = partition_offset("from-offset", bad)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("--from-offset 0:1500"), "{bad}: {e}");
+        }
+        let c = parse_candidates(&[]).unwrap();
+        assert_eq!(c.len(), DEFAULT_CANDIDATES.len());
+        let c = parse_candidates(&["uniform".into(), "uniform".into(), "item:x".into()]).unwrap();
+        assert_eq!(c.len(), 2);
+        assert!(parse_candidates(&["always".into()]).is_err());
+        assert_eq!(duration_ms("window", "30m").unwrap(), 1_800_000);
+        assert_eq!(duration_ms("clock-skew", "0").unwrap(), 0);
+        assert!(duration_ms("window", "soon").is_err());
     }
 }

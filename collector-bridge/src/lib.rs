@@ -17,6 +17,7 @@ pub mod classify;
 pub mod config;
 pub mod delivery;
 pub mod kafka;
+pub mod logged;
 pub mod metrics;
 pub mod operator;
 pub mod pipeline;
