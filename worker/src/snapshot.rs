@@ -100,17 +100,20 @@ pub struct Drawn {
 }
 
 impl Drawn {
-    /// A probability fit to log: P(best) may round to 0 for an arm far behind that a draw
-    /// still picked; the smallest positive value keeps the log's weights finite and says
-    /// "practically never".
+    /// A probability fit to log: P(best) by quadrature does not resolve values below about
+    /// 1e-9, so a smaller one (an arm far behind that a draw still picked) is logged as that floor,
+    /// which keeps an evaluator's weights finite (at most 1e9) instead of near 1/f64::MIN.
     fn loggable(p: f64) -> f64 {
-        if p.is_finite() && p > 0.0 {
+        if p.is_finite() && p > MIN_LOGGED_PROBABILITY {
             p.min(1.0)
         } else {
-            f64::MIN_POSITIVE
+            MIN_LOGGED_PROBABILITY
         }
     }
 }
+
+/// The smallest probability a decision logs.
+pub const MIN_LOGGED_PROBABILITY: f64 = 1e-9;
 
 /// Most conditional P(best) vectors a snapshot keeps.
 const MAX_CONDITIONAL: usize = 16;
