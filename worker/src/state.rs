@@ -500,9 +500,17 @@ pub(crate) mod tests {
         assert_eq!(applied.counted.impressions, 10);
         assert_eq!(st.arms.arms[0].impressions, 8);
         // The comparison takes every logged outcome, arms or not.
-        assert_eq!((st.totals.bandit.impressions, st.totals.bandit.clicks), (6, 2));
-        assert_eq!((st.totals.holdout.impressions, st.totals.holdout.clicks), (3, 1));
-        let c = st.holdout_comparison().expect("both sides have impressions");
+        assert_eq!(
+            (st.totals.bandit.impressions, st.totals.bandit.clicks),
+            (6, 2)
+        );
+        assert_eq!(
+            (st.totals.holdout.impressions, st.totals.holdout.clicks),
+            (3, 1)
+        );
+        let c = st
+            .holdout_comparison()
+            .expect("both sides have impressions");
         assert!((c.bandit.ctr - 2.0 / 6.0).abs() < 1e-12);
     }
 
