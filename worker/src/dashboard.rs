@@ -102,11 +102,11 @@ fn holdout_section(out: &mut String, st: &SlotState) {
         .unwrap_or_default();
     let _ = write!(
         out,
-        "</tbody></table><p class=\"dash__note\" data-significant=\"{sig}\">Difference {d} points{uplift}, 95% interval {lo} to {hi}: {verdict}.</p>",
+        "</tbody></table><p class=\"dash__note\" data-significant=\"{sig}\">Difference {d:+.2} points{uplift}, 95% interval {lo:+.2} to {hi:+.2}: {verdict}.</p>",
         sig = c.significant,
-        d = format!("{:+.2}", c.difference * 100.0),
-        lo = format!("{:+.2}", c.difference_low * 100.0),
-        hi = format!("{:+.2}", c.difference_high * 100.0),
+        d = c.difference * 100.0,
+        lo = c.difference_low * 100.0,
+        hi = c.difference_high * 100.0,
         verdict = c.verdict(),
     );
 }

@@ -44,7 +44,7 @@ pub struct Snapshot {
     pub pinned: Option<Pinned>,
     /// P(best) among the open arms, per set of arms an earlier slot of the page took.
     #[serde(skip)]
-    conditional: RefCell<Vec<(Vec<usize>, Rc<Vec<f64>>)>>,
+    conditional: RefCell<Vec<ConditionalPBest>>,
 }
 
 /// A pin with the display fields of its item.
@@ -55,6 +55,9 @@ pub struct Pinned {
     /// Display fields of the pinned item.
     pub item: CatalogItem,
 }
+
+/// P(best) among a set of open arms (by index), for a page whose earlier slots took some.
+type ConditionalPBest = (Vec<usize>, Rc<Vec<f64>>);
 
 /// The holdout as a decision sees it.
 #[derive(Debug, Clone, Copy, PartialEq)]
