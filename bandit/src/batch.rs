@@ -45,6 +45,36 @@ pub struct EventBatch {
     pub offsets: Vec<OffsetRange>,
     /// Per-item sums.
     pub counts: Vec<ItemCount>,
+    /// Impressions of logged decisions by the slot state version they were drawn from and
+    /// item, for the sample-ratio check (the same impressions are in `counts`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exposures: Vec<Exposure>,
+    /// The oldest and newest event time of the counted events, for the feedback lag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_time: Option<EventTime>,
+}
+
+/// Logged impressions of one item drawn from one version of the slot state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Exposure {
+    /// The slot state's version the decisions were drawn from.
+    pub version: u64,
+    /// Catalog item id.
+    pub item: String,
+    /// Impressions.
+    pub impressions: u64,
+}
+
+/// The span of event times (ms since the Unix epoch, as the collector stamped them) of a
+/// batch's counted events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventTime {
+    /// The oldest event's time.
+    pub oldest_ms: i64,
+    /// The newest event's time.
+    pub newest_ms: i64,
 }
 
 /// An inclusive range of offsets of one topic-partition.
@@ -115,6 +145,12 @@ pub enum BatchError {
     /// A topic-partition occurs twice.
     #[error("offsets[{0}] repeats topic-partition {1}/{2}")]
     DuplicateRange(usize, String, i32),
+    /// An exposure entry is malformed.
+    #[error("exposures[{0}]: {1}")]
+    BadExposure(usize, &'static str),
+    /// The event times are not a span of times.
+    #[error("event_time: oldest_ms and newest_ms must be from 0 to 2^53 - 1, oldest first")]
+    BadEventTime,
     /// A batch with no ranges cannot be applied exactly once.
     #[error("offsets is empty: every batch must say which stream positions it covers")]
     NoOffsets,
@@ -178,6 +214,30 @@ impl EventBatch {
             }
             if !seen_items.insert((c.item.as_str(), c.served_by)) {
                 return Err(BatchError::DuplicateItem(i, c.item.clone()));
+            }
+        }
+        if self.exposures.len() > MAX_ITEMS_PER_BATCH {
+            return Err(BatchError::TooManyItems(self.exposures.len()));
+        }
+        let mut seen_exposures = HashSet::new();
+        for (i, e) in self.exposures.iter().enumerate() {
+            if !is_valid_item_id(&e.item) {
+                return Err(BatchError::BadExposure(i, "item is not a catalog id"));
+            }
+            if e.impressions > MAX_COUNT || e.version > MAX_OFFSET as u64 {
+                return Err(BatchError::BadExposure(i, "a number is over the limit"));
+            }
+            if !seen_exposures.insert((e.version, e.item.as_str())) {
+                return Err(BatchError::BadExposure(
+                    i,
+                    "version and item occur more than once",
+                ));
+            }
+        }
+        if let Some(t) = self.event_time {
+            let ok = |v: i64| (0..=MAX_OFFSET).contains(&v);
+            if !(ok(t.oldest_ms) && ok(t.newest_ms) && t.oldest_ms <= t.newest_ms) {
+                return Err(BatchError::BadEventTime);
             }
         }
         Ok(())
@@ -309,6 +369,7 @@ mod tests {
                 clicks: 1,
                 served_by: None,
             }],
+            ..Default::default()
         }
     }
 
@@ -359,7 +420,33 @@ mod tests {
         let json = serde_json::to_string(&b).unwrap();
         assert!(json.contains(r#""served_by":"holdout""#), "{json}");
         assert_eq!(serde_json::from_str::<EventBatch>(&json).unwrap(), b);
-        // Batches without it (every bridge before decisions were logged) stay valid.
+        // Exposures and event times are bounded and checked.
+        let mut e = b.clone();
+        e.exposures = vec![
+            Exposure {
+                version: 3,
+                item: "a".into(),
+                impressions: 2,
+            };
+            2
+        ];
+        assert!(matches!(e.validate(), Err(BatchError::BadExposure(1, _))));
+        e.exposures[1].version = 4;
+        assert_eq!(e.validate(), Ok(()));
+        e.exposures[1].item = "<x>".into();
+        assert!(matches!(e.validate(), Err(BatchError::BadExposure(1, _))));
+        e.exposures.pop();
+        e.event_time = Some(EventTime {
+            oldest_ms: 5,
+            newest_ms: 4,
+        });
+        assert_eq!(e.validate(), Err(BatchError::BadEventTime));
+        e.event_time = Some(EventTime {
+            oldest_ms: 4,
+            newest_ms: 5,
+        });
+        assert_eq!(e.validate(), Ok(()));
+        // Batches without them (every bridge before decisions were logged) stay valid.
         let old = r#"{"source":"s","offsets":[{"topic":"t","partition":0,"from":0,"to":1}],"counts":[{"item":"a","impressions":1,"clicks":0}]}"#;
         assert_eq!(
             serde_json::from_str::<EventBatch>(old).unwrap().counts[0].served_by,

@@ -8,6 +8,7 @@ pub mod armset;
 pub mod batch;
 pub mod decision;
 pub mod evaluate;
+pub mod health;
 pub mod history;
 pub mod holdout;
 pub mod ope;
@@ -19,7 +20,9 @@ pub mod special;
 pub mod thompson;
 
 pub use armset::{Arm, ArmSet, Recorded, RotationConfig, RotationPlan, RoundSummary};
-pub use batch::{Disposition, EventBatch, ItemCount, OffsetLedger, OffsetRange};
+pub use batch::{
+    Disposition, EventBatch, EventTime, Exposure, ItemCount, OffsetLedger, OffsetRange,
+};
 pub use policy::PriorPolicy;
 pub use posterior::Posterior;
 pub use protocol::{AppliedOffset, PushResponse};

@@ -204,6 +204,7 @@ mod tests {
                     to,
                 }],
                 counts: vec![],
+                ..Default::default()
             });
         }
         let e = l.entries();

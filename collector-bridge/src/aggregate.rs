@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use bandit::decision::ServedBy;
 use bandit::protocol::{AppliedOffset, MAX_BODY_BYTES};
-use bandit::{EventBatch, ItemCount, OffsetRange};
+use bandit::{EventBatch, EventTime, Exposure, ItemCount, OffsetRange};
 
 use crate::classify::{Event, Kind};
 
@@ -23,6 +23,14 @@ pub(crate) const ENVELOPE_BYTES: usize = 38;
 const RANGE_FIXED_BYTES: usize = 37;
 /// JSON bytes of one count entry besides its item and numbers: `{"item":,"impressions":,"clicks":}`.
 const ENTRY_FIXED_BYTES: usize = 34;
+/// JSON bytes of the exposures list besides its entries and their commas: `,"exposures":[]`.
+const EXPOSURES_WRAPPER_BYTES: usize = 15;
+/// JSON bytes of one exposure besides its numbers and item:
+/// `{"version":,"item":,"impressions":}`.
+const EXPOSURE_FIXED_BYTES: usize = 35;
+/// JSON bytes of the event times besides their numbers:
+/// `,"event_time":{"oldest_ms":,"newest_ms":}`.
+const EVENT_TIME_FIXED_BYTES: usize = 41;
 /// Most characters of a JSON integer (`-9223372036854775808`, `18446744073709551615`).
 const MAX_NUMBER_BYTES: usize = 20;
 
@@ -146,6 +154,12 @@ struct SlotAgg {
     counts: HashMap<Box<str>, [Counts; 3]>,
     /// Entries (item and group) with a non-zero count in the pending batch.
     live_items: usize,
+    /// Logged impressions by version and item in the pending batch.
+    exposures: HashMap<(u64, Box<str>), u64>,
+    /// JSON bytes of the pending exposures, separators excluded.
+    exposure_bytes: usize,
+    /// Oldest and newest event time of the pending batch's events.
+    event_time: Option<(i64, i64)>,
     /// JSON bytes of the pending count entries, separators excluded.
     entry_bytes: usize,
     /// Ranges of the pending batch.
@@ -158,11 +172,45 @@ struct SlotAgg {
 impl SlotAgg {
     /// Exact JSON bytes of this slot's pending batch with an empty source.
     fn body_bytes(&self) -> usize {
+        let exposures = match self.exposures.len() {
+            0 => 0,
+            n => EXPOSURES_WRAPPER_BYTES + self.exposure_bytes + n - 1,
+        };
+        let event_time = self
+            .event_time
+            .map_or(0, |(a, b)| EVENT_TIME_FIXED_BYTES + i64_len(a) + i64_len(b));
         ENVELOPE_BYTES
             + self.range_bytes
             + self.ranges.saturating_sub(1)
             + self.entry_bytes
             + self.live_items.saturating_sub(1)
+            + exposures
+            + event_time
+    }
+
+    /// Accounts an event's logged version and time.
+    fn note(&mut self, ev: &Event<'_>) {
+        if let (Kind::Impression, Some(version)) = (ev.kind, ev.version) {
+            let len_of = |n: u64| {
+                EXPOSURE_FIXED_BYTES + u64_len(version) + json_str_len(ev.item) + u64_len(n)
+            };
+            match self.exposures.get_mut(&(version, Box::from(ev.item))) {
+                Some(n) => {
+                    self.exposure_bytes = self.exposure_bytes - len_of(*n) + len_of(*n + 1);
+                    *n += 1;
+                }
+                None => {
+                    self.exposures.insert((version, Box::from(ev.item)), 1);
+                    self.exposure_bytes += len_of(1);
+                }
+            }
+        }
+        if let Some(t) = ev.at_ms {
+            self.event_time = Some(match self.event_time {
+                Some((a, b)) => (a.min(t), b.max(t)),
+                None => (t, t),
+            });
+        }
     }
 }
 
@@ -183,9 +231,8 @@ pub struct Aggregator {
     /// Whether each partition currently belongs to this process.
     owned: Vec<bool>,
     pending_offsets: u64,
-    /// Largest `live_items` and body size over the slots since the last drain.
+    /// Largest `live_items` over the slots since the last drain.
     max_items: usize,
-    max_bytes: usize,
     /// Largest `range_fixed` over the known partitions.
     max_range_fixed: usize,
     last_tp: usize,
@@ -200,7 +247,6 @@ impl Aggregator {
             owned: Vec::new(),
             pending_offsets: 0,
             max_items: 0,
-            max_bytes: 0,
             max_range_fixed: 0,
             last_tp: 0,
         }
@@ -326,6 +372,7 @@ impl Aggregator {
             }
             counted_any = true;
             if let Some(ev) = event.filter(|e| e.slot == i) {
+                s.note(ev);
                 let g = group(ev.served_by);
                 let c = match s.counts.get_mut(ev.item) {
                     Some(c) => &mut c[g],
@@ -346,7 +393,6 @@ impl Aggregator {
                         - (u64_len(before.impressions) + u64_len(before.clicks));
                 }
             }
-            self.max_bytes = self.max_bytes.max(s.body_bytes());
         }
         if counted_any {
             self.pending_offsets += 1;
@@ -365,10 +411,25 @@ impl Aggregator {
             + MAX_SERVED_BY_BYTES
             + 1;
         let range = self.max_range_fixed + 2 * MAX_NUMBER_BYTES + 1;
+        // A new exposure (with the list's brackets) and the event times appearing or widening.
+        let exposure = EXPOSURES_WRAPPER_BYTES
+            + EXPOSURE_FIXED_BYTES
+            + 2 * MAX_NUMBER_BYTES
+            + bandit::batch::MAX_ITEM_ID_LEN
+            + 2
+            + 1;
+        let event_time = EVENT_TIME_FIXED_BYTES + 2 * MAX_NUMBER_BYTES;
         Pending {
             events: self.pending_offsets,
-            bytes: self.max_bytes,
-            growth: range + entry,
+            // Not a running maximum: an older event moves the oldest time to fewer digits.
+            bytes: self
+                .slots
+                .iter()
+                .filter(|s| s.ranges > 0)
+                .map(SlotAgg::body_bytes)
+                .max()
+                .unwrap_or(0),
+            growth: range + entry + exposure + event_time,
             limit: MAX_BODY_BYTES,
             items: self.max_items,
             partitions: self.tps.len(),
@@ -412,21 +473,37 @@ impl Aggregator {
             s.entry_bytes = 0;
             s.ranges = 0;
             s.range_bytes = 0;
+            let mut exposures: Vec<Exposure> = s
+                .exposures
+                .drain()
+                .map(|((version, item), impressions)| Exposure {
+                    version,
+                    item: item.into(),
+                    impressions,
+                })
+                .collect();
+            s.exposure_bytes = 0;
+            let event_time = s.event_time.take().map(|(oldest_ms, newest_ms)| EventTime {
+                oldest_ms,
+                newest_ms,
+            });
             if !offsets.is_empty() {
                 counts.sort_by(|a, b| (&a.item, a.served_by).cmp(&(&b.item, b.served_by)));
+                exposures.sort_by(|a, b| (a.version, &a.item).cmp(&(b.version, &b.item)));
                 out.push(SlotBatch {
                     slot: i,
                     batch: EventBatch {
                         source: source.to_string(),
                         offsets,
                         counts,
+                        exposures,
+                        event_time,
                     },
                 });
             }
         }
         self.pending_offsets = 0;
         self.max_items = 0;
-        self.max_bytes = 0;
         out
     }
 
@@ -463,6 +540,8 @@ mod tests {
             item,
             kind,
             served_by: None,
+            version: None,
+            at_ms: None,
         }
     }
 
@@ -742,6 +821,9 @@ mod tests {
                     item: &items[item],
                     kind: if click { Kind::Click } else { Kind::Impression },
                     served_by: GROUPS[usize::from(what) % 3],
+                    // Logged versions and event times whose digits grow and shrink.
+                    version: (what % 4 != 0).then_some([0u64, 9, 10, 123_456][usize::from(what) % 4]),
+                    at_ms: (what % 5 != 0).then_some([0i64, 9, 1_700_000_000_000, 99][usize::from(what) % 4]),
                 };
                 // Mostly events, some messages that count for nothing.
                 a.observe(t, next[t], (what > 3).then_some(&ev));

@@ -157,6 +157,10 @@ pub struct Event<'a> {
     pub kind: Kind,
     /// Who served the decision it belongs to; none when it carries no usable decision.
     pub served_by: Option<ServedBy>,
+    /// For an impression with a decision: the slot state version it was drawn from.
+    pub version: Option<u64>,
+    /// The event's time (ms since the Unix epoch, as the collector stamped it), when usable.
+    pub at_ms: Option<i64>,
 }
 
 /// Why a relevant record is not counted although it is well formed.
@@ -395,15 +399,16 @@ impl Classifier {
             }
             Some(item) => item,
         };
-        let served_by = match kind {
+        let (served_by, version) = match kind {
             Kind::Impression => {
                 let params = &f[F_PARAMETERS];
-                DecisionLog::from_params(|k| params.get(k))
-                    .ok()
-                    .map(|d| d.served_by)
+                match DecisionLog::from_params(|k| params.get(k)) {
+                    Ok(d) => (Some(d.served_by), Some(d.version)),
+                    Err(_) => (None, None),
+                }
             }
             Kind::Click => match self.click_decision(rec) {
-                Ok(served_by) => served_by,
+                Ok(served_by) => (served_by, None),
                 Err(reason) => return Outcome::Dropped(reason),
             },
         };
@@ -415,6 +420,10 @@ impl Classifier {
             item,
             kind,
             served_by,
+            version: version.filter(|v| *v <= bandit::batch::MAX_OFFSET as u64),
+            at_ms: f[F_TIMESTAMP]
+                .as_i64()
+                .filter(|t| (0..=bandit::batch::MAX_OFFSET).contains(t)),
         })
     }
 }

@@ -183,6 +183,12 @@ pub fn deliver_pending(
         match outcome {
             PushOutcome::Applied(applied) => {
                 tracing::debug!(slot = %name, items = batch.counts.len(), impressions = applied.counted.impressions, clicks = applied.counted.clicks, round = applied.round, rotated = applied.rotated, "batch applied");
+                if let Some(t) = &batch.event_time {
+                    let now_ms = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as i64);
+                    client.metrics().set_feedback_lag(&name, t, now_ms);
+                }
                 pipeline.accepted();
                 pipeline.ack(slot, &batch);
             }

@@ -5,6 +5,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -90,6 +91,7 @@ pub struct Metrics {
     pushed: [Counter; 4],
     push_seconds: Histogram,
     lag: Family<LagLabels, Gauge>,
+    feedback_lag: Family<LagLabels, Gauge<f64, AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -169,8 +171,15 @@ impl Default for Metrics {
             "Messages behind the partition's end",
             lag.clone(),
         );
+        let feedback_lag = Family::<LagLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "collector_bridge_feedback_lag_seconds",
+            "From an event's time at the collector to the worker applying it, for the oldest and newest event of the slot's last applied batch",
+            feedback_lag.clone(),
+        );
         Metrics {
             registry,
+            feedback_lag,
             consumed,
             decoded,
             ignored,
@@ -238,6 +247,18 @@ impl Metrics {
                 ("partition", partition.to_string()),
             ])
             .set(lag);
+    }
+
+    /// Sets a slot's feedback lag from its last applied batch's event times and `now_ms`.
+    pub fn set_feedback_lag(&self, slot: &str, event_time: &bandit::EventTime, now_ms: i64) {
+        for (edge, at) in [
+            ("oldest", event_time.oldest_ms),
+            ("newest", event_time.newest_ms),
+        ] {
+            self.feedback_lag
+                .get_or_create(&[("slot", slot.to_string()), ("event", edge.to_string())])
+                .set(((now_ms - at).max(0)) as f64 / 1000.0);
+        }
     }
 
     /// Forgets partitions no longer owned.
@@ -355,6 +376,14 @@ mod tests {
         m.resync();
         m.dead_lettered();
         m.set_lag("divolte", 2, 17);
+        m.set_feedback_lag(
+            "home-top-pick",
+            &bandit::EventTime {
+                oldest_ms: 1_000,
+                newest_ms: 2_500,
+            },
+            4_000,
+        );
         let text = m.render();
         for line in [
             "# HELP collector_bridge_consumed_total Messages or records read.",
@@ -388,6 +417,8 @@ mod tests {
             "collector_bridge_pushed_total{result=\"too_large\"} 0",
             "# HELP collector_bridge_push_seconds Push latency including retries.",
             "# TYPE collector_bridge_push_seconds histogram",
+            "collector_bridge_feedback_lag_seconds{slot=\"home-top-pick\",event=\"oldest\"} 3.0",
+            "collector_bridge_feedback_lag_seconds{slot=\"home-top-pick\",event=\"newest\"} 1.5",
             "collector_bridge_push_seconds_bucket{le=\"0.001\"} 0",
             "collector_bridge_push_seconds_bucket{le=\"0.0025\"} 0",
             "collector_bridge_push_seconds_bucket{le=\"0.005\"} 1",

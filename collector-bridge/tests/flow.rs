@@ -64,6 +64,8 @@ fn default_rules_classify_each_kind() {
                 item: "it",
                 kind: Kind::Impression,
                 served_by: None,
+                version: None,
+                at_ms: Some(1_700_000_000_001),
             }),
         ),
         (
@@ -73,6 +75,8 @@ fn default_rules_classify_each_kind() {
                 item: "it",
                 kind: Kind::Click,
                 served_by: None,
+                version: None,
+                at_ms: Some(1_700_000_000_001),
             }),
         ),
         (Ev::Noise, Outcome::Ignored),
@@ -283,6 +287,7 @@ fn conflict_resynchronises_without_losing_or_double_counting() {
                 clicks: 0,
                 served_by: None,
             }],
+            ..Default::default()
         },
     );
     let mut p =
@@ -360,6 +365,7 @@ fn a_conflict_takes_that_slots_watermarks_from_the_409_body() {
                 clicks: 0,
                 served_by: None,
             }],
+            ..Default::default()
         },
     );
     // Slot 0 is s2 (pushed first), slot 1 is s1.
@@ -437,6 +443,7 @@ fn several_slots_share_a_topic_with_separate_watermarks() {
                 to: 9,
             }],
             counts: vec![],
+            ..Default::default()
         },
     );
     let rules = Rules {
@@ -1075,6 +1082,7 @@ fn offsets_the_worker_reports_beyond_the_protocol_are_an_error_not_a_panic() {
             to: offset,
         }],
         counts: vec![],
+        ..Default::default()
     };
     // As read at assignment.
     fake.preload("home-top-pick", &ledger_at(i64::MAX));
@@ -1137,6 +1145,7 @@ fn after_shutdown_retries_end_after_one_grace_period_shared_by_all_requests() {
             to: 0,
         }],
         counts: vec![],
+        ..Default::default()
     };
     let started = Instant::now();
     assert!(matches!(

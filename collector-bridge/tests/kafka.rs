@@ -658,6 +658,7 @@ fn an_impossible_offset_from_the_worker_stops_the_bridge_with_what_to_do() {
                 to: i64::MAX,
             }],
             counts: vec![],
+            ..Default::default()
         },
     );
     s.stream.produce(&s.producer, "divolte", &mix(300, 12), &[]);

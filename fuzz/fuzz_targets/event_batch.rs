@@ -74,6 +74,7 @@ impl RawBatch {
                     served_by: None,
                 })
                 .collect(),
+            ..Default::default()
         }
     }
 }

@@ -68,6 +68,13 @@ describe("decisions through broker, bridge and evaluator", { skip, timeout: 180_
     // Binomial(3000, 0.1): sd 16.4; 5 sd either side.
     assert.ok(Math.abs(holdout.impressions - VISITORS * HOLDOUT) <= 82, `holdout served ${holdout.impressions}`);
     assert.ok(st.holdout, "the state API compares bandit and holdout");
+    t.diagnostic(`health ${JSON.stringify(st.health)}`);
+    // Honest traffic passes the sample-ratio check (a false alarm has probability 0.001),
+    // and the feedback lag is known to the slot and exported by the bridge.
+    assert.ok(st.health.tested >= 2, JSON.stringify(st.health));
+    assert.deepEqual(st.health.mismatches, [], JSON.stringify(st.health));
+    assert.ok(st.health.feedback && st.health.feedback.oldest_ms >= st.health.feedback.newest_ms);
+    assert.ok(m['collector_bridge_feedback_lag_seconds{slot="home-top-pick",event="oldest"}'] >= 0);
     // The bandit learned: its logged probabilities are not uniform any more.
     const pBest = st.arms.map((a) => a.p_best);
     assert.ok(Math.max(...pBest) > 0.5, `P(best) ${JSON.stringify(pBest)}`);

@@ -90,6 +90,24 @@ describe("decision log and holdout", () => {
     const dash = await (await w.fetch(`/dashboard?slot=${SLOT}`, { headers: operatorAuth() })).text();
     assert.ok(dash.includes("Bandit against holdout"), "the dashboard compares them");
     assert.ok(dash.includes("7.50%") && dash.includes("2.00%"), "with both CTRs");
+    // The sample-ratio check: a published version's decisions all showing one item (a page
+    // cached with one decision) is flagged for every item, with reasons; the lag is shown.
+    const pick = await (await w.fetch(`/api/slots/${SLOT}/pick`)).json();
+    const v = pick.decision.version;
+    const now = Date.now();
+    const withExposures = await postBatch(w, {
+      ...batch([{ item: arm, impressions: 2000, served_by: "bandit" }]),
+      exposures: [{ version: v, item: arm, impressions: 2000 }],
+      event_time: { oldest_ms: now - 4000, newest_ms: now - 1000 },
+    });
+    assert.equal(withExposures.status, 200, JSON.stringify(withExposures.body));
+    const health = (await state(w)).health;
+    assert.ok(health.tested >= 2, JSON.stringify(health));
+    assert.ok(health.mismatches.some((m) => m.item === arm && /cache/.test(m.reason)), JSON.stringify(health.mismatches));
+    assert.ok(health.feedback.oldest_ms >= 4000 && health.feedback.newest_ms >= 1000);
+    const dash2 = await (await w.fetch(`/dashboard?slot=${SLOT}`, { headers: operatorAuth() })).text();
+    assert.ok(dash2.includes("do not match their logged probabilities"), "the dashboard says so");
+    assert.ok(dash2.includes(`data-mismatch="${arm}"`));
     // A repeated (item, served_by) entry is refused whole.
     const dup = await postBatch(w, batch([{ item: arm, impressions: 1, served_by: "bandit" }, { item: arm, impressions: 1, served_by: "bandit" }]));
     assert.equal(dup.status, 400);

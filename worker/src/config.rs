@@ -3,6 +3,7 @@
 use bandit::{PriorPolicy, RotationConfig};
 
 use crate::catalog::CatalogItem;
+use crate::snapshot::Holdout;
 
 use bandit::protocol::DEFAULT_SLOT;
 /// Upper bound on the arm set size, which keeps the slot state small and P(best) cheap.
@@ -248,6 +249,20 @@ impl Settings {
             origin_url,
             collector_origin,
         })
+    }
+
+    /// The holdout as a decision sees it.
+    pub fn holdout(&self) -> Holdout<'_> {
+        match (self.holdout_baseline, &self.fallback) {
+            _ if self.holdout <= 0.0 => Holdout::Off,
+            (HoldoutBaseline::Fallback, Some(item)) => Holdout::Fallback {
+                share: self.holdout,
+                item: &item.id,
+            },
+            _ => Holdout::Uniform {
+                share: self.holdout,
+            },
+        }
     }
 
     /// Whether this worker serves `slot`.

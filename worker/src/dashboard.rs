@@ -111,6 +111,60 @@ fn holdout_section(out: &mut String, st: &SlotState) {
     );
 }
 
+/// The sample-ratio check and the feedback lag.
+fn health_section(out: &mut String, st: &SlotState) {
+    let r = st.health.report();
+    out.push_str("<h2>Health</h2><dl class=\"dash__facts\" data-health>");
+    let check = if r.tested == 0 {
+        "not enough logged impressions yet to check".to_string()
+    } else if r.mismatches.is_empty() {
+        format!(
+            "every tested item ({}, {}) gets the impressions its logged probabilities promise",
+            r.tested, r.window
+        )
+    } else {
+        format!(
+            "{} of {} items ({}) do not match their logged probabilities",
+            r.mismatches.len(),
+            r.tested,
+            r.window
+        )
+    };
+    let _ = write!(
+        out,
+        "<div><dt>Impressions against probabilities</dt><dd data-mismatches=\"{n}\">{check}</dd></div>",
+        n = r.mismatches.len(),
+    );
+    let lag = match r.feedback {
+        Some(f) => format!(
+            "{} (newest event) to {} (oldest) in the last batch",
+            ago(f.newest_ms).trim_end_matches(" ago"),
+            ago(f.oldest_ms).trim_end_matches(" ago")
+        ),
+        None => "no event times yet".to_string(),
+    };
+    let _ = write!(
+        out,
+        "<div><dt>Feedback lag</dt><dd data-feedback-lag>{lag}</dd></div><div><dt>Unchecked</dt><dd>{u} logged impressions of versions no longer kept</dd></div></dl>",
+        u = r.unchecked_impressions,
+    );
+    if !r.mismatches.is_empty() {
+        out.push_str("<ul class=\"dash__alerts\">");
+        for m in &r.mismatches {
+            let _ = write!(
+                out,
+                "<li data-mismatch=\"{id}\"><strong>{id}</strong>: {o} impressions, {e:.0} expected (p = {p:.1e}): {reason}.</li>",
+                id = html(&m.item),
+                o = m.observed,
+                e = m.expected,
+                p = m.p_value,
+                reason = html(&m.reason),
+            );
+        }
+        out.push_str("</ul>");
+    }
+}
+
 /// The newest operator writes (this slot's and the catalog's), newest first.
 fn audit_section(out: &mut String, audit: &[AuditEntry]) {
     out.push_str("<h2>Audit log</h2>");
@@ -297,6 +351,7 @@ pub fn page(
         out.push_str("</tbody></table>");
     }
     holdout_section(&mut out, st);
+    health_section(&mut out, st);
     controls_section(&mut out, st, now_ms);
     out.push_str("<h2>Round history</h2>");
     if st.rounds.is_empty() {
@@ -417,6 +472,40 @@ mod tests {
         let p = shown(&st);
         assert!(p.contains("data-significant=\"true\""));
         assert!(p.contains("+150.0% relative"), "{p}");
+    }
+
+    #[test]
+    fn health_shows_mismatches_with_reasons_and_the_lag() {
+        let (mut st, rotation) = state_with_arms();
+        let shown = |st: &SlotState| page(st, &rotation, &st.p_best(&rotation), 0.0, &[], &[]);
+        assert!(shown(&st).contains("not enough logged impressions"));
+        let mut odds = crate::health::PublishedOdds::default();
+        odds.push(1, vec![("a".into(), 0.5), ("b<".into(), 0.5)]);
+        let batch = bandit::EventBatch {
+            exposures: vec![
+                bandit::Exposure {
+                    version: 1,
+                    item: "a".into(),
+                    impressions: 900,
+                },
+                bandit::Exposure {
+                    version: 1,
+                    item: "b<".into(),
+                    impressions: 100,
+                },
+            ],
+            event_time: Some(bandit::EventTime {
+                oldest_ms: 1_000,
+                newest_ms: 2_500,
+            }),
+            ..Default::default()
+        };
+        st.health.record(&batch, &odds, 4_000.0);
+        let p = shown(&st);
+        assert!(p.contains("data-mismatches=\"2\""), "{p}");
+        assert!(p.contains("data-mismatch=\"b&lt;\""));
+        assert!(p.contains("cache") && p.contains("lost"));
+        assert!(p.contains("1.5 s (newest event) to 3.0 s (oldest)"), "{p}");
     }
 
     #[test]

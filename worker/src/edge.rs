@@ -10,13 +10,13 @@ use futures::future::{select, Either};
 use worker::*;
 
 use crate::catalog::CatalogItem;
-use crate::config::{HoldoutBaseline, Settings};
+use crate::config::Settings;
 use crate::now_ms;
 use crate::page_headers::{security_headers, PageKind};
 use crate::render::{home_template, origin_fills, pick_fragment, render_home, PickMark, SlotFill};
 use crate::rng::with_rng;
 use crate::slot_client::{SlotClient, KV_BINDING};
-use crate::snapshot::{kv_key, Choice, Holdout, Snapshot};
+use crate::snapshot::{kv_key, Choice, Snapshot};
 use crate::template::Template;
 use bandit::decision::{DecisionId, DecisionLog, ServedBy};
 use bandit::protocol::slot_source;
@@ -285,20 +285,6 @@ impl Decision {
     }
 }
 
-/// The holdout of `settings`.
-fn holdout(settings: &Settings) -> Holdout<'_> {
-    match (settings.holdout_baseline, &settings.fallback) {
-        _ if settings.holdout <= 0.0 => Holdout::Off,
-        (HoldoutBaseline::Fallback, Some(item)) => Holdout::Fallback {
-            share: settings.holdout,
-            item: &item.id,
-        },
-        _ => Holdout::Uniform {
-            share: settings.holdout,
-        },
-    }
-}
-
 /// Draws from a slot's snapshot, skipping items already `taken` on the page (see
 /// [`Snapshot::decide`]), and names the decision.
 fn draw(
@@ -309,7 +295,7 @@ fn draw(
 ) -> Decision {
     let drawn = snap.and_then(|snap| {
         with_rng(|rng| {
-            let d = snap.decide(rng, now_ms(), taken, holdout(settings))?;
+            let d = snap.decide(rng, now_ms(), taken, settings.holdout())?;
             let id = DecisionId {
                 time_ms: now_ms().max(0.0) as u64,
                 random: rand::Rng::random(rng),

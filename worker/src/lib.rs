@@ -8,6 +8,7 @@ pub mod controls;
 pub mod credentials;
 pub mod dashboard;
 pub mod escape;
+pub mod health;
 pub mod log;
 pub mod page_headers;
 pub mod render;

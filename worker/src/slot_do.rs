@@ -16,6 +16,7 @@ use crate::api::{json_response, ApiError};
 use crate::catalog_client::CatalogClient;
 use crate::config::Settings;
 use crate::controls::CatalogChange;
+use crate::health::{PublishedOdds, PUBLISHED_KEY};
 use crate::now_ms;
 use crate::object_call::actor_of;
 use crate::page_headers::{security_headers, PageKind};
@@ -35,6 +36,9 @@ pub struct SlotObject {
     /// P(best) of the arms at one state version: the operators' views compute it once per
     /// version, not per request.
     p_best: RefCell<Option<(u64, Rc<Vec<f64>>)>>,
+    /// What the recently published versions serve (stored under [`PUBLISHED_KEY`]), for the
+    /// sample-ratio check; kept apart from the state, which a concurrent write replaces whole.
+    published: RefCell<Option<PublishedOdds>>,
 }
 
 impl SlotObject {
@@ -63,6 +67,20 @@ impl SlotObject {
         }
         *self.cached.borrow_mut() = Some(st.clone());
         Ok(Some(st))
+    }
+
+    /// The published versions' odds, loaded once (an unreadable copy starts afresh: it only
+    /// feeds a health check).
+    async fn published(&self) -> Result<PublishedOdds> {
+        if let Some(p) = self.published.borrow().as_ref() {
+            return Ok(p.clone());
+        }
+        let stored: Option<String> = self.state.storage().get(PUBLISHED_KEY).await?;
+        let odds: PublishedOdds = stored
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default();
+        *self.published.borrow_mut() = Some(odds.clone());
+        Ok(odds)
     }
 
     /// The slot's state: the stored one, or a new one when nothing is stored yet.
@@ -194,6 +212,7 @@ impl SlotObject {
             ));
         }
         let mut applied = st.apply_batch(&batch, now_ms());
+        st.health.record(&batch, &self.published().await?, now_ms());
         if st.arms.round_complete(rotation) {
             self.rotate(&mut st, rotation).await?;
             applied.rotated = true;
@@ -214,8 +233,19 @@ impl SlotObject {
             return Ok(());
         };
         let now = now_ms();
-        let json = serde_json::to_string(&st.snapshot(rotation, now))
-            .map_err(|e| Error::RustError(e.to_string()))?;
+        let snapshot = st.snapshot(rotation, now);
+        let json = serde_json::to_string(&snapshot).map_err(|e| Error::RustError(e.to_string()))?;
+        // What this version serves, for checking the impressions it will log.
+        let settings = self.settings().map_err(|e| Error::RustError(e.message))?;
+        let mut published = self.published().await?;
+        published.push(
+            snapshot.version,
+            snapshot.serving_probabilities(now, settings.holdout()),
+        );
+        let odds =
+            serde_json::to_string(&published).map_err(|e| Error::RustError(e.to_string()))?;
+        self.state.storage().put(PUBLISHED_KEY, odds).await?;
+        *self.published.borrow_mut() = Some(published);
         self.env
             .kv(KV_BINDING)?
             .put(&kv_key(&st.slot), json)
@@ -462,6 +492,7 @@ impl DurableObject for SlotObject {
             lock: Mutex::new(()),
             last_published_ms: Cell::new(f64::NEG_INFINITY),
             p_best: RefCell::new(None),
+            published: RefCell::new(None),
         }
     }
 

@@ -56,6 +56,78 @@ pub struct Pinned {
     pub item: CatalogItem,
 }
 
+/// What a request of a snapshot may show and with which probabilities.
+struct Odds<'s> {
+    snap: &'s Snapshot,
+    /// Arms not taken by an earlier slot of the page.
+    open: Vec<usize>,
+    /// P(best) of each arm among the open ones.
+    p_best: Rc<Vec<f64>>,
+    /// The pin in force, if not taken.
+    pin: Option<&'s Pinned>,
+    pin_share: f64,
+    holdout: Holdout<'s>,
+    /// The holdout's share, 0 when it has nothing to show.
+    share: f64,
+}
+
+impl<'s> Odds<'s> {
+    fn new(snap: &'s Snapshot, now_ms: f64, taken: &[&str], holdout: Holdout<'s>) -> Odds<'s> {
+        let open: Vec<usize> = (0..snap.arms.len())
+            .filter(|&i| !taken.contains(&snap.arms[i].item.id.as_str()))
+            .collect();
+        // P(best) among the open arms: the snapshot's own unless an earlier slot took one
+        // of its arms (a page with several slots sharing items), then computed once per
+        // snapshot and set of taken arms.
+        let p_best: Rc<Vec<f64>> = if open.len() == snap.arms.len() {
+            Rc::new(snap.arms.iter().map(|a| a.p_best).collect())
+        } else {
+            snap.p_best_without(&open)
+        };
+        let pin = match &snap.pinned {
+            Some(p) if p.pin.active(now_ms) && !taken.contains(&p.item.id.as_str()) => Some(p),
+            _ => None,
+        };
+        let share = match holdout {
+            Holdout::Off => 0.0,
+            Holdout::Uniform { share } if !open.is_empty() => share,
+            Holdout::Fallback { share, item } if !taken.contains(&item) => share,
+            _ => 0.0,
+        };
+        Odds {
+            snap,
+            open,
+            p_best,
+            pin,
+            pin_share: pin.map_or(0.0, |p| p.pin.share),
+            holdout,
+            share,
+        }
+    }
+
+    /// The probability that the request shows `item`.
+    fn of(&self, item: &str) -> f64 {
+        let arm = self
+            .open
+            .iter()
+            .find(|&&i| self.snap.arms[i].item.id == item);
+        let baseline = match self.holdout {
+            Holdout::Uniform { .. } if arm.is_some() => 1.0 / self.open.len() as f64,
+            Holdout::Fallback { item: f, .. } if f == item => 1.0,
+            _ => 0.0,
+        };
+        let is_pinned = self.pin.is_some_and(|p| p.item.id == item);
+        let p = serve_probability(
+            self.pin_share,
+            is_pinned,
+            self.share,
+            baseline,
+            arm.map_or(0.0, |&i| self.p_best[i]),
+        );
+        Drawn::loggable(p)
+    }
+}
+
 /// P(best) among a set of open arms (by index), for a page whose earlier slots took some.
 type ConditionalPBest = (Vec<usize>, Rc<Vec<f64>>);
 
@@ -133,18 +205,6 @@ impl Snapshot {
         self.version > other.version
     }
 
-    /// The Thompson pick among arms whose item is not in `taken` (items already on the page):
-    /// one posterior draw per arm, highest wins; the winner's index.
-    pub fn pick_index<R: Rng + ?Sized>(&self, rng: &mut R, taken: &[&str]) -> Option<usize> {
-        if taken.is_empty() {
-            return bandit::pick(self.arms.iter().map(|a| &a.posterior), rng);
-        }
-        let open: Vec<usize> = (0..self.arms.len())
-            .filter(|&i| !taken.contains(&self.arms[i].item.id.as_str()))
-            .collect();
-        bandit::pick(open.iter().map(|&i| &self.arms[i].posterior), rng).map(|k| open[k])
-    }
-
     /// A snapshot of these arms with P(best) filled in.
     pub fn new(
         slot: String,
@@ -214,95 +274,66 @@ impl Snapshot {
         taken: &[&str],
         holdout: Holdout<'_>,
     ) -> Option<Drawn> {
-        let open: Vec<usize> = (0..self.arms.len())
-            .filter(|&i| !taken.contains(&self.arms[i].item.id.as_str()))
-            .collect();
-        // P(best) among the open arms: the snapshot's own unless an earlier slot took one
-        // of its arms (a page with several slots sharing items), then computed once per
-        // snapshot and set of taken arms.
-        let p_best: Rc<Vec<f64>> = if open.len() == self.arms.len() {
-            Rc::new(self.arms.iter().map(|a| a.p_best).collect())
-        } else {
-            self.p_best_without(&open)
-        };
-        // The clock and the share draw only when there is a pin to honour.
-        let pin = match &self.pinned {
-            Some(p) if p.pin.active(now_ms) && !taken.contains(&p.item.id.as_str()) => Some(p),
-            _ => None,
-        };
-        let pin_share = pin.map_or(0.0, |p| p.pin.share);
-        let baseline_item = match holdout {
-            Holdout::Fallback { item, .. } if !taken.contains(&item) => Some(item),
-            _ => None,
-        };
-        let share = match holdout {
-            Holdout::Off => 0.0,
-            Holdout::Uniform { share } if !open.is_empty() => share,
-            Holdout::Fallback { share, .. } if baseline_item.is_some() => share,
-            _ => 0.0,
-        };
-        let probability = |item: &str| {
-            let arm = open.iter().find(|&&i| self.arms[i].item.id == item);
-            let baseline = match holdout {
-                Holdout::Uniform { .. } if arm.is_some() => 1.0 / open.len() as f64,
-                Holdout::Fallback { item: f, .. } if f == item => 1.0,
-                _ => 0.0,
-            };
-            let is_pinned = pin.is_some_and(|p| p.item.id == item);
-            let p = serve_probability(
-                pin_share,
-                is_pinned,
-                share,
-                baseline,
-                arm.map_or(0.0, |&i| p_best[i]),
-            );
-            Drawn::loggable(p)
-        };
-        if let Some(p) = pin {
+        let odds = Odds::new(self, now_ms, taken, holdout);
+        let arms = odds.open.len() as u32;
+        if let Some(p) = odds.pin {
             let u: f64 = rng.random();
-            if u < pin_share {
+            if u < odds.pin_share {
                 return Some(Drawn {
                     choice: Choice::Pinned,
-                    probability: probability(&p.item.id),
+                    probability: odds.of(&p.item.id),
                     served_by: ServedBy::Bandit,
-                    arms: open.len() as u32,
+                    arms,
                 });
             }
         }
-        if share > 0.0 {
+        if odds.share > 0.0 {
             let u: f64 = rng.random();
-            if u < share {
+            if u < odds.share {
                 let (choice, id) = match holdout {
                     Holdout::Fallback { item, .. } => (Choice::Baseline, item),
                     _ => {
-                        let i = open[rng.random_range(0..open.len())];
+                        let i = odds.open[rng.random_range(0..odds.open.len())];
                         (Choice::Arm(i), self.arms[i].item.id.as_str())
                     }
                 };
                 return Some(Drawn {
                     choice,
-                    probability: probability(id),
+                    probability: odds.of(id),
                     served_by: ServedBy::Holdout,
-                    arms: open.len() as u32,
+                    arms,
                 });
             }
         }
-        let k = bandit::pick(open.iter().map(|&i| &self.arms[i].posterior), rng)?;
-        let i = open[k];
+        let k = bandit::pick(odds.open.iter().map(|&i| &self.arms[i].posterior), rng)?;
+        let i = odds.open[k];
         Some(Drawn {
             choice: Choice::Arm(i),
-            probability: probability(&self.arms[i].item.id),
+            probability: odds.of(&self.arms[i].item.id),
             served_by: ServedBy::Bandit,
-            arms: open.len() as u32,
+            arms,
         })
     }
 
-    /// The pin in force at `now_ms` for a request whose uniform draw is `u` (in [0, 1)):
-    /// active, drawn into its share, and not already on the page.
-    pub fn pin_for(&self, now_ms: f64, u: f64, taken: &[&str]) -> Option<&Pinned> {
-        self.pinned.as_ref().filter(|p| {
-            p.pin.active(now_ms) && u < p.pin.share && !taken.contains(&p.item.id.as_str())
-        })
+    /// Each item's probability of being shown by a request of this snapshot on a page where
+    /// it is the first slot (the arms, the pinned item, the holdout's editorial item): what
+    /// the sample-ratio check expects of the logged impressions.
+    pub fn serving_probabilities(&self, now_ms: f64, holdout: Holdout<'_>) -> Vec<(String, f64)> {
+        let odds = Odds::new(self, now_ms, &[], holdout);
+        let mut items: Vec<&str> = self.arms.iter().map(|a| a.item.id.as_str()).collect();
+        if let Some(p) = odds.pin {
+            items.push(&p.item.id);
+        }
+        if let Holdout::Fallback { item, .. } = holdout {
+            items.push(item);
+        }
+        items.sort_unstable();
+        items.dedup();
+        items
+            .into_iter()
+            .map(|id| (id.to_string(), odds.of(id)))
+            .filter(|(_, q)| *q > MIN_LOGGED_PROBABILITY)
+            .collect()
     }
 }
 

@@ -15,6 +15,7 @@ use bandit::{
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::CatalogItem;
+use crate::health::Health;
 use crate::snapshot::{Pinned, Snapshot, SnapshotArm};
 
 /// Rounds kept in the operator history.
@@ -130,6 +131,9 @@ pub struct SlotState {
     /// Whether `audit` changed since it was loaded or saved.
     #[serde(skip)]
     pub audit_changed: bool,
+    /// The sample-ratio check of the logged impressions and the feedback lag.
+    #[serde(default)]
+    pub health: Health,
 }
 
 impl SlotState {
@@ -149,6 +153,7 @@ impl SlotState {
             exclude: BTreeSet::new(),
             audit: AuditLog::default(),
             audit_changed: false,
+            health: Health::default(),
         }
     }
 
@@ -313,6 +318,7 @@ impl SlotState {
         let arms = &self.arms;
         self.items.retain(|id, _| arms.position(id).is_some());
         self.push_round(summary);
+        self.health.end_round();
     }
 
     /// Applies an operator's offset correction, or says why it cannot be applied.
@@ -418,6 +424,7 @@ impl SlotState {
             "rounds": self.rounds,
             "totals": self.totals,
             "holdout": self.holdout_comparison(),
+            "health": self.health.report(),
             "last_batch_ms": self.last_batch_ms,
             "pinned": self.pinned,
             "exclude": self.exclude,
@@ -483,6 +490,7 @@ pub(crate) mod tests {
                     served_by: None,
                 })
                 .collect(),
+            ..Default::default()
         }
     }
 
