@@ -111,6 +111,51 @@ pub struct Rules {
     /// Drop impressions and clicks that carry no usable decision (pages rendered before
     /// decisions were logged, or forged events).
     pub require_decision: bool,
+    /// What counts as a decision's reward (the bandit's "click").
+    pub reward: Reward,
+}
+
+/// What counts as a decision's reward.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Reward {
+    /// The click on the pick (a click event on the product page its link opened).
+    #[default]
+    Click,
+    /// A later event of that visit instead (e.g. add-to-basket), of this type and, when set,
+    /// page type; it must name the decision (in its page's fragment, or as a `decision`
+    /// parameter) and carry the item.
+    Event {
+        /// Event type.
+        event_type: String,
+        /// Page type it must have.
+        page_type: Option<String>,
+    },
+}
+
+impl std::str::FromStr for Reward {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Reward, String> {
+        let s = s.trim();
+        if s == "click" {
+            return Ok(Reward::Click);
+        }
+        let help = "expected click, or event:TYPE[:PAGE_TYPE] (e.g. event:addToBasket)";
+        let rest = s
+            .strip_prefix("event:")
+            .ok_or_else(|| format!("{s:?}: {help}"))?;
+        let (t, page) = match rest.split_once(':') {
+            Some((t, p)) => (t, Some(p)),
+            None => (rest, None),
+        };
+        if t.is_empty() || page.is_some_and(str::is_empty) {
+            return Err(format!("{s:?}: {help}"));
+        }
+        Ok(Reward::Event {
+            event_type: t.to_string(),
+            page_type: page.map(str::to_string),
+        })
+    }
 }
 
 /// Default attribution window: Divolte's default session timeout, 30 minutes.
@@ -133,6 +178,7 @@ impl Default for Rules {
             attribution_window_ms: DEFAULT_ATTRIBUTION_WINDOW_MS,
             clock_skew_ms: DEFAULT_CLOCK_SKEW_MS,
             require_decision: false,
+            reward: Reward::Click,
         }
     }
 }
@@ -304,11 +350,15 @@ impl Classifier {
     /// served it, none when the click names no usable decision.
     fn click_decision(&self, rec: &Extracted<'_>) -> Result<Option<ServedBy>, DropReason> {
         let f = &rec.fields;
-        let Some(id) = f[F_LOCATION]
-            .as_str()
-            .and_then(|loc| fragment_param(loc, PARAM_DECISION))
-            .and_then(DecisionId::parse)
-        else {
+        // The page's fragment names it (the click, and any event on the page it opened); a
+        // shop may also pass it on to a later page's event as a parameter.
+        let from_fragment = |name: &str| {
+            f[F_LOCATION]
+                .as_str()
+                .and_then(|loc| fragment_param(loc, name))
+        };
+        let param = |name: &str| from_fragment(name).or_else(|| f[F_PARAMETERS].get(name));
+        let Some(id) = param(PARAM_DECISION).and_then(DecisionId::parse) else {
             return Ok(None);
         };
         // Without an event time there is nothing to check the window against.
@@ -324,10 +374,7 @@ impl Classifier {
                 Attribution::BeforeDecision => return Err(DropReason::ClickBeforeDecision),
             }
         }
-        let holdout = f[F_LOCATION]
-            .as_str()
-            .and_then(|loc| fragment_param(loc, PARAM_HOLDOUT))
-            == Some("true");
+        let holdout = param(PARAM_HOLDOUT) == Some("true");
         Ok(Some(if holdout {
             ServedBy::Holdout
         } else {
@@ -339,7 +386,18 @@ impl Classifier {
     #[inline]
     pub fn classify<'a>(&self, rec: &Extracted<'a>) -> Outcome<'a> {
         let f = &rec.fields;
-        let Some(source) = f[F_SOURCE].as_str() else {
+        // The source field, else the `source` of the page's fragment (a reward event fired on
+        // the product page the pick's link opened), else of the event's parameters (a later
+        // page's event the shop passed the decision on to).
+        let Some(source) = f[F_SOURCE]
+            .as_str()
+            .or_else(|| {
+                f[F_LOCATION]
+                    .as_str()
+                    .and_then(|loc| fragment_param(loc, "source"))
+            })
+            .or_else(|| f[F_PARAMETERS].get("source"))
+        else {
             return Outcome::Ignored;
         };
         let Some(slot) = self
@@ -353,6 +411,7 @@ impl Classifier {
         let Some(event_type) = f[F_EVENT_TYPE].as_str() else {
             return Outcome::Ignored;
         };
+        let page = f[F_PAGE_TYPE].as_str().unwrap_or("");
         let kind = if self
             .rules
             .impression_event_types
@@ -360,16 +419,23 @@ impl Classifier {
             .any(|t| t == event_type)
         {
             Kind::Impression
-        } else if self.rules.click_event_types.iter().any(|t| t == event_type) {
-            if !self.rules.click_page_types.is_empty() {
-                let page = f[F_PAGE_TYPE].as_str().unwrap_or("");
-                if !self.rules.click_page_types.iter().any(|t| t == page) {
-                    return Outcome::Ignored;
-                }
-            }
-            Kind::Click
         } else {
-            return Outcome::Ignored;
+            match &self.rules.reward {
+                Reward::Click if self.rules.click_event_types.iter().any(|t| t == event_type) => {
+                    if !self.rules.click_page_types.is_empty()
+                        && !self.rules.click_page_types.iter().any(|t| t == page)
+                    {
+                        return Outcome::Ignored;
+                    }
+                    Kind::Click
+                }
+                Reward::Event {
+                    event_type: t,
+                    page_type,
+                } if t == event_type && page_type.as_ref().is_none_or(|p| p == page) => Kind::Click,
+                // With a later event as the reward, the click itself is not counted.
+                _ => return Outcome::Ignored,
+            }
         };
         if self.rules.drop_duplicates && f[F_DUPLICATE].is_true() {
             return Outcome::Dropped(DropReason::Duplicate);
@@ -408,6 +474,10 @@ impl Classifier {
                 }
             }
             Kind::Click => match self.click_decision(rec) {
+                // A later event is the reward only through the decision it names.
+                Ok(None) if self.rules.reward != Reward::Click => {
+                    return Outcome::Dropped(DropReason::NoDecision)
+                }
                 Ok(served_by) => (served_by, None),
                 Err(reason) => return Outcome::Dropped(reason),
             },

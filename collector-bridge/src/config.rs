@@ -11,7 +11,7 @@ use serde::Deserialize;
 use bandit::protocol::DEFAULT_SLOT;
 
 use crate::avro::Wire;
-use crate::classify::{FieldNames, Rules};
+use crate::classify::{FieldNames, Reward, Rules};
 use crate::delivery::{FlushPolicy, DEFAULT_FLUSH_EVENTS, DEFAULT_FLUSH_INTERVAL_MS};
 use crate::worker_client::DEFAULT_SHUTDOWN_GRACE_MS;
 
@@ -98,6 +98,12 @@ pub struct ClassifyArgs {
     /// counting them; for shops whose every page logs its decisions.
     #[arg(long)]
     pub require_decision: bool,
+    /// What rewards a decision: `click` (the click on the pick, the default), or
+    /// `event:TYPE[:PAGE_TYPE]`, a later event of the visit such as `event:addToBasket`, which
+    /// must name the decision (fired on the page the pick's link opened, or with a `decision`
+    /// parameter) and carry the item; the click itself then counts for nothing.
+    #[arg(long, value_name = "click|event:TYPE[:PAGE]")]
+    pub reward: Option<Reward>,
 }
 
 /// Worker connection flags.
@@ -203,6 +209,8 @@ pub struct FileConfig {
     pub attribution_window_ms: Option<u64>,
     /// Drop events without a usable decision.
     pub require_decision: Option<bool>,
+    /// What rewards a decision.
+    pub reward: Option<String>,
     /// Flush interval.
     pub flush_interval_ms: Option<u64>,
     /// Flush size.
@@ -354,6 +362,13 @@ impl ClassifyArgs {
                 .unwrap_or(d.attribution_window_ms),
             clock_skew_ms: d.clock_skew_ms,
             require_decision: self.require_decision || file.require_decision.unwrap_or(false),
+            reward: match (&self.reward, &file.reward) {
+                (Some(r), _) => r.clone(),
+                (None, Some(text)) => text
+                    .parse()
+                    .map_err(|e: String| ConfigError::Invalid(format!("reward = {e}")))?,
+                (None, None) => Reward::Click,
+            },
         })
     }
 }

@@ -180,6 +180,80 @@ fn decisions_mark_their_events_and_late_clicks_are_dropped() {
 }
 
 #[test]
+fn a_later_event_can_be_the_reward() {
+    let t = 1_700_000_000_000u64;
+    let rules = Rules {
+        reward: "event:addToBasket".parse().expect("reward"),
+        ..Rules::default()
+    };
+    let enc = RecordEncoder::new(&common::project_schema()).expect("encoder");
+    let (imp, click) = decided(ServedBy::Holdout, t, t as i64 + 1_000);
+    // The impression counts as ever; the click on the pick is no longer the reward.
+    assert!(classify_with(rules.clone(), &imp).starts_with("Event"));
+    assert_eq!(classify_with(rules.clone(), &click), "Ignored");
+    // Add-to-basket on the product page the pick's link opened: its location names the
+    // decision, so it is the decision's reward (for the holdout here).
+    let basket = |location: String, parameters: Vec<(String, String)>, at: i64| {
+        let mut e = event(Ev::Impression, "it", 3);
+        e.event_type = "addToBasket";
+        e.page_type = "product";
+        e.source = None;
+        e.location = location;
+        e.parameters = parameters;
+        e.timestamp = at;
+        enc.encode(&e).expect("encode")
+    };
+    let id = DecisionId {
+        time_ms: t,
+        random: 9,
+    };
+    let on_page = format!(
+        "https://shop.example/product/it/{}",
+        click_fragment("top_pick", Some((&id, ServedBy::Holdout)))
+    );
+    let got = classify_with(
+        rules.clone(),
+        &basket(on_page.clone(), vec![], t as i64 + 60_000),
+    );
+    assert!(
+        got.contains("kind: Click") && got.contains("served_by: Some(Holdout)"),
+        "{got}"
+    );
+    // On a later page, with the decision passed on as parameters.
+    let passed = vec![
+        ("source".to_string(), "top_pick".to_string()),
+        ("decision".to_string(), id.to_string()),
+    ];
+    let got = classify_with(
+        rules.clone(),
+        &basket(
+            "https://shop.example/basket/".into(),
+            passed,
+            t as i64 + 60_000,
+        ),
+    );
+    assert!(got.contains("served_by: Some(Bandit)"), "{got}");
+    // Without a decision it cannot be attributed; outside the window it is late.
+    let anonymous = basket(
+        "https://shop.example/product/it/#/?source=top_pick".into(),
+        vec![],
+        t as i64,
+    );
+    assert_eq!(
+        classify_with(rules.clone(), &anonymous),
+        "Dropped(NoDecision)"
+    );
+    let late = basket(on_page, vec![], t as i64 + 2 * 3_600_000);
+    assert_eq!(classify_with(rules, &late), "Dropped(LateClick)");
+    for bad in ["", "event:", "event:a:", "basket"] {
+        assert!(
+            bad.parse::<collector_bridge::classify::Reward>().is_err(),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
 fn drop_rules_can_be_turned_off_and_corruption_is_dropped() {
     let keep = Rules {
         drop_duplicates: false,
