@@ -37,6 +37,8 @@ fn the_example_file_resolves_to_its_values() {
         .kafka_options
         .contains(&("fetch.min.bytes".into(), "1".into())));
     assert_eq!(cfg.rules.fields.item, "productId");
+    assert_eq!(cfg.rules.attribution_window_ms, 1_800_000);
+    assert_eq!(cfg.rules.reward, collector_bridge::classify::Reward::Click);
 }
 
 #[test]
@@ -50,11 +52,23 @@ fn flags_win_over_the_file() {
         "other-group",
         "--flush-events",
         "7",
+        "--attribution-window",
+        "2h",
+        "--reward",
+        "event:addToBasket:product",
     ])
     .unwrap();
     let cfg = cli.run.resolve().unwrap();
     assert_eq!(cfg.group, "other-group");
     assert_eq!(cfg.flush.max_events, 7);
+    assert_eq!(cfg.rules.attribution_window_ms, 7_200_000);
+    assert_eq!(
+        cfg.rules.reward,
+        collector_bridge::classify::Reward::Event {
+            event_type: "addToBasket".into(),
+            page_type: Some("product".into())
+        }
+    );
     assert_eq!(
         cfg.brokers, "127.0.0.1:9092",
         "unset flags fall back to the file"
