@@ -108,6 +108,10 @@ pub struct ItemCount {
     /// per value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub served_by: Option<crate::decision::ServedBy>,
+    /// The visitor segment the decisions used, when the worker has segments (one entry per
+    /// item, server and segment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment: Option<String>,
 }
 
 /// Why a batch is rejected.
@@ -128,7 +132,7 @@ pub enum BatchError {
     #[error("counts[{0}].item is not a catalog id (A-Z a-z 0-9 . _ ~ -, not . or ..)")]
     BadItem(usize),
     /// An item occurs twice.
-    #[error("counts[{0}].item {1:?} occurs more than once with the same served_by; sum it into one entry")]
+    #[error("counts[{0}].item {1:?} occurs more than once with the same served_by and segment; sum it into one entry")]
     DuplicateItem(usize, String),
     /// A count is over the limit.
     #[error("counts[{0}] has a count over {MAX_COUNT}")]
@@ -145,6 +149,9 @@ pub enum BatchError {
     /// A topic-partition occurs twice.
     #[error("offsets[{0}] repeats topic-partition {1}/{2}")]
     DuplicateRange(usize, String, i32),
+    /// A segment name is not one.
+    #[error("counts[{0}].segment is not a segment name (1-32 of a-z 0-9 _ -)")]
+    BadSegment(usize),
     /// An exposure entry is malformed.
     #[error("exposures[{0}]: {1}")]
     BadExposure(usize, &'static str),
@@ -212,7 +219,13 @@ impl EventBatch {
             if c.impressions > MAX_COUNT || c.clicks > MAX_COUNT {
                 return Err(BatchError::CountTooLarge(i));
             }
-            if !seen_items.insert((c.item.as_str(), c.served_by)) {
+            if c.segment
+                .as_deref()
+                .is_some_and(|s| !crate::decision::is_valid_segment(s))
+            {
+                return Err(BatchError::BadSegment(i));
+            }
+            if !seen_items.insert((c.item.as_str(), c.served_by, c.segment.as_deref())) {
                 return Err(BatchError::DuplicateItem(i, c.item.clone()));
             }
         }
@@ -368,6 +381,7 @@ mod tests {
                 impressions: 3,
                 clicks: 1,
                 served_by: None,
+                segment: None,
             }],
             ..Default::default()
         }

@@ -152,6 +152,16 @@ impl DecisionLog {
         out
     }
 
+    /// The click link's fragment for this decision: [`click_fragment`] and, when set, the
+    /// visitor's segment, so the click is credited to the segment the decision used.
+    pub fn click_fragment(&self, source: &str) -> String {
+        let mut out = click_fragment(source, Some((&self.id, self.served_by)));
+        if let Some(s) = &self.segment {
+            out.push_str(&format!("&{PARAM_SEGMENT}={s}"));
+        }
+        out
+    }
+
     /// Reads the parameters back from an event (`get` looks one up by name). Every value is
     /// from a browser: the id must parse, the probability be in (0, 1], the numbers fit.
     pub fn from_params<'a>(
@@ -415,6 +425,18 @@ mod tests {
         );
         assert_eq!(fragment_param(&loc, PARAM_HOLDOUT), Some("true"));
         assert_eq!(click_fragment("side", None), "#/?source=side");
+        let log = DecisionLog {
+            id,
+            probability: 0.5,
+            round: 1,
+            version: 1,
+            arms: 2,
+            served_by: ServedBy::Bandit,
+            segment: Some("mobile_eu".into()),
+        };
+        let f = log.click_fragment("top_pick");
+        assert_eq!(fragment_param(&f, PARAM_SEGMENT), Some("mobile_eu"));
+        assert_eq!(fragment_param(&f, PARAM_HOLDOUT), None);
         assert_eq!(fragment_param("/product/x/#?source=a", "source"), Some("a"));
         assert_eq!(fragment_param("/product/x/?source=a", "source"), None);
         assert_eq!(fragment_param("/p/#/?a&b=", "b"), Some(""));

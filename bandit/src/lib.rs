@@ -6,6 +6,7 @@
 
 pub mod armset;
 pub mod batch;
+pub mod context;
 pub mod decision;
 pub mod evaluate;
 pub mod health;

@@ -82,13 +82,25 @@ fn served_by_len(g: usize) -> usize {
 /// Most bytes `served_by` adds to an entry.
 const MAX_SERVED_BY_BYTES: usize = 22;
 
+/// JSON bytes `,"segment":` adds to an entry besides the segment's string.
+const SEGMENT_FIXED_BYTES: usize = 11;
+
 /// JSON bytes of one count entry.
-fn entry_len(item: &str, c: Counts, g: usize) -> usize {
+fn entry_len(item: &str, c: Counts, g: usize, segment: Option<&str>) -> usize {
     ENTRY_FIXED_BYTES
         + json_str_len(item)
         + u64_len(c.impressions)
         + u64_len(c.clicks)
         + served_by_len(g)
+        + segment.map_or(0, |s| SEGMENT_FIXED_BYTES + json_str_len(s))
+}
+
+/// An item's pending counts: per group ([`GROUPS`]) without a segment, and per group and
+/// segment.
+#[derive(Debug, Clone, Default)]
+struct ItemCounts {
+    groups: [Counts; 3],
+    segmented: Vec<(usize, Box<str>, Counts)>,
 }
 
 /// A topic-partition known to the aggregator.
@@ -151,7 +163,7 @@ struct SlotTp {
 struct SlotAgg {
     /// Interned item ids with their counts per group ([`GROUPS`]); zeroed rather than
     /// removed after a flush so hot items never allocate again.
-    counts: HashMap<Box<str>, [Counts; 3]>,
+    counts: HashMap<Box<str>, ItemCounts>,
     /// Entries (item and group) with a non-zero count in the pending batch.
     live_items: usize,
     /// Logged impressions by version and item in the pending batch.
@@ -374,9 +386,25 @@ impl Aggregator {
             if let Some(ev) = event.filter(|e| e.slot == i) {
                 s.note(ev);
                 let g = group(ev.served_by);
-                let c = match s.counts.get_mut(ev.item) {
-                    Some(c) => &mut c[g],
-                    None => &mut s.counts.entry(Box::from(ev.item)).or_default()[g],
+                let entries = match s.counts.get_mut(ev.item) {
+                    Some(c) => c,
+                    None => s.counts.entry(Box::from(ev.item)).or_default(),
+                };
+                let c = match ev.segment {
+                    None => &mut entries.groups[g],
+                    Some(seg) => {
+                        let at = entries
+                            .segmented
+                            .iter()
+                            .position(|(eg, es, _)| *eg == g && &**es == seg);
+                        let at = at.unwrap_or_else(|| {
+                            entries
+                                .segmented
+                                .push((g, Box::from(seg), Counts::default()));
+                            entries.segmented.len() - 1
+                        });
+                        &mut entries.segmented[at].2
+                    }
                 };
                 let before = *c;
                 match ev.kind {
@@ -385,7 +413,7 @@ impl Aggregator {
                 }
                 if before.impressions == 0 && before.clicks == 0 {
                     s.live_items += 1;
-                    s.entry_bytes += entry_len(ev.item, *c, g);
+                    s.entry_bytes += entry_len(ev.item, *c, g, ev.segment);
                     self.max_items = self.max_items.max(s.live_items);
                 } else {
                     // A count gains a digit at each power of ten.
@@ -409,6 +437,9 @@ impl Aggregator {
             + 2
             + 2 * MAX_NUMBER_BYTES
             + MAX_SERVED_BY_BYTES
+            + SEGMENT_FIXED_BYTES
+            + bandit::decision::MAX_SEGMENT_LEN
+            + 2
             + 1;
         let range = self.max_range_fixed + 2 * MAX_NUMBER_BYTES + 1;
         // A new exposure (with the list's brackets) and the event times appearing or widening.
@@ -453,17 +484,28 @@ impl Aggregator {
                 }
             }
             let mut counts = Vec::with_capacity(s.live_items);
-            for (item, groups) in s.counts.iter_mut() {
-                for (c, served_by) in groups.iter_mut().zip(GROUPS) {
+            for (item, entries) in s.counts.iter_mut() {
+                for (c, served_by) in entries.groups.iter_mut().zip(GROUPS) {
                     if c.impressions > 0 || c.clicks > 0 {
                         counts.push(ItemCount {
                             item: item.to_string(),
                             impressions: c.impressions,
                             clicks: c.clicks,
                             served_by,
+                            segment: None,
                         });
                         *c = Counts::default();
                     }
+                }
+                // Segments are not interned: any name a record carries would stay forever.
+                for (g, segment, c) in entries.segmented.drain(..) {
+                    counts.push(ItemCount {
+                        item: item.to_string(),
+                        impressions: c.impressions,
+                        clicks: c.clicks,
+                        served_by: GROUPS[g],
+                        segment: Some(segment.into()),
+                    });
                 }
             }
             if s.counts.len() > MAX_INTERNED {
@@ -488,7 +530,9 @@ impl Aggregator {
                 newest_ms,
             });
             if !offsets.is_empty() {
-                counts.sort_by(|a, b| (&a.item, a.served_by).cmp(&(&b.item, b.served_by)));
+                counts.sort_by(|a, b| {
+                    (&a.item, a.served_by, &a.segment).cmp(&(&b.item, b.served_by, &b.segment))
+                });
                 exposures.sort_by(|a, b| (a.version, &a.item).cmp(&(b.version, &b.item)));
                 out.push(SlotBatch {
                     slot: i,
@@ -540,6 +584,7 @@ mod tests {
             item,
             kind,
             served_by: None,
+            segment: None,
             version: None,
             at_ms: None,
         }
@@ -608,12 +653,14 @@ mod tests {
                     impressions: 1,
                     clicks: 1,
                     served_by: None,
+                    segment: None,
                 },
                 ItemCount {
                     item: "y".into(),
                     impressions: 1,
                     clicks: 0,
                     served_by: None,
+                    segment: None,
                 },
             ]
         );
@@ -821,6 +868,7 @@ mod tests {
                     item: &items[item],
                     kind: if click { Kind::Click } else { Kind::Impression },
                     served_by: GROUPS[usize::from(what) % 3],
+                    segment: [None, Some("mobile_eu"), Some("a")][usize::from(what) % 3],
                     // Logged versions and event times whose digits grow and shrink.
                     version: (what % 4 != 0).then_some([0u64, 9, 10, 123_456][usize::from(what) % 4]),
                     at_ms: (what % 5 != 0).then_some([0i64, 9, 1_700_000_000_000, 99][usize::from(what) % 4]),

@@ -2,8 +2,8 @@
 //! which are dropped (duplicates, corrupt, robots) or invalid (no usable item id).
 
 use bandit::decision::{
-    attribute, fragment_param, Attribution, DecisionId, DecisionLog, ServedBy, PARAM_DECISION,
-    PARAM_HOLDOUT,
+    attribute, fragment_param, is_valid_segment, Attribution, DecisionId, DecisionLog, ServedBy,
+    PARAM_DECISION, PARAM_HOLDOUT, PARAM_SEGMENT,
 };
 use bandit::protocol::{DEFAULT_SLOT, TOP_PICK_SOURCE};
 use serde::Deserialize;
@@ -203,6 +203,8 @@ pub struct Event<'a> {
     pub kind: Kind,
     /// Who served the decision it belongs to; none when it carries no usable decision.
     pub served_by: Option<ServedBy>,
+    /// The visitor segment the decision used, when the worker has segments.
+    pub segment: Option<&'a str>,
     /// For an impression with a decision: the slot state version it was drawn from.
     pub version: Option<u64>,
     /// The event's time (ms since the Unix epoch, as the collector stamped it), when usable.
@@ -465,20 +467,31 @@ impl Classifier {
             }
             Some(item) => item,
         };
-        let (served_by, version) = match kind {
-            Kind::Impression => {
-                let params = &f[F_PARAMETERS];
-                match DecisionLog::from_params(|k| params.get(k)) {
-                    Ok(d) => (Some(d.served_by), Some(d.version)),
-                    Err(_) => (None, None),
-                }
-            }
+        let params = &f[F_PARAMETERS];
+        let (served_by, version, segment) = match kind {
+            Kind::Impression => match DecisionLog::from_params(|k| params.get(k)) {
+                // The parsed log checked the segment's form; borrow it from the record.
+                Ok(d) => (
+                    Some(d.served_by),
+                    Some(d.version),
+                    d.segment.and(params.get(PARAM_SEGMENT)),
+                ),
+                Err(_) => (None, None, None),
+            },
             Kind::Click => match self.click_decision(rec) {
                 // A later event is the reward only through the decision it names.
                 Ok(None) if self.rules.reward != Reward::Click => {
                     return Outcome::Dropped(DropReason::NoDecision)
                 }
-                Ok(served_by) => (served_by, None),
+                Ok(None) => (None, None, None),
+                Ok(Some(served_by)) => {
+                    let segment = f[F_LOCATION]
+                        .as_str()
+                        .and_then(|loc| fragment_param(loc, PARAM_SEGMENT))
+                        .or_else(|| params.get(PARAM_SEGMENT))
+                        .filter(|s| is_valid_segment(s));
+                    (Some(served_by), None, segment)
+                }
                 Err(reason) => return Outcome::Dropped(reason),
             },
         };
@@ -490,6 +503,7 @@ impl Classifier {
             item,
             kind,
             served_by,
+            segment,
             version: version.filter(|v| *v <= bandit::batch::MAX_OFFSET as u64),
             at_ms: f[F_TIMESTAMP]
                 .as_i64()

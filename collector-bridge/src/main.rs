@@ -100,6 +100,11 @@ struct SimulateArgs {
     /// Fraction of visitors who also view an unrelated page.
     #[arg(long, default_value_t = 0.3)]
     noise: f64,
+    /// Visitors' device classes with their shares, e.g. mobile:0.6,desktop:0.4: each sends
+    /// its class's User-Agent (for a worker with SEGMENTS=device) and has its own hidden
+    /// click-through rates.
+    #[arg(long, value_name = "CLASS:SHARE,...", value_parser = simulate::parse_devices)]
+    devices: Option<simulate::Devices>,
     /// Record schema (default: the built-in TopPickEvent schema).
     #[arg(long)]
     schema: Option<PathBuf>,
@@ -268,6 +273,7 @@ fn simulate(args: &SimulateArgs) -> Result<()> {
         ctr: args.ctr,
         slot: args.slot.clone(),
         noise: args.noise.clamp(0.0, 1.0),
+        devices: args.devices.clone().map(|d| d.0).unwrap_or_default(),
     };
     let report = match (&args.brokers, &args.topic) {
         (Some(brokers), Some(topic)) => {

@@ -526,8 +526,43 @@ impl WorkerClient {
 
     /// Asks for the slot's current pick; `None` while the slot has no arms.
     pub fn pick(&self, slot: &str) -> Result<Option<PickResponse>, WorkerError> {
+        self.pick_as(slot, None)
+    }
+
+    /// The pick for a visitor announcing `user_agent` (the worker's segments read it).
+    pub fn pick_as(
+        &self,
+        slot: &str,
+        user_agent: Option<&str>,
+    ) -> Result<Option<PickResponse>, WorkerError> {
         let url = self.slot_url(slot, "/pick");
-        let res = self.with_retry(&url, || self.send(Expect::Read, "GET", &url, None, None));
+        let res = self.with_retry(&url, || {
+            let mut req = self.request("GET", &url);
+            if let Some(ua) = user_agent {
+                req = req.set("User-Agent", ua);
+            }
+            match req.call() {
+                Ok(r) => {
+                    let status = r.status();
+                    self.classify_status(
+                        Expect::Read,
+                        &url,
+                        status,
+                        r.into_string().unwrap_or_default(),
+                    )
+                }
+                Err(ureq::Error::Status(status, r)) => self.classify_status(
+                    Expect::Read,
+                    &url,
+                    status,
+                    r.into_string().unwrap_or_default(),
+                ),
+                Err(e) => Ok(Attempt::Retry {
+                    status: None,
+                    message: e.to_string(),
+                }),
+            }
+        });
         let (_, text) = match res {
             Ok(v) => v,
             Err(WorkerError::Fatal { status: 404, .. }) => return Ok(None),

@@ -64,6 +64,7 @@ fn default_rules_classify_each_kind() {
                 item: "it",
                 kind: Kind::Impression,
                 served_by: None,
+                segment: None,
                 version: None,
                 at_ms: Some(1_700_000_000_001),
             }),
@@ -75,6 +76,7 @@ fn default_rules_classify_each_kind() {
                 item: "it",
                 kind: Kind::Click,
                 served_by: None,
+                segment: None,
                 version: None,
                 at_ms: Some(1_700_000_000_001),
             }),
@@ -360,6 +362,7 @@ fn conflict_resynchronises_without_losing_or_double_counting() {
                 impressions: 50,
                 clicks: 0,
                 served_by: None,
+                segment: None,
             }],
             ..Default::default()
         },
@@ -438,6 +441,7 @@ fn a_conflict_takes_that_slots_watermarks_from_the_409_body() {
                 impressions: 25,
                 clicks: 0,
                 served_by: None,
+                segment: None,
             }],
             ..Default::default()
         },
@@ -688,6 +692,7 @@ fn direct_simulation_pushes_exactly_what_it_produced() {
         ctr: CtrDist::Fixed(0.2),
         slot: "home-top-pick".into(),
         noise: 0.3,
+        devices: Vec::new(),
     };
     let shutdown = Arc::new(AtomicBool::new(false));
     let flush = FlushPolicy::new(400, Duration::from_millis(100));
@@ -1121,6 +1126,7 @@ fn direct_simulation_cuts_smaller_batches_when_a_proxy_refuses_the_body() {
         ctr: CtrDist::Fixed(0.3),
         slot: "home-top-pick".into(),
         noise: 0.2,
+        devices: Vec::new(),
     };
     let shutdown = Arc::new(AtomicBool::new(false));
     let flush = FlushPolicy::new(100_000, Duration::from_secs(30));

@@ -72,6 +72,7 @@ impl RawBatch {
                     impressions: u64::from(*i),
                     clicks: u64::from(*c),
                     served_by: None,
+                    segment: None,
                 })
                 .collect(),
             ..Default::default()

@@ -178,9 +178,11 @@ export async function produce(brokers, topic, records, { wire = "naked" } = {}) 
   return JSON.parse(out);
 }
 
-/** The simulator's hidden click-through rates of `items` (examples/hidden_ctr.rs). */
-export async function hiddenCtr(seed, ctr, items) {
-  return JSON.parse(await run(HIDDEN_CTR, ["--seed", String(seed), "--ctr", ctr, ...items]));
+/** The simulator's hidden click-through rates of `items` (examples/hidden_ctr.rs), for the
+ * visitors of one device class (`simulate --devices`) when `segment` is given. */
+export async function hiddenCtr(seed, ctr, items, segment) {
+  const seg = segment ? ["--segment", segment] : [];
+  return JSON.parse(await run(HIDDEN_CTR, ["--seed", String(seed), "--ctr", ctr, ...seg, ...items]));
 }
 
 /**

@@ -146,3 +146,34 @@ describe("holdout settings", () => {
     }
   });
 });
+
+describe("segments", () => {
+  test("a decision names the visitor's segment from the User-Agent and the platform's continent", async () => {
+    const w = await startWorker({ vars: { ARMS: "2", SNAPSHOT_MAX_AGE_MS: "0", SEGMENTS: "device,continent" } });
+    try {
+      await importItems(w, makeItems(3, "sg"));
+      const phone = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148";
+      const p = await (await w.fetch(`/api/slots/${SLOT}/pick`, { headers: { "user-agent": phone }, cf: { continent: "EU" } })).json();
+      assert.equal(p.decision.segment, "mobile_eu");
+      assert.ok(p.href.endsWith("&segment=mobile_eu"), p.href);
+      const html = await (await w.fetch("/", { headers: { "user-agent": "Mozilla/5.0 (Macintosh)" }, cf: { continent: "NA" } })).text();
+      assert.ok(html.includes('segment:"desktop_na"'), "the impression signal carries the segment");
+      // Segment counts reach the slot; names the dimensions cannot produce are left out.
+      const arm = (await state(w)).arms[0].item;
+      const r = await postBatch(
+        w,
+        batch([
+          { item: arm, impressions: 40, clicks: 4, segment: "mobile_eu" },
+          { item: arm, impressions: 9, segment: "phone_mars" },
+        ]),
+      );
+      assert.equal(r.status, 200);
+      const st = await state(w);
+      assert.deepEqual(st.segments[arm], { mobile_eu: { impressions: 40, clicks: 4 } });
+      assert.ok(st.segment_views.some((v) => v.segment === "mobile_eu"));
+      assert.equal(st.totals.impressions, 49, "every impression still counts for the arm");
+    } finally {
+      await w.dispose();
+    }
+  });
+});

@@ -132,7 +132,10 @@ impl CatalogItem {
     /// The product page of this item, with the fragment that marks a click on the pick of
     /// the slot whose source value is `source`, and the decision it came from.
     pub fn top_pick_href(&self, source: &str, decision: Option<&DecisionLog>) -> String {
-        let fragment = click_fragment(source, decision.map(|d| (&d.id, d.served_by)));
+        let fragment = match decision {
+            Some(d) => d.click_fragment(source),
+            None => click_fragment(source, None),
+        };
         format!("/product/{}/{fragment}", self.id)
     }
 }

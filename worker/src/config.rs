@@ -3,6 +3,7 @@
 use bandit::{PriorPolicy, RotationConfig};
 
 use crate::catalog::CatalogItem;
+use crate::segment::Dimension;
 use crate::snapshot::Holdout;
 
 use bandit::protocol::DEFAULT_SLOT;
@@ -35,6 +36,9 @@ pub struct Settings {
     pub holdout: f64,
     /// What the holdout shows (`HOLDOUT_BASELINE`).
     pub holdout_baseline: HoldoutBaseline,
+    /// Visitor segments the picks are contextual on (`SEGMENTS`, e.g. `device,continent`;
+    /// empty: one model for everyone).
+    pub segments: Vec<Dimension>,
 }
 
 /// What the holdout's decisions show.
@@ -219,9 +223,29 @@ impl Settings {
                 })
             }
         };
+        let segments = match var("SEGMENTS") {
+            None => Vec::new(),
+            Some(v) => {
+                let mut dims: Vec<Dimension> = Vec::new();
+                for name in v.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                    match Dimension::parse(name) {
+                        Some(d) if !dims.contains(&d) => dims.push(d),
+                        _ => return Err(SettingError {
+                            name: "SEGMENTS",
+                            value: v.clone(),
+                            expected:
+                                "a comma-separated list of device, continent, daypart (each once)"
+                                    .into(),
+                        }),
+                    }
+                }
+                dims
+            }
+        };
         Ok(Settings {
             slots,
             rotation,
+            segments,
             holdout,
             holdout_baseline,
             read_budget_ms: num(
@@ -317,6 +341,8 @@ mod tests {
             ("HOLDOUT", "NaN"),
             ("HOLDOUT_BASELINE", "editorial"),
             ("HOLDOUT_BASELINE", "fallback"),
+            ("SEGMENTS", "device,browser"),
+            ("SEGMENTS", "device,device"),
         ] {
             let err = parse(&[(k, v)]).unwrap_err();
             assert_eq!(err.name, k);
@@ -337,8 +363,10 @@ mod tests {
             ("COLLECTOR_ORIGIN", "https://collector.example:8290/"),
             ("HOLDOUT", "0.05"),
             ("HOLDOUT_BASELINE", "fallback"),
+            ("SEGMENTS", "device, daypart"),
         ])
         .unwrap();
+        assert_eq!(s.segments, [Dimension::Device, Dimension::Daypart]);
         assert_eq!(s.holdout, 0.05);
         assert_eq!(s.holdout_baseline, HoldoutBaseline::Fallback);
         assert!(s.has_slot("side") && !s.has_slot("other"));

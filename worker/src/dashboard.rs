@@ -111,6 +111,73 @@ fn holdout_section(out: &mut String, st: &SlotState) {
     );
 }
 
+/// Each visitor segment's traffic and what it prefers, next to the global view.
+fn segments_section(out: &mut String, st: &SlotState, rotation: &RotationConfig) {
+    if st.segments.is_empty() {
+        return;
+    }
+    let posteriors = st.arms.posteriors(&rotation.policy);
+    let arms: Vec<(&str, Posterior)> = st
+        .arms
+        .arms
+        .iter()
+        .zip(posteriors)
+        .map(|(a, p)| (a.item.as_str(), p))
+        .collect();
+    let views = st.segments.views(&arms);
+    let total: u64 = views
+        .iter()
+        .map(|v| {
+            arms.iter()
+                .map(|(item, _)| st.segments.get(item, &v.segment).impressions)
+                .sum::<u64>()
+        })
+        .sum();
+    let _ = write!(
+        out,
+        "<h2>Segments</h2><p class=\"dash__note\">Each segment's posteriors borrow from the arm's overall evidence with a strength fitted to how much segments differ (now {k:.0} impressions' worth); this round's counts.</p><table class=\"dash__segments\" data-segments><thead><tr><th>Segment</th><th>Impressions</th><th>Clicks</th><th>Leader</th><th>P(best) per arm</th></tr></thead><tbody>",
+        k = st.segments.strength(&arms),
+    );
+    for v in &views {
+        let (imps, clicks) = arms.iter().fold((0, 0), |(i, c), (item, _)| {
+            let n = st.segments.get(item, &v.segment);
+            (i + n.impressions, c + n.clicks)
+        });
+        let leader = v
+            .p_best
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(i, p)| format!("{} ({:.1}%)", html(arms[i].0), p * 100.0))
+            .unwrap_or_default();
+        let bars: Vec<String> = v
+            .p_best
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                format!(
+                    "<span class=\"swatch\" style=\"background:{}\"></span>{:.0}%",
+                    colour(i),
+                    p * 100.0
+                )
+            })
+            .collect();
+        let name = if v.segment == crate::snapshot::UNSEEN_SEGMENT {
+            "others (no counts yet)".to_string()
+        } else {
+            html(&v.segment).into_owned()
+        };
+        let _ = write!(
+            out,
+            "<tr data-segment=\"{seg}\"><td>{name}</td><td>{imps} ({share:.0}%)</td><td>{clicks}</td><td>{leader}</td><td>{bars}</td></tr>",
+            seg = html(&v.segment),
+            share = if total > 0 { imps as f64 * 100.0 / total as f64 } else { 0.0 },
+            bars = bars.join(" "),
+        );
+    }
+    out.push_str("</tbody></table>");
+}
+
 /// The sample-ratio check and the feedback lag.
 fn health_section(out: &mut String, st: &SlotState) {
     let r = st.health.report();
@@ -350,6 +417,7 @@ pub fn page(
         }
         out.push_str("</tbody></table>");
     }
+    segments_section(&mut out, st, rotation);
     holdout_section(&mut out, st);
     health_section(&mut out, st);
     controls_section(&mut out, st, now_ms);

@@ -15,6 +15,7 @@ use crate::now_ms;
 use crate::page_headers::{security_headers, PageKind};
 use crate::render::{home_template, origin_fills, pick_fragment, render_home, PickMark, SlotFill};
 use crate::rng::with_rng;
+use crate::segment::{segment_of, Facts};
 use crate::slot_client::{SlotClient, KV_BINDING};
 use crate::snapshot::{kv_key, Choice, Snapshot};
 use crate::template::Template;
@@ -292,10 +293,11 @@ fn draw(
     snap: Option<Rc<Snapshot>>,
     source: SnapshotSource,
     taken: &[&str],
+    segment: Option<&str>,
 ) -> Decision {
     let drawn = snap.and_then(|snap| {
         with_rng(|rng| {
-            let d = snap.decide(rng, now_ms(), taken, settings.holdout())?;
+            let d = snap.decide(rng, now_ms(), taken, settings.holdout(), segment)?;
             let id = DecisionId {
                 time_ms: now_ms().max(0.0) as u64,
                 random: rand::Rng::random(rng),
@@ -329,15 +331,74 @@ fn draw(
             version: snap.version,
             arms: d.arms,
             served_by: d.served_by,
-            segment: None,
+            segment: segment.map(str::to_string),
         }),
     }
 }
 
 /// Reads the state and draws the slot's pick.
-pub async fn decide(ctx: &Context, env: &Env, settings: &Settings, slot: &str) -> Decision {
+pub async fn decide(
+    req: &Request,
+    ctx: &Context,
+    env: &Env,
+    settings: &Settings,
+    slot: &str,
+) -> Decision {
     let (snap, source) = load_snapshot(ctx, env, settings, slot).await;
-    draw(settings, snap, source, &[])
+    let segment = visitor_segment(req, settings);
+    draw(settings, snap, source, &[], segment.as_deref())
+}
+
+/// The visitor's segment when the worker has segments (`SEGMENTS`): from the request's
+/// headers and the platform's metadata (`request.cf`), never a cookie.
+pub fn visitor_segment(req: &Request, settings: &Settings) -> Option<String> {
+    if settings.segments.is_empty() {
+        return None;
+    }
+    let header = |name: &str| req.headers().get(name).ok().flatten();
+    let ua = header("user-agent");
+    let hint = header("sec-ch-ua-mobile");
+    let raw: &web_sys::Request = req.inner();
+    let cf = js_sys::Reflect::get(raw, &"cf".into()).ok();
+    let cf_str = |name: &str| {
+        cf.as_ref()
+            .filter(|c| c.is_object())
+            .and_then(|c| js_sys::Reflect::get(c, &name.into()).ok())
+            .and_then(|v| v.as_string())
+    };
+    let continent = cf_str("continent");
+    let local_hour = local_hour(cf_str("timezone").as_deref());
+    Some(segment_of(
+        &settings.segments,
+        &Facts {
+            user_agent: ua.as_deref(),
+            mobile_hint: hint.as_deref(),
+            continent: continent.as_deref(),
+            local_hour,
+        },
+    ))
+}
+
+/// The hour now in `timezone` (an IANA name from `request.cf`), else in UTC.
+fn local_hour(timezone: Option<&str>) -> Option<u32> {
+    let now = js_sys::Date::new_0();
+    if let Some(tz) = timezone {
+        let options = js_sys::Object::new();
+        let set = |k: &str, v: &str| js_sys::Reflect::set(&options, &k.into(), &v.into()).is_ok();
+        if set("timeZone", tz) && set("hour", "numeric") && set("hourCycle", "h23") {
+            let format =
+                js_sys::Intl::DateTimeFormat::new(&js_sys::Array::of1(&"en-US".into()), &options);
+            let text: Option<String> = format
+                .format()
+                .call1(&format, &now)
+                .ok()
+                .and_then(|v| v.as_string());
+            if let Some(h) = text.and_then(|t| t.trim().parse::<u32>().ok()) {
+                return Some(h % 24);
+            }
+        }
+    }
+    Some(now.get_utc_hours())
 }
 
 /// A static template from the assets, cached for the isolate's life.
@@ -413,6 +474,7 @@ async fn decide_page(
     env: &Env,
     settings: &Settings,
     slots: &[&str],
+    segment: Option<&str>,
 ) -> Vec<(String, Decision)> {
     let loads = slots
         .iter()
@@ -422,7 +484,7 @@ async fn decide_page(
     let mut out = Vec::with_capacity(slots.len());
     for (slot, (snap, source)) in slots.iter().zip(snapshots) {
         let taken_ids: Vec<&str> = taken.iter().map(String::as_str).collect();
-        let d = draw(settings, snap, source, &taken_ids);
+        let d = draw(settings, snap, source, &taken_ids, segment);
         if let Some(item) = d.item(settings) {
             taken.push(item.id.clone());
         }
@@ -482,7 +544,8 @@ pub async fn homepage(
         None => settings.slots.iter().map(String::as_str).collect(),
     };
     let start = now_ms();
-    let decisions = decide_page(ctx, env, settings, &slots).await;
+    let segment = visitor_segment(req, settings);
+    let decisions = decide_page(ctx, env, settings, &slots, segment.as_deref()).await;
     let read_ms = now_ms() - start;
     let nonce = crate::rng::nonce();
     let fills = page_fills(settings, &decisions, &nonce);

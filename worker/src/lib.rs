@@ -4,6 +4,7 @@
 pub mod catalog;
 pub mod catalog_client;
 pub mod config;
+pub mod contextual;
 pub mod controls;
 pub mod credentials;
 pub mod dashboard;
@@ -12,6 +13,7 @@ pub mod health;
 pub mod log;
 pub mod page_headers;
 pub mod render;
+pub mod segment;
 pub mod slot_client;
 pub mod snapshot;
 pub mod state;

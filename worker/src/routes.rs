@@ -23,7 +23,7 @@ pub async fn route(req: Request, env: Env, ctx: Context) -> Result<Response> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let result = match (&method, segments.as_slice()) {
         (Method::Get | Method::Head, [""]) => homepage(&req, &ctx, &env).await,
-        (Method::Get, ["api", "slots", slot, "pick"]) => pick(&ctx, &env, slot).await,
+        (Method::Get, ["api", "slots", slot, "pick"]) => pick(&req, &ctx, &env, slot).await,
         (Method::Post, ["api", "slots", slot, "events"]) => events(req, &env, slot).await,
         (Method::Get, ["api", "slots", slot]) => slot_state(&req, &env, slot).await,
         (Method::Get, ["api", "slots", slot, "offsets"]) => slot_offsets(&req, &env, slot).await,
@@ -102,10 +102,10 @@ async fn homepage(req: &Request, ctx: &Context, env: &Env) -> ApiResult {
     }
 }
 
-async fn pick(ctx: &Context, env: &Env, slot: &str) -> ApiResult {
+async fn pick(req: &Request, ctx: &Context, env: &Env, slot: &str) -> ApiResult {
     let s = settings(env)?;
     known_slot(&s, slot)?;
-    let d = edge::decide(ctx, env, &s, slot).await;
+    let d = edge::decide(req, ctx, env, &s, slot).await;
     let Some(item) = d.item(&s) else {
         return Err(ApiError::new(
             404,

@@ -213,6 +213,21 @@ impl SlotObject {
         }
         let mut applied = st.apply_batch(&batch, now_ms());
         st.health.record(&batch, &self.published().await?, now_ms());
+        let dims = self
+            .settings()
+            .map(|s| s.segments.clone())
+            .unwrap_or_default();
+        let left_out = st.apply_segments(&batch, &dims, now_ms());
+        if left_out > 0 {
+            crate::log::info(
+                "segments_left_out",
+                &[
+                    ("slot", slot),
+                    ("impressions", &left_out.to_string()),
+                    ("why", "not a configured segment, or not an arm"),
+                ],
+            );
+        }
         if st.arms.round_complete(rotation) {
             self.rotate(&mut st, rotation).await?;
             applied.rotated = true;
@@ -235,13 +250,16 @@ impl SlotObject {
         let now = now_ms();
         let snapshot = st.snapshot(rotation, now);
         let json = serde_json::to_string(&snapshot).map_err(|e| Error::RustError(e.to_string()))?;
-        // What this version serves, for checking the impressions it will log.
+        // What this version serves, for checking the impressions it will log (with segments,
+        // each visitor's odds depend on the segment: not checked yet).
         let settings = self.settings().map_err(|e| Error::RustError(e.message))?;
         let mut published = self.published().await?;
-        published.push(
-            snapshot.version,
-            snapshot.serving_probabilities(now, settings.holdout()),
-        );
+        if snapshot.segments.is_empty() {
+            published.push(
+                snapshot.version,
+                snapshot.serving_probabilities(now, settings.holdout()),
+            );
+        }
         let odds =
             serde_json::to_string(&published).map_err(|e| Error::RustError(e.to_string()))?;
         self.state.storage().put(PUBLISHED_KEY, odds).await?;

@@ -42,9 +42,28 @@ pub struct Snapshot {
     /// An operator's pin, with what the page shows of its item.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pinned: Option<Pinned>,
-    /// P(best) among the open arms, per set of arms an earlier slot of the page took.
+    /// The arms as each visitor segment sees them (partially pooled posteriors), when the
+    /// worker has segments; a segment not listed sees [`UNSEEN_SEGMENT`]'s view if there is
+    /// one, else the arms' own posteriors.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<SegmentView>,
+    /// P(best) among the open arms, per view and set of arms an earlier slot of the page took.
     #[serde(skip)]
     conditional: RefCell<Vec<ConditionalPBest>>,
+}
+
+/// The view of segments without counts of their own.
+pub const UNSEEN_SEGMENT: &str = "*";
+
+/// The arms as one visitor segment sees them, in the snapshot's arm order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SegmentView {
+    /// Segment name (or [`UNSEEN_SEGMENT`]).
+    pub segment: String,
+    /// Each arm's posterior in the segment.
+    pub posteriors: Vec<Posterior>,
+    /// Each arm's P(best) in the segment.
+    pub p_best: Vec<f64>,
 }
 
 /// A pin with the display fields of its item.
@@ -59,6 +78,8 @@ pub struct Pinned {
 /// What a request of a snapshot may show and with which probabilities.
 struct Odds<'s> {
     snap: &'s Snapshot,
+    /// The visitor segment's view, if it has its own.
+    view: Option<&'s SegmentView>,
     /// Arms not taken by an earlier slot of the page.
     open: Vec<usize>,
     /// P(best) of each arm among the open ones.
@@ -72,17 +93,24 @@ struct Odds<'s> {
 }
 
 impl<'s> Odds<'s> {
-    fn new(snap: &'s Snapshot, now_ms: f64, taken: &[&str], holdout: Holdout<'s>) -> Odds<'s> {
+    fn new(
+        snap: &'s Snapshot,
+        now_ms: f64,
+        taken: &[&str],
+        holdout: Holdout<'s>,
+        segment: Option<&str>,
+    ) -> Odds<'s> {
+        let view = segment.and_then(|s| snap.view(s));
         let open: Vec<usize> = (0..snap.arms.len())
             .filter(|&i| !taken.contains(&snap.arms[i].item.id.as_str()))
             .collect();
-        // P(best) among the open arms: the snapshot's own unless an earlier slot took one
-        // of its arms (a page with several slots sharing items), then computed once per
-        // snapshot and set of taken arms.
-        let p_best: Rc<Vec<f64>> = if open.len() == snap.arms.len() {
-            Rc::new(snap.arms.iter().map(|a| a.p_best).collect())
-        } else {
-            snap.p_best_without(&open)
+        // P(best) among the open arms: the view's own unless an earlier slot took one of its
+        // arms (a page with several slots sharing items), then computed once per snapshot,
+        // view and set of taken arms.
+        let p_best: Rc<Vec<f64>> = match view {
+            _ if open.len() != snap.arms.len() => snap.p_best_without(view, &open),
+            Some(v) => Rc::new(v.p_best.clone()),
+            None => Rc::new(snap.arms.iter().map(|a| a.p_best).collect()),
         };
         let pin = match &snap.pinned {
             Some(p) if p.pin.active(now_ms) && !taken.contains(&p.item.id.as_str()) => Some(p),
@@ -96,6 +124,7 @@ impl<'s> Odds<'s> {
         };
         Odds {
             snap,
+            view,
             open,
             p_best,
             pin,
@@ -128,8 +157,9 @@ impl<'s> Odds<'s> {
     }
 }
 
-/// P(best) among a set of open arms (by index), for a page whose earlier slots took some.
-type ConditionalPBest = (Vec<usize>, Rc<Vec<f64>>);
+/// P(best) among a set of open arms (by index) in a view (by segment name, empty for the
+/// arms' own), for a page whose earlier slots took some.
+type ConditionalPBest = (String, Vec<usize>, Rc<Vec<f64>>);
 
 /// The holdout as a decision sees it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -221,6 +251,7 @@ impl Snapshot {
             produced_at_ms,
             arms,
             pinned,
+            segments: Vec::new(),
             conditional: Default::default(),
         };
         s.ensure_p_best();
@@ -241,14 +272,20 @@ impl Snapshot {
 
     /// P(best) of each arm among the `open` ones (0 for the others), computed once per
     /// snapshot and set: at most a handful of sets occur (the picks of earlier slots).
-    fn p_best_without(&self, open: &[usize]) -> Rc<Vec<f64>> {
-        if let Some((_, p)) = self.conditional.borrow().iter().find(|(o, _)| o == open) {
+    fn p_best_without(&self, view: Option<&SegmentView>, open: &[usize]) -> Rc<Vec<f64>> {
+        let name = view.map_or("", |v| v.segment.as_str());
+        if let Some((_, _, p)) = self
+            .conditional
+            .borrow()
+            .iter()
+            .find(|(v, o, _)| v == name && o == open)
+        {
             return Rc::clone(p);
         }
         let open_p = bandit::p_best(
             &open
                 .iter()
-                .map(|&i| self.arms[i].posterior)
+                .map(|&i| self.posterior(view, i))
                 .collect::<Vec<_>>(),
         );
         let mut p = vec![0.0; self.arms.len()];
@@ -260,8 +297,22 @@ impl Snapshot {
         if cache.len() >= MAX_CONDITIONAL {
             cache.remove(0);
         }
-        cache.push((open.to_vec(), Rc::clone(&p)));
+        cache.push((name.to_string(), open.to_vec(), Rc::clone(&p)));
         p
+    }
+
+    /// The view of `segment`: its own, else the one of segments without counts, if any.
+    fn view(&self, segment: &str) -> Option<&SegmentView> {
+        self.segments
+            .iter()
+            .find(|v| v.segment == segment)
+            .or_else(|| self.segments.iter().find(|v| v.segment == UNSEEN_SEGMENT))
+    }
+
+    /// Arm `i`'s posterior in `view` (its own without one).
+    fn posterior(&self, view: Option<&SegmentView>, i: usize) -> Posterior {
+        view.and_then(|v| v.posteriors.get(i).copied())
+            .unwrap_or(self.arms[i].posterior)
     }
 
     /// Decides what a request shows, skipping items already `taken` on the page: the pin
@@ -273,8 +324,9 @@ impl Snapshot {
         now_ms: f64,
         taken: &[&str],
         holdout: Holdout<'_>,
+        segment: Option<&str>,
     ) -> Option<Drawn> {
-        let odds = Odds::new(self, now_ms, taken, holdout);
+        let odds = Odds::new(self, now_ms, taken, holdout, segment);
         let arms = odds.open.len() as u32;
         if let Some(p) = odds.pin {
             let u: f64 = rng.random();
@@ -305,7 +357,12 @@ impl Snapshot {
                 });
             }
         }
-        let k = bandit::pick(odds.open.iter().map(|&i| &self.arms[i].posterior), rng)?;
+        let posteriors: Vec<Posterior> = odds
+            .open
+            .iter()
+            .map(|&i| self.posterior(odds.view, i))
+            .collect();
+        let k = bandit::pick(posteriors.iter(), rng)?;
         let i = odds.open[k];
         Some(Drawn {
             choice: Choice::Arm(i),
@@ -319,7 +376,7 @@ impl Snapshot {
     /// it is the first slot (the arms, the pinned item, the holdout's editorial item): what
     /// the sample-ratio check expects of the logged impressions.
     pub fn serving_probabilities(&self, now_ms: f64, holdout: Holdout<'_>) -> Vec<(String, f64)> {
-        let odds = Odds::new(self, now_ms, &[], holdout);
+        let odds = Odds::new(self, now_ms, &[], holdout, None);
         let mut items: Vec<&str> = self.arms.iter().map(|a| a.item.id.as_str()).collect();
         if let Some(p) = odds.pin {
             items.push(&p.item.id);
@@ -349,6 +406,7 @@ mod tests {
             produced_at_ms: 0.0,
             arms: Vec::new(),
             pinned: None,
+            segments: Vec::new(),
             conditional: Default::default(),
         }
     }
@@ -397,7 +455,7 @@ mod tests {
         let n = 40_000;
         let mut seen: std::collections::HashMap<String, (u64, f64)> = Default::default();
         for _ in 0..n {
-            let d = s.decide(&mut rng, 0.0, taken, holdout).unwrap();
+            let d = s.decide(&mut rng, 0.0, taken, holdout, None).unwrap();
             let id = match d.choice {
                 Choice::Arm(i) => s.arms[i].item.id.clone(),
                 Choice::Pinned => s.pinned.as_ref().unwrap().item.id.clone(),
@@ -453,7 +511,7 @@ mod tests {
         let s = four_arms(None);
         let mut rng = rand::rngs::SmallRng::seed_from_u64(3);
         let held: Vec<Drawn> = (0..20_000)
-            .filter_map(|_| s.decide(&mut rng, 0.0, &[], Holdout::Uniform { share: 0.5 }))
+            .filter_map(|_| s.decide(&mut rng, 0.0, &[], Holdout::Uniform { share: 0.5 }, None))
             .filter(|d| d.served_by == ServedBy::Holdout)
             .collect();
         // Binomial(20000, 0.5): sd 71.

@@ -10,12 +10,15 @@ use bandit::holdout::Comparison;
 use bandit::operator::{AuditLog, PinLearning};
 use bandit::protocol::{Applied, Counted, OffsetsResponse};
 use bandit::{
-    ArmSet, EventBatch, OffsetLedger, Recorded, RotationConfig, RotationPlan, RoundSummary,
+    ArmSet, EventBatch, OffsetLedger, Posterior, Recorded, RotationConfig, RotationPlan,
+    RoundSummary,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::CatalogItem;
+use crate::contextual::SegmentCounts;
 use crate::health::Health;
+use crate::segment::Dimension;
 use crate::snapshot::{Pinned, Snapshot, SnapshotArm};
 
 /// Rounds kept in the operator history.
@@ -134,6 +137,9 @@ pub struct SlotState {
     /// The sample-ratio check of the logged impressions and the feedback lag.
     #[serde(default)]
     pub health: Health,
+    /// Each arm's counts per visitor segment this round (when the worker has segments).
+    #[serde(default, skip_serializing_if = "SegmentCounts::is_empty")]
+    pub segments: SegmentCounts,
 }
 
 impl SlotState {
@@ -154,6 +160,7 @@ impl SlotState {
             audit: AuditLog::default(),
             audit_changed: false,
             health: Health::default(),
+            segments: SegmentCounts::default(),
         }
     }
 
@@ -167,7 +174,7 @@ impl SlotState {
     pub fn snapshot(&self, rotation: &RotationConfig, now_ms: f64) -> Snapshot {
         let posteriors = self.arms.posteriors(&rotation.policy);
         // P(best) once per published version, so no request computes it.
-        Snapshot::new(
+        let mut snapshot = Snapshot::new(
             self.slot.clone(),
             self.arms.round,
             self.version,
@@ -185,7 +192,28 @@ impl SlotState {
                 })
                 .collect(),
             self.pinned.clone().filter(|p| p.pin.active(now_ms)),
-        )
+        );
+        // Each segment's view of the same arms, in the same order.
+        let arms: Vec<(&str, Posterior)> = snapshot
+            .arms
+            .iter()
+            .map(|a| (a.item.id.as_str(), a.posterior))
+            .collect();
+        let views = self.segments.views(&arms);
+        snapshot.segments = views;
+        snapshot
+    }
+
+    /// Counts a batch's segment entries (after [`SlotState::apply_batch`], unless learning is
+    /// paused); returns the impressions of segments `dims` cannot produce or of items outside
+    /// the set.
+    pub fn apply_segments(&mut self, batch: &EventBatch, dims: &[Dimension], now_ms: f64) -> u64 {
+        if dims.is_empty() || self.learning_paused(now_ms) {
+            return 0;
+        }
+        let arms = &self.arms;
+        self.segments
+            .add(batch, dims, |item| arms.position(item).is_some())
     }
 
     /// Whether an active pin has paused learning at `now_ms`.
@@ -319,6 +347,7 @@ impl SlotState {
         self.items.retain(|id, _| arms.position(id).is_some());
         self.push_round(summary);
         self.health.end_round();
+        self.segments.clear();
     }
 
     /// Applies an operator's offset correction, or says why it cannot be applied.
@@ -425,6 +454,16 @@ impl SlotState {
             "totals": self.totals,
             "holdout": self.holdout_comparison(),
             "health": self.health.report(),
+            "segments": self.segments,
+            "segment_views": self.segments.views(
+                &self
+                    .arms
+                    .arms
+                    .iter()
+                    .zip(posteriors.iter().copied())
+                    .map(|(a, p)| (a.item.as_str(), p))
+                    .collect::<Vec<_>>()
+            ),
             "last_batch_ms": self.last_batch_ms,
             "pinned": self.pinned,
             "exclude": self.exclude,
@@ -488,6 +527,7 @@ pub(crate) mod tests {
                     impressions,
                     clicks,
                     served_by: None,
+                    segment: None,
                 })
                 .collect(),
             ..Default::default()

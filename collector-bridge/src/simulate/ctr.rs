@@ -96,6 +96,13 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 /// The hidden click-through rate of `item` under `seed`: a deterministic function, so tests
 /// and benchmarks can compute which item is truly best.
+/// The seed of a visitor segment's hidden rates: each segment draws its own rates from the
+/// same distribution (the strongest context effect), reproducibly.
+pub fn segment_seed(seed: u64, segment: &str) -> u64 {
+    seed ^ fnv1a(segment.as_bytes()).rotate_left(29)
+}
+
+/// The hidden click-through rate of `item` for visitors whose rates come from `seed`.
 pub fn true_ctr(seed: u64, item: &str, dist: CtrDist) -> f64 {
     match dist {
         CtrDist::Fixed(p) => p,

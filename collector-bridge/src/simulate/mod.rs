@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use apache_avro::Schema;
 use rand::Rng;
 
-pub use ctr::{true_ctr, CtrDist, SplitMix64};
+pub use ctr::{segment_seed, true_ctr, CtrDist, SplitMix64};
 pub use output::{ChannelOutput, KafkaOutput, RecordOutput};
 pub use record::{EncodeError, RecordEncoder, SimEvent};
 
@@ -43,6 +43,78 @@ pub struct SimConfig {
     pub slot: String,
     /// Fraction of visitors who also view an unrelated page (noise records).
     pub noise: f64,
+    /// Device classes of the visitors with their shares (empty: no User-Agent, one set of
+    /// rates); each class has its own hidden rates ([`segment_seed`]).
+    pub devices: Vec<(Device, f64)>,
+}
+
+/// A simulated visitor's device class, announced by its User-Agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Device {
+    /// A phone.
+    Mobile,
+    /// A tablet.
+    Tablet,
+    /// A computer.
+    Desktop,
+}
+
+impl Device {
+    /// The class's name (the worker's segment value).
+    pub fn name(self) -> &'static str {
+        match self {
+            Device::Mobile => "mobile",
+            Device::Tablet => "tablet",
+            Device::Desktop => "desktop",
+        }
+    }
+
+    /// A User-Agent of the class.
+    pub fn user_agent(self) -> &'static str {
+        match self {
+            Device::Mobile => "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1",
+            Device::Tablet => "Mozilla/5.0 (iPad; CPU OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1",
+            Device::Desktop => "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_0) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Safari/605.1.15",
+        }
+    }
+}
+
+/// Device classes with their shares (summing to one).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Devices(pub Vec<(Device, f64)>);
+
+/// Parses `mobile:0.6,desktop:0.4` (shares are normalised).
+pub fn parse_devices(s: &str) -> Result<Devices, String> {
+    let help = "expected CLASS:SHARE,... with classes mobile, tablet, desktop, e.g. mobile:0.6,desktop:0.4";
+    let mut out: Vec<(Device, f64)> = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, share) = part
+            .split_once(':')
+            .ok_or_else(|| format!("{part:?}: {help}"))?;
+        let device = match name.trim() {
+            "mobile" => Device::Mobile,
+            "tablet" => Device::Tablet,
+            "desktop" => Device::Desktop,
+            _ => return Err(format!("{name:?}: {help}")),
+        };
+        let share: f64 = share
+            .trim()
+            .parse()
+            .ok()
+            .filter(|x: &f64| x.is_finite() && *x > 0.0)
+            .ok_or_else(|| format!("{part:?}: the share must be a positive number; {help}"))?;
+        if out.iter().any(|(d, _)| *d == device) {
+            return Err(format!("{name:?} is given twice"));
+        }
+        out.push((device, share));
+    }
+    let total: f64 = out.iter().map(|(_, s)| s).sum();
+    if out.is_empty() {
+        return Err(help.to_string());
+    }
+    Ok(Devices(
+        out.into_iter().map(|(d, s)| (d, s / total)).collect(),
+    ))
 }
 
 /// What a simulation produced.
@@ -58,6 +130,8 @@ pub struct SimReport {
     pub noise: u64,
     /// Impressions per item.
     pub shown: HashMap<String, u64>,
+    /// Impressions per device class and item (with `devices`).
+    pub shown_by_device: HashMap<String, HashMap<String, u64>>,
 }
 
 /// Why a simulation stopped.
@@ -160,6 +234,12 @@ pub fn run_visitors(
                     for (k, v) in local.shown {
                         *rep.shown.entry(k).or_default() += v;
                     }
+                    for (d, items) in local.shown_by_device {
+                        let into = rep.shown_by_device.entry(d).or_default();
+                        for (k, v) in items {
+                            *into.entry(k).or_default() += v;
+                        }
+                    }
                 }
             });
         }
@@ -182,8 +262,28 @@ fn visit(
     rep: &mut SimReport,
 ) -> Result<(), SimError> {
     let mut rng = SplitMix64::new(cfg.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ i);
-    let Some(pick) = client.pick(&cfg.slot)? else {
+    // The visitor's device, drawn by share; it decides the User-Agent and the hidden rates.
+    let device = if cfg.devices.is_empty() {
+        None
+    } else {
+        let u: f64 = rng.random();
+        let mut acc = 0.0;
+        let mut chosen = cfg.devices[cfg.devices.len() - 1].0;
+        for (d, share) in &cfg.devices {
+            acc += share;
+            if u < acc {
+                chosen = *d;
+                break;
+            }
+        }
+        Some(chosen)
+    };
+    let Some(pick) = client.pick_as(&cfg.slot, device.map(Device::user_agent))? else {
         return Ok(());
+    };
+    let rates_seed = match device {
+        Some(d) => segment_seed(cfg.seed, d.name()),
+        None => cfg.seed,
     };
     let party = format!("0:sim{:x}:{i:x}", cfg.seed);
     let session = format!("0:s{i:x}");
@@ -219,7 +319,14 @@ fn visit(
     rep.visitors += 1;
     rep.impressions += 1;
     *rep.shown.entry(pick.item.clone()).or_default() += 1;
-    if rng.random::<f64>() < true_ctr(cfg.seed, &pick.item, cfg.ctr) {
+    if let Some(d) = device {
+        *rep.shown_by_device
+            .entry(d.name().to_string())
+            .or_default()
+            .entry(pick.item.clone())
+            .or_default() += 1;
+    }
+    if rng.random::<f64>() < true_ctr(rates_seed, &pick.item, cfg.ctr) {
         ev.event_type = "pageView";
         ev.page_type = "product";
         ev.event_id = format!("{i:x}-1");

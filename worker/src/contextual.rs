@@ -1,0 +1,193 @@
+//! A slot's per-segment counts and the segment views the edge samples from: pure steps on the
+//! stored counts, with the partial pooling of `bandit::context`.
+
+use std::collections::BTreeMap;
+
+use bandit::context::{pooling_strength, segment_posterior, Cell};
+use bandit::protocol::Counted;
+use bandit::{EventBatch, Posterior};
+use serde::{Deserialize, Serialize};
+
+use crate::segment::{is_known, Dimension};
+use crate::snapshot::{SegmentView, UNSEEN_SEGMENT};
+
+/// Each arm's counts per visitor segment, this round (item -> segment -> counts).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SegmentCounts(BTreeMap<String, BTreeMap<String, Counted>>);
+
+impl SegmentCounts {
+    /// Adds a batch's segment entries of the arms `is_arm` accepts; names the configured
+    /// dimensions cannot produce are left out (their events still count for the arm), so
+    /// forged names cannot grow the state. Returns the impressions left out.
+    pub fn add(
+        &mut self,
+        batch: &EventBatch,
+        dims: &[Dimension],
+        is_arm: impl Fn(&str) -> bool,
+    ) -> u64 {
+        let mut left_out = 0u64;
+        for c in &batch.counts {
+            let Some(segment) = c.segment.as_deref() else {
+                continue;
+            };
+            if !is_known(dims, segment) || !is_arm(&c.item) {
+                left_out = left_out.saturating_add(c.impressions);
+                continue;
+            }
+            let cell = self
+                .0
+                .entry(c.item.clone())
+                .or_default()
+                .entry(segment.to_string())
+                .or_default();
+            cell.impressions = cell.impressions.saturating_add(c.impressions);
+            cell.clicks = cell.clicks.saturating_add(c.clicks);
+        }
+        left_out
+    }
+
+    /// Keeps only the counts of items `keep` accepts (arms that left lose theirs).
+    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        self.0.retain(|item, _| keep(item));
+    }
+
+    /// Starts a new round: segment evidence is per round, like the arms' own counts.
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    /// Whether nothing is counted.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The counts of `item` in `segment`.
+    pub fn get(&self, item: &str, segment: &str) -> Counted {
+        self.0
+            .get(item)
+            .and_then(|s| s.get(segment))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Every segment with counts, sorted.
+    pub fn segments(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = self
+            .0
+            .values()
+            .flat_map(|s| s.keys().map(String::as_str))
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// The pooling strength these counts imply for arms `(item, posterior)`.
+    pub fn strength(&self, arms: &[(&str, Posterior)]) -> f64 {
+        pooling_strength(arms.iter().flat_map(|(item, p)| {
+            let m = p.mean();
+            self.0.get(*item).into_iter().flat_map(move |segs| {
+                segs.values().map(move |&counts| Cell {
+                    arm_mean: m,
+                    counts,
+                })
+            })
+        }))
+    }
+
+    /// The views of `arms` (in order) for every segment with counts, plus the view of
+    /// segments without counts when it differs from the arms' own posteriors; each with its
+    /// P(best), computed here once per published version.
+    pub fn views(&self, arms: &[(&str, Posterior)]) -> Vec<SegmentView> {
+        if self.is_empty() {
+            return Vec::new();
+        }
+        let k = self.strength(arms);
+        let view = |name: &str| {
+            let posteriors: Vec<Posterior> = arms
+                .iter()
+                .map(|(item, p)| segment_posterior(p, self.get(item, name), k))
+                .collect();
+            SegmentView {
+                segment: name.to_string(),
+                p_best: bandit::p_best(&posteriors),
+                posteriors,
+            }
+        };
+        let mut out: Vec<SegmentView> = self.segments().into_iter().map(view).collect();
+        // Unseen segments get the pooled prior alone: the arms' own posteriors unless the fit
+        // says segments differ enough to weaken it.
+        if arms.iter().any(|(_, p)| k < p.alpha + p.beta) {
+            out.push(view(UNSEEN_SEGMENT));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bandit::ItemCount;
+
+    fn entry(item: &str, segment: &str, impressions: u64, clicks: u64) -> ItemCount {
+        ItemCount {
+            item: item.into(),
+            impressions,
+            clicks,
+            served_by: None,
+            segment: Some(segment.into()),
+        }
+    }
+
+    #[test]
+    fn known_segments_of_arms_are_counted_and_the_rest_left_out() {
+        let dims = [Dimension::Device];
+        let mut c = SegmentCounts::default();
+        let batch = EventBatch {
+            counts: vec![
+                entry("a", "mobile", 10, 2),
+                entry("a", "desktop", 5, 0),
+                entry("a", "phone", 7, 1),
+                entry("z", "mobile", 3, 0),
+            ],
+            ..Default::default()
+        };
+        let left = c.add(&batch, &dims, |i| i == "a");
+        assert_eq!(left, 10);
+        assert_eq!(c.get("a", "mobile").clicks, 2);
+        assert_eq!(c.segments(), ["desktop", "mobile"]);
+        c.retain(|_| false);
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn segments_that_prefer_different_arms_get_views_that_say_so() {
+        let dims = [Dimension::Device];
+        let mut c = SegmentCounts::default();
+        // Mobile visitors click "a" (10%) over "b" (2%); desktop ones the other way round.
+        let batch = EventBatch {
+            counts: vec![
+                entry("a", "mobile", 5_000, 500),
+                entry("b", "mobile", 5_000, 100),
+                entry("a", "desktop", 5_000, 100),
+                entry("b", "desktop", 5_000, 500),
+            ],
+            ..Default::default()
+        };
+        c.add(&batch, &dims, |_| true);
+        let arms = [
+            ("a", Posterior::UNIFORM.observe(600, 10_000)),
+            ("b", Posterior::UNIFORM.observe(600, 10_000)),
+        ];
+        let views = c.views(&arms);
+        let get = |name: &str| views.iter().find(|v| v.segment == name).unwrap();
+        assert!(get("mobile").p_best[0] > 0.99, "{:?}", get("mobile"));
+        assert!(get("desktop").p_best[1] > 0.99, "{:?}", get("desktop"));
+        // The fit saw segments differ, so an unseen segment gets a weakened prior, not the
+        // arms' own posteriors.
+        let unseen = get(UNSEEN_SEGMENT);
+        assert!(unseen.posteriors[0].alpha + unseen.posteriors[0].beta < 10_002.0);
+        assert!(SegmentCounts::default().views(&arms).is_empty());
+    }
+}
