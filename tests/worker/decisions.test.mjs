@@ -177,3 +177,28 @@ describe("segments", () => {
     }
   });
 });
+
+describe("sticky picks", () => {
+  test("a session sees one pick per round; other sessions and cookieless visitors draw afresh", async () => {
+    const w = await startWorker({ vars: { ARMS: "4", SNAPSHOT_MAX_AGE_MS: "0", STICKY: "session" } });
+    try {
+      await importItems(w, makeItems(4, "st"));
+      const pick = async (headers = {}) => (await (await w.fetch(`/api/slots/${SLOT}/pick`, { headers })).json()).item;
+      const mine = { cookie: "_dvp=0:party; _dvs=0:my-session" };
+      const first = await pick(mine);
+      for (let i = 0; i < 20; i++) assert.equal(await pick(mine), first, "the same session keeps its pick");
+      // Four equal arms: 30 sessions all drawing the same item has probability 4^-29.
+      const others = new Set();
+      for (let i = 0; i < 30; i++) others.add(await pick({ cookie: `_dvs=0:session-${i}` }));
+      assert.ok(others.size > 1, "sessions draw independently");
+      const cookieless = new Set();
+      for (let i = 0; i < 30; i++) cookieless.add(await pick());
+      assert.ok(cookieless.size > 1, "without the cookie every request draws");
+      const home = await w.fetch("/", { headers: mine });
+      assert.equal(home.headers.get("cache-control"), "private, no-store");
+      assert.ok((await home.text()).includes(`data-top-pick-item="${first}"`), "the homepage shows the session's pick");
+    } finally {
+      await w.dispose();
+    }
+  });
+});

@@ -39,6 +39,10 @@ pub struct Settings {
     /// Visitor segments the picks are contextual on (`SEGMENTS`, e.g. `device,continent`;
     /// empty: one model for everyone).
     pub segments: Vec<Dimension>,
+    /// The cookie whose value makes picks sticky per visitor and round (`STICKY=session`:
+    /// Divolte's session cookie, named by `STICKY_COOKIE`, default `_dvs`); none: a fresh
+    /// draw per request.
+    pub sticky_cookie: Option<String>,
 }
 
 /// What the holdout's decisions show.
@@ -242,10 +246,37 @@ impl Settings {
                 dims
             }
         };
+        let sticky_cookie = match var("STICKY").as_deref() {
+            None | Some("off") => None,
+            Some("session") => {
+                let name = var("STICKY_COOKIE").unwrap_or_else(|| "_dvs".to_string());
+                if name.is_empty()
+                    || name.len() > 64
+                    || !name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+                {
+                    return Err(SettingError {
+                        name: "STICKY_COOKIE",
+                        value: name,
+                        expected: "a cookie name (letters, digits, _ - .)".into(),
+                    });
+                }
+                Some(name)
+            }
+            Some(v) => {
+                return Err(SettingError {
+                    name: "STICKY",
+                    value: v.to_string(),
+                    expected: "session (one pick per Divolte session and round) or off".into(),
+                })
+            }
+        };
         Ok(Settings {
             slots,
             rotation,
             segments,
+            sticky_cookie,
             holdout,
             holdout_baseline,
             read_budget_ms: num(
@@ -343,6 +374,7 @@ mod tests {
             ("HOLDOUT_BASELINE", "fallback"),
             ("SEGMENTS", "device,browser"),
             ("SEGMENTS", "device,device"),
+            ("STICKY", "party"),
         ] {
             let err = parse(&[(k, v)]).unwrap_err();
             assert_eq!(err.name, k);
@@ -367,6 +399,9 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(s.segments, [Dimension::Device, Dimension::Daypart]);
+        let sticky = parse(&[("STICKY", "session")]).unwrap();
+        assert_eq!(sticky.sticky_cookie.as_deref(), Some("_dvs"));
+        assert!(parse(&[("STICKY", "session"), ("STICKY_COOKIE", "a;b")]).is_err());
         assert_eq!(s.holdout, 0.05);
         assert_eq!(s.holdout_baseline, HoldoutBaseline::Fallback);
         assert!(s.has_slot("side") && !s.has_slot("other"));

@@ -17,7 +17,7 @@ use crate::render::{home_template, origin_fills, pick_fragment, render_home, Pic
 use crate::rng::with_rng;
 use crate::segment::{segment_of, Facts};
 use crate::slot_client::{SlotClient, KV_BINDING};
-use crate::snapshot::{kv_key, Choice, Snapshot};
+use crate::snapshot::{kv_key, sticky_key, Choice, Snapshot};
 use crate::template::Template;
 use bandit::decision::{DecisionId, DecisionLog, ServedBy};
 use bandit::protocol::slot_source;
@@ -293,11 +293,16 @@ fn draw(
     snap: Option<Rc<Snapshot>>,
     source: SnapshotSource,
     taken: &[&str],
-    segment: Option<&str>,
+    visitor: &Visitor,
 ) -> Decision {
+    let segment = visitor.segment.as_deref();
     let drawn = snap.and_then(|snap| {
         with_rng(|rng| {
-            let d = snap.decide(rng, now_ms(), taken, settings.holdout(), segment)?;
+            let sticky = visitor
+                .session
+                .as_deref()
+                .map(|s| sticky_key(s, &snap.slot));
+            let d = snap.decide(rng, now_ms(), taken, settings.holdout(), segment, sticky)?;
             let id = DecisionId {
                 time_ms: now_ms().max(0.0) as u64,
                 random: rand::Rng::random(rng),
@@ -345,8 +350,38 @@ pub async fn decide(
     slot: &str,
 ) -> Decision {
     let (snap, source) = load_snapshot(ctx, env, settings, slot).await;
-    let segment = visitor_segment(req, settings);
-    draw(settings, snap, source, &[], segment.as_deref())
+    draw(settings, snap, source, &[], &Visitor::of(req, settings))
+}
+
+/// What a decision knows of the visitor: the segment and, for sticky picks, the session.
+pub struct Visitor {
+    /// The visitor's segment, when the worker has segments.
+    pub segment: Option<String>,
+    /// The session cookie's value, when picks are sticky and the request carries it.
+    pub session: Option<String>,
+}
+
+impl Visitor {
+    /// The visitor of a request.
+    pub fn of(req: &Request, settings: &Settings) -> Visitor {
+        Visitor {
+            segment: visitor_segment(req, settings),
+            session: settings.sticky_cookie.as_deref().and_then(|name| {
+                let header = req.headers().get("cookie").ok().flatten()?;
+                cookie_value(&header, name).map(str::to_string)
+            }),
+        }
+    }
+}
+
+/// The value of cookie `name` in a `Cookie` header (at most 256 bytes, else ignored).
+fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+    header
+        .split(';')
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+        .filter(|v| !v.is_empty() && v.len() <= 256)
 }
 
 /// The visitor's segment when the worker has segments (`SEGMENTS`): from the request's
@@ -474,7 +509,7 @@ async fn decide_page(
     env: &Env,
     settings: &Settings,
     slots: &[&str],
-    segment: Option<&str>,
+    visitor: &Visitor,
 ) -> Vec<(String, Decision)> {
     let loads = slots
         .iter()
@@ -484,7 +519,7 @@ async fn decide_page(
     let mut out = Vec::with_capacity(slots.len());
     for (slot, (snap, source)) in slots.iter().zip(snapshots) {
         let taken_ids: Vec<&str> = taken.iter().map(String::as_str).collect();
-        let d = draw(settings, snap, source, &taken_ids, segment);
+        let d = draw(settings, snap, source, &taken_ids, visitor);
         if let Some(item) = d.item(settings) {
             taken.push(item.id.clone());
         }
@@ -544,8 +579,8 @@ pub async fn homepage(
         None => settings.slots.iter().map(String::as_str).collect(),
     };
     let start = now_ms();
-    let segment = visitor_segment(req, settings);
-    let decisions = decide_page(ctx, env, settings, &slots, segment.as_deref()).await;
+    let visitor = Visitor::of(req, settings);
+    let decisions = decide_page(ctx, env, settings, &slots, &visitor).await;
     let read_ms = now_ms() - start;
     let nonce = crate::rng::nonce();
     let fills = page_fills(settings, &decisions, &nonce);

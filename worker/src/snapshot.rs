@@ -4,7 +4,7 @@
 use bandit::decision::{serve_probability, ServedBy};
 use bandit::operator::Pin;
 use bandit::Posterior;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use std::cell::RefCell;
@@ -217,6 +217,32 @@ impl Drawn {
     }
 }
 
+/// A visitor's sticky key for a slot: a hash of the session id (Divolte's session cookie) and
+/// the slot name.
+pub fn sticky_key(session: &str, slot: &str) -> u64 {
+    mix(stable_hash(session) ^ stable_hash(slot).rotate_left(32))
+}
+
+/// FNV-1a: a fixed hash, so keys do not change between isolates or deployments.
+fn stable_hash(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The SplitMix64 finaliser: spreads a key's bits over the whole word.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A uniform number in (0, 1) from 53 bits of `z`.
+fn unit(z: u64) -> f64 {
+    ((z >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+}
+
 /// The smallest probability a decision logs.
 pub const MIN_LOGGED_PROBABILITY: f64 = 1e-9;
 
@@ -317,7 +343,11 @@ impl Snapshot {
 
     /// Decides what a request shows, skipping items already `taken` on the page: the pin
     /// when its share draws it, else the holdout's baseline when its share draws it, else the
-    /// Thompson winner; with the exact probability of that outcome for this request.
+    /// Thompson winner; with the exact probability of that outcome for this request. With a
+    /// `sticky` key (a visitor's session and the slot, see [`sticky_key`]) every draw comes
+    /// from that key and the round, so the visitor sees one pick per round (as long as the
+    /// posteriors barely move); across visitors the picks keep their logged probabilities.
+    #[allow(clippy::too_many_arguments)]
     pub fn decide<R: Rng + ?Sized>(
         &self,
         rng: &mut R,
@@ -325,6 +355,26 @@ impl Snapshot {
         taken: &[&str],
         holdout: Holdout<'_>,
         segment: Option<&str>,
+        sticky: Option<u64>,
+    ) -> Option<Drawn> {
+        match sticky {
+            Some(key) => {
+                let seed = mix(key ^ mix(self.epoch));
+                let mut seeded = rand::rngs::SmallRng::seed_from_u64(seed);
+                self.draw(&mut seeded, now_ms, taken, holdout, segment, Some(seed))
+            }
+            None => self.draw(rng, now_ms, taken, holdout, segment, None),
+        }
+    }
+
+    fn draw<R: Rng + ?Sized>(
+        &self,
+        rng: &mut R,
+        now_ms: f64,
+        taken: &[&str],
+        holdout: Holdout<'_>,
+        segment: Option<&str>,
+        sticky: Option<u64>,
     ) -> Option<Drawn> {
         let odds = Odds::new(self, now_ms, taken, holdout, segment);
         let arms = odds.open.len() as u32;
@@ -362,7 +412,25 @@ impl Snapshot {
             .iter()
             .map(|&i| self.posterior(odds.view, i))
             .collect();
-        let k = bandit::pick(posteriors.iter(), rng)?;
+        let k = match sticky {
+            // Each arm's draw is its posterior's quantile at a uniform fixed by the key and
+            // the item: the same visitor gets the same draws while the posteriors stand still,
+            // and nearly the same as they move, unlike a reseeded sampler.
+            Some(seed) => {
+                let draws = odds.open.iter().zip(&posteriors).map(|(&i, p)| {
+                    let u = unit(mix(seed ^ stable_hash(&self.arms[i].item.id)));
+                    p.quantile(u)
+                });
+                let mut best: Option<(usize, f64)> = None;
+                for (k, d) in draws.enumerate() {
+                    if best.is_none_or(|(_, b)| d > b) {
+                        best = Some((k, d));
+                    }
+                }
+                best?.0
+            }
+            None => bandit::pick(posteriors.iter(), rng)?,
+        };
         let i = odds.open[k];
         Some(Drawn {
             choice: Choice::Arm(i),
@@ -449,13 +517,19 @@ mod tests {
     /// Each item's share of many seeded decisions matches the probability the decisions
     /// logged for it, within 5 binomial standard deviations; every decision of an item logs
     /// the same probability, and those sum to one over the items.
-    fn shares_match_logged_probabilities(s: &Snapshot, taken: &[&str], holdout: Holdout<'_>) {
-        use rand::SeedableRng;
+    /// (With `sticky`, each decision is a different visitor's session.)
+    fn shares_match_logged_probabilities(
+        s: &Snapshot,
+        taken: &[&str],
+        holdout: Holdout<'_>,
+        sticky: bool,
+    ) {
         let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
         let n = 40_000;
         let mut seen: std::collections::HashMap<String, (u64, f64)> = Default::default();
-        for _ in 0..n {
-            let d = s.decide(&mut rng, 0.0, taken, holdout, None).unwrap();
+        for v in 0..n {
+            let key = sticky.then(|| sticky_key(&format!("0:session-{v}"), "s"));
+            let d = s.decide(&mut rng, 0.0, taken, holdout, None, key).unwrap();
             let id = match d.choice {
                 Choice::Arm(i) => s.arms[i].item.id.clone(),
                 Choice::Pinned => s.pinned.as_ref().unwrap().item.id.clone(),
@@ -485,15 +559,18 @@ mod tests {
     #[test]
     fn logged_probabilities_are_the_chance_of_each_outcome() {
         let plain = four_arms(None);
-        shares_match_logged_probabilities(&plain, &[], Holdout::Off);
-        shares_match_logged_probabilities(&plain, &[], Holdout::Uniform { share: 0.1 });
+        shares_match_logged_probabilities(&plain, &[], Holdout::Off, false);
+        // Sticky picks, one per visitor, keep the same probabilities across visitors.
+        shares_match_logged_probabilities(&plain, &[], Holdout::Uniform { share: 0.1 }, true);
+        shares_match_logged_probabilities(&plain, &[], Holdout::Uniform { share: 0.1 }, false);
         // An earlier slot took the leader: P(best) is recomputed over the rest.
-        shares_match_logged_probabilities(&plain, &["a"], Holdout::Uniform { share: 0.1 });
+        shares_match_logged_probabilities(&plain, &["a"], Holdout::Uniform { share: 0.1 }, false);
         // A pin of an arm and of an outside item, with a holdout of either kind.
         shares_match_logged_probabilities(
             &four_arms(Some("b")),
             &[],
             Holdout::Uniform { share: 0.2 },
+            false,
         );
         shares_match_logged_probabilities(
             &four_arms(Some("z")),
@@ -502,6 +579,47 @@ mod tests {
                 share: 0.2,
                 item: "fallback",
             },
+            false,
+        );
+    }
+
+    #[test]
+    fn a_sticky_visitor_keeps_the_pick_within_a_round() {
+        let mut s = four_arms(None);
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(1);
+        let pick = |s: &Snapshot, rng: &mut rand::rngs::SmallRng, key| match s
+            .decide(rng, 0.0, &[], Holdout::Off, None, Some(key))
+            .unwrap()
+            .choice
+        {
+            Choice::Arm(i) => i,
+            other => panic!("{other:?}"),
+        };
+        let mut moved = 0;
+        for v in 0..500 {
+            let key = sticky_key(&format!("0:visitor-{v}"), "home-top-pick");
+            let first = pick(&s, &mut rng, key);
+            assert_eq!(pick(&s, &mut rng, key), first, "same state, same pick");
+            // A little more evidence for one arm: most visitors keep their pick.
+            let mut later = s.clone();
+            later.arms[1].posterior = later.arms[1].posterior.observe(1, 10);
+            later.ensure_p_best();
+            moved += usize::from(pick(&later, &mut rng, key) != first);
+        }
+        assert!(moved < 50, "{moved} of 500 visitors saw another pick");
+        // A new round draws afresh: about as many change as P(not the same arm) implies.
+        s.epoch += 1;
+        let changed = (0..500)
+            .filter(|v| {
+                let key = sticky_key(&format!("0:visitor-{v}"), "home-top-pick");
+                let mut t = s.clone();
+                t.epoch -= 1;
+                pick(&s, &mut rng, key) != pick(&t, &mut rng, key)
+            })
+            .count();
+        assert!(
+            changed > 100,
+            "{changed} of 500 drew again in the new round"
         );
     }
 
@@ -511,7 +629,16 @@ mod tests {
         let s = four_arms(None);
         let mut rng = rand::rngs::SmallRng::seed_from_u64(3);
         let held: Vec<Drawn> = (0..20_000)
-            .filter_map(|_| s.decide(&mut rng, 0.0, &[], Holdout::Uniform { share: 0.5 }, None))
+            .filter_map(|_| {
+                s.decide(
+                    &mut rng,
+                    0.0,
+                    &[],
+                    Holdout::Uniform { share: 0.5 },
+                    None,
+                    None,
+                )
+            })
             .filter(|d| d.served_by == ServedBy::Holdout)
             .collect();
         // Binomial(20000, 0.5): sd 71.
