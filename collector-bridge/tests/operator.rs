@@ -228,7 +228,8 @@ fn pin_until_a_time_on_another_slot_prints_json_when_asked() {
         exclude: vec!["x".into()],
         ..SlotControls::default()
     });
-    let until = 1_795_874_400_000u64;
+    // Far in the future, so the pin is always accepted (2100-01-01T00:00:00Z).
+    let until = 4_102_444_800_000u64;
     let out = bridge(
         &fake,
         TOKENS,
@@ -245,7 +246,7 @@ fn pin_until_a_time_on_another_slot_prints_json_when_asked() {
     let text = ok(&out);
     assert_eq!(
         text,
-        "pinned item-7 to cars until 2026-11-28T14:00:00Z (share 1, learning continues)\n"
+        "pinned item-7 to cars until 2100-01-01T00:00:00Z (share 1, learning continues)\n"
     );
     let s = fake.only();
     assert_eq!(s.url, "/api/slots/cars/pin");
