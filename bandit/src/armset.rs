@@ -124,7 +124,23 @@ pub struct ArmSet {
     pub retired: VecDeque<(String, u64)>,
     /// Evidence of past arms, for the empirical-Bayes prior.
     pub history: ArmHistory,
+    /// The last fit of the weak empirical-Bayes prior and the history's push count then
+    /// (absent in state stored before it existed). Screening retires arms often; refitting
+    /// only every [`WEAK_REFIT_EVERY`] retirements keeps the per-batch cost O(n).
+    #[serde(default)]
+    pub weak_fit: Option<(u64, Posterior)>,
 }
+
+/// The screening bar is the best mean - SCREEN_BAR_SD * sd among the arms: a lower bound, so
+/// a lucky start of a fresh arm does not raise the bar and condemn proven arms (0 and 2 did
+/// worse in tuning).
+pub const SCREEN_BAR_SD: f64 = 1.0;
+
+/// Impressions an arm needs before its lower bound can set the screening bar.
+pub const SCREEN_BAR_MIN_IMPRESSIONS: u64 = 20;
+
+/// Retirements after which the weak empirical-Bayes prior is refitted.
+pub const WEAK_REFIT_EVERY: u64 = 16;
 
 /// Outcome of recording feedback for one item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +160,7 @@ impl ArmSet {
             round_impressions: 0,
             retired: VecDeque::new(),
             history: ArmHistory::default(),
+            weak_fit: None,
         };
         let prior = set.fresh_prior(policy);
         let mut seen = HashSet::new();
@@ -208,6 +225,7 @@ impl ArmSet {
         items: impl IntoIterator<Item = String>,
         policy: &PriorPolicy,
     ) -> usize {
+        self.refresh_weak_fit(policy);
         let prior = self.fresh_prior(policy);
         let mut added = 0;
         for item in items {
@@ -259,6 +277,23 @@ impl ArmSet {
         let mut order: Vec<usize> = (0..self.arms.len()).collect();
         order.sort_by(|&a, &b| draws[b].total_cmp(&draws[a]));
         let keep_n = (config.arms / 2).min(order.len());
+        if let Ranking::Screen { .. } = ranking {
+            // `draws` are posterior means: drop the screened-out arms, then keep the best
+            // floor(n/2) of the rest, so every round still brings fresh items in.
+            let behind = self.behind(&config.policy, true);
+            let (mut keep, mut retire): (Vec<usize>, Vec<usize>) =
+                order.iter().partition(|i| !behind.contains(i));
+            if keep.len() > keep_n {
+                let rest = keep.split_off(keep_n);
+                retire.splice(0..0, rest);
+            }
+            return RotationPlan {
+                fresh_needed: config.arms.saturating_sub(keep.len()),
+                keep,
+                retire,
+                draws,
+            };
+        }
         let mut retire = order.split_off(keep_n);
         if let Ranking::Race { eps } = ranking {
             // `draws` are posterior means here, so `order[0]` is the leader; it always stays.
@@ -282,6 +317,133 @@ impl ArmSet {
         }
     }
 
+    /// Indices of the arms confidently behind under [`Ranking::Screen`] (none under other
+    /// rankings). The bar is the best lower bound (mean - [`SCREEN_BAR_SD`] sd) among the arms
+    /// with at least [`SCREEN_BAR_MIN_IMPRESSIONS`] impressions (no bar, nothing behind, if none);
+    /// every other arm is behind when its posterior probability of exceeding the bar has
+    /// fallen below `eps` times its value under the arm's prior of this round, and, if
+    /// `round_end`, also when an arm kept from an earlier round has that probability below
+    /// `eps`. O(n): two incomplete-beta evaluations per arm.
+    pub fn behind(&self, policy: &PriorPolicy, round_end: bool) -> Vec<usize> {
+        let Ranking::Screen { eps } = policy.ranking else {
+            return Vec::new();
+        };
+        let z = SCREEN_BAR_SD;
+        let posteriors = self.posteriors(policy);
+        let Some((lead, bar)) = posteriors
+            .iter()
+            .zip(&self.arms)
+            .map(|(p, arm)| {
+                // A prior alone must not set the bar: Beta(1, 1) has mean - sd = 0.21.
+                if arm.total_impressions >= SCREEN_BAR_MIN_IMPRESSIONS {
+                    p.mean() - z * p.variance().sqrt()
+                } else {
+                    f64::NEG_INFINITY
+                }
+            })
+            .enumerate()
+            .filter(|(_, bar)| bar.is_finite())
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+        else {
+            return Vec::new();
+        };
+        posteriors
+            .iter()
+            .zip(&self.arms)
+            .enumerate()
+            .filter(|&(i, (p, arm))| {
+                if i == lead {
+                    return false;
+                }
+                let tail = 1.0 - p.cdf(bar);
+                // Evidence, not the prior, must condemn an arm: its odds of beating the bar
+                // must have fallen by the factor eps since the round began.
+                let before = 1.0 - arm.prior.cdf(bar);
+                tail < eps * before || (round_end && arm.since_round < self.round && tail < eps)
+            })
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Retires now every arm [`ArmSet::behind`] names, mid-round: their evidence joins the
+    /// history and they enter the cool-down as at a rotation; the set is left short, for the
+    /// caller to refill with [`ArmSet::add_fresh`]. Returns them, in arm order.
+    pub fn retire_behind(&mut self, config: &RotationConfig) -> Vec<RetiredArm> {
+        let behind = self.behind(&config.policy, false);
+        if behind.is_empty() {
+            return Vec::new();
+        }
+        let posteriors = self.posteriors(&config.policy);
+        let mut out = Vec::with_capacity(behind.len());
+        let mut k = 0;
+        let round = self.round;
+        let history = &mut self.history;
+        let retired = &mut self.retired;
+        self.arms.retain(|arm| {
+            let i = k;
+            k += 1;
+            if !behind.contains(&i) {
+                return true;
+            }
+            history.push(arm.total_clicks, arm.total_impressions);
+            retired.push_back((arm.item.clone(), round));
+            out.push(RetiredArm {
+                item: arm.item.clone(),
+                draw: posteriors[i].mean(),
+                clicks: arm.total_clicks,
+                impressions: arm.total_impressions,
+            });
+            false
+        });
+        out
+    }
+
+    /// Tops the set up to n arms from an in-memory `catalog` (simulations, tests), skipping
+    /// excluded items; returns how many joined.
+    pub fn refill_from<R: Rng + ?Sized>(
+        &mut self,
+        config: &RotationConfig,
+        catalog: &[String],
+        rng: &mut R,
+    ) -> usize {
+        let needed = config.arms.saturating_sub(self.arms.len());
+        if needed == 0 {
+            return 0;
+        }
+        let fresh = self.sample_fresh(config, catalog, needed, rng);
+        self.add_fresh(fresh, &config.policy)
+    }
+
+    /// Up to `needed` random catalog items that are neither in the set nor cooling down.
+    fn sample_fresh<R: Rng + ?Sized>(
+        &self,
+        config: &RotationConfig,
+        catalog: &[String],
+        needed: usize,
+        rng: &mut R,
+    ) -> Vec<String> {
+        let excluded = self.excluded(config);
+        let candidates = candidate_indices(catalog.len(), needed, rng);
+        let mut fresh = choose_fresh(
+            candidates.iter().map(|&i| catalog[i].as_str()),
+            &excluded,
+            needed,
+        );
+        if fresh.len() < needed {
+            // A small catalog: fall back to a scan in random order.
+            let all = index::sample(rng, catalog.len(), catalog.len());
+            let more = choose_fresh(
+                all.iter()
+                    .map(|i| catalog[i].as_str())
+                    .filter(|c| !fresh.iter().any(|f| f == c)),
+                &excluded,
+                needed - fresh.len(),
+            );
+            fresh.extend(more);
+        }
+        fresh
+    }
+
     /// Ends the round: applies `plan`, admits `fresh` items (skipping any already in the set
     /// or repeated, and any beyond what refills the set), and starts the next round.
     pub fn rotate(
@@ -293,6 +455,7 @@ impl ArmSet {
         let policy = config.policy;
         let ended = self.round;
         let next = ended + 1;
+        self.refresh_weak_fit(&policy);
         let fresh_prior = self.fresh_prior(&policy);
 
         let mut retired = Vec::with_capacity(plan.retire.len());
@@ -368,29 +531,28 @@ impl ArmSet {
         rng: &mut R,
     ) -> RoundSummary {
         let plan = self.plan_rotation(config, rng);
-        let fresh = {
-            let excluded = self.excluded(config);
-            let candidates = candidate_indices(catalog.len(), plan.fresh_needed, rng);
-            let mut fresh = choose_fresh(
-                candidates.iter().map(|&i| catalog[i].as_str()),
-                &excluded,
-                plan.fresh_needed,
-            );
-            if fresh.len() < plan.fresh_needed {
-                // A small catalog: fall back to a scan in random order.
-                let all = index::sample(rng, catalog.len(), catalog.len());
-                let more = choose_fresh(
-                    all.iter()
-                        .map(|i| catalog[i].as_str())
-                        .filter(|c| !fresh.iter().any(|f| f == c)),
-                    &excluded,
-                    plan.fresh_needed - fresh.len(),
-                );
-                fresh.extend(more);
-            }
-            fresh
-        };
+        let fresh = self.sample_fresh(config, catalog, plan.fresh_needed, rng);
         self.rotate(config, &plan, fresh)
+    }
+
+    fn weak_fit_stale(&self, at: u64) -> bool {
+        self.history.pushed.saturating_sub(at) >= WEAK_REFIT_EVERY || self.history.pushed < at
+    }
+
+    /// Refreshes the cached fit behind [`FreshPrior::WeakEmpiricalBayes`] when stale.
+    fn refresh_weak_fit(&mut self, policy: &PriorPolicy) {
+        if !matches!(policy.fresh, FreshPrior::WeakEmpiricalBayes { .. }) {
+            return;
+        }
+        if matches!(self.weak_fit, Some((at, _)) if !self.weak_fit_stale(at)) {
+            return;
+        }
+        let fit = self.history.fit(
+            self.arms
+                .iter()
+                .map(|a| (a.total_clicks, a.total_impressions)),
+        );
+        self.weak_fit = Some((self.history.pushed, fit));
     }
 
     /// The prior a fresh item gets now under `policy`.
@@ -402,6 +564,25 @@ impl ArmSet {
                     .iter()
                     .map(|a| (a.total_clicks, a.total_impressions)),
             ),
+            FreshPrior::WeakEmpiricalBayes { strength } => {
+                let fit = match self.weak_fit {
+                    Some((at, fit)) if !self.weak_fit_stale(at) => fit,
+                    _ => self.history.fit(
+                        self.arms
+                            .iter()
+                            .map(|a| (a.total_clicks, a.total_impressions)),
+                    ),
+                };
+                let s = fit.alpha + fit.beta;
+                if s <= strength {
+                    fit
+                } else {
+                    Posterior {
+                        alpha: fit.alpha * strength / s,
+                        beta: fit.beta * strength / s,
+                    }
+                }
+            }
         }
     }
 }
@@ -436,4 +617,211 @@ fn choose_fresh<'a>(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::SmallRng;
+    use rand::SeedableRng;
+
+    const WEAK: Posterior = Posterior {
+        alpha: 0.6,
+        beta: 19.4,
+    };
+
+    fn screening() -> RotationConfig {
+        RotationConfig {
+            arms: 4,
+            round_impressions: 1_000_000,
+            policy: "carry-weak20-screen0.1:0.7".parse().unwrap(),
+            cooldown_rounds: 5,
+        }
+    }
+
+    fn arm(item: &str, prior: Posterior, clicks: u64, impressions: u64, since: u64) -> Arm {
+        Arm {
+            item: item.into(),
+            prior,
+            clicks,
+            impressions,
+            total_clicks: clicks,
+            total_impressions: impressions,
+            since_round: since,
+        }
+    }
+
+    fn set(arms: Vec<Arm>, round: u64) -> ArmSet {
+        let mut s = ArmSet::new(Vec::new(), &PriorPolicy::RESET);
+        s.arms = arms;
+        s.round = round;
+        s
+    }
+
+    #[test]
+    fn screening_retires_on_evidence_not_on_the_prior() {
+        let config = screening();
+        // Leader near 0.15 (bar about 0.142); the weak prior alone gives a fresh arm only
+        // about a 2% chance of beating it, below eps: the prior must not condemn it.
+        let mut s = set(
+            vec![
+                arm("lead", Posterior::UNIFORM, 300, 2000, 1),
+                arm("new", WEAK, 0, 0, 1),
+                arm("dud", WEAK, 0, 100, 1),
+                arm("hot", WEAK, 20, 100, 1),
+            ],
+            1,
+        );
+        assert_eq!(s.behind(&config.policy, false), vec![2]);
+        let out = s.retire_behind(&config);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].item, "dud");
+        assert_eq!(s.arms.len(), 3);
+        assert_eq!(s.history.pushed, 1);
+        assert!(s.exclude_list(&config).contains(&"dud".to_string()));
+        let catalog: Vec<String> = ["lead", "new", "dud", "hot", "x", "y"]
+            .map(String::from)
+            .to_vec();
+        let mut rng = SmallRng::seed_from_u64(7);
+        assert_eq!(s.refill_from(&config, &catalog, &mut rng), 1);
+        let last = &s.arms[3];
+        assert!(last.item == "x" || last.item == "y", "{}", last.item);
+        assert_eq!((last.impressions, last.since_round), (0, 1));
+        // Nothing else is behind now, and a second call retires nothing.
+        let again = s.retire_behind(&config);
+        assert!(again.is_empty(), "{again:?} {:?}", s.arms);
+    }
+
+    #[test]
+    fn sets_stored_before_screening_still_load() {
+        let old = r#"{"round":3,"arms":[],"round_impressions":0,"retired":[],"history":{"arms":[[1,10]]}}"#;
+        let s: ArmSet = serde_json::from_str(old).unwrap();
+        assert_eq!((s.weak_fit, s.history.pushed), (None, 0));
+        assert_eq!(s.history.arms.len(), 1);
+    }
+
+    #[test]
+    fn the_weak_prior_keeps_the_fitted_mean_and_is_refitted_in_steps() {
+        let mut s = ArmSet::new(Vec::new(), &PriorPolicy::RESET);
+        for k in 0..40u64 {
+            s.history.push(k % 5, 100);
+        }
+        let policy: PriorPolicy = "carry-weak20-screen0.2:0.7".parse().unwrap();
+        let full = s.fresh_prior(&PriorPolicy::CARRY_EB);
+        assert!(full.alpha + full.beta > 20.0, "{full:?}");
+        let weak = s.fresh_prior(&policy);
+        assert!((weak.alpha + weak.beta - 20.0).abs() < 1e-9);
+        assert!((weak.mean() - full.mean()).abs() < 1e-12);
+        s.add_fresh(["a".to_string()], &policy);
+        let cached = s.weak_fit.unwrap();
+        // Fewer than WEAK_REFIT_EVERY new arms: the cached fit stands.
+        for _ in 1..WEAK_REFIT_EVERY {
+            s.history.push(50, 100);
+        }
+        s.add_fresh(["b".to_string()], &policy);
+        assert_eq!(s.weak_fit.unwrap(), cached);
+        s.history.push(50, 100);
+        s.add_fresh(["c".to_string()], &policy);
+        assert!(s.weak_fit.unwrap().1.mean() > cached.1.mean());
+    }
+
+    #[test]
+    fn round_end_also_drops_survivors_far_behind() {
+        let config = screening();
+        // A survivor whose carried evidence puts it near 0.03: no new evidence this round, so
+        // not retired mid-round, but at the round's end it has no chance of beating the bar.
+        let s = set(
+            vec![
+                arm("lead", Posterior::UNIFORM, 300, 2000, 1),
+                arm(
+                    "old",
+                    Posterior {
+                        alpha: 30.0,
+                        beta: 970.0,
+                    },
+                    0,
+                    0,
+                    1,
+                ),
+                arm("new", WEAK, 0, 0, 2),
+            ],
+            2,
+        );
+        assert!(s.behind(&config.policy, false).is_empty());
+        let plan = s.plan_rotation(&config, &mut SmallRng::seed_from_u64(1));
+        assert_eq!(plan.retire, vec![1]);
+        assert_eq!(plan.keep, vec![0, 2]);
+        assert_eq!(plan.fresh_needed, 2);
+    }
+
+    #[test]
+    fn the_leader_always_stays_and_other_rankings_never_screen() {
+        let config = screening();
+        let same = |i: &str| arm(i, Posterior::UNIFORM, 0, 500, 1);
+        let s = set(vec![same("a"), same("b")], 1);
+        assert!(s.behind(&config.policy, true).is_empty());
+        let s = set(
+            vec![
+                arm("lead", Posterior::UNIFORM, 300, 2000, 1),
+                arm("dud", WEAK, 0, 1000, 1),
+            ],
+            1,
+        );
+        assert_eq!(s.behind(&config.policy, false), vec![1]);
+        for p in [
+            PriorPolicy::POST2015,
+            PriorPolicy::RESET,
+            PriorPolicy::CARRY_EB_RACE,
+        ] {
+            assert!(s.behind(&p, false).is_empty(), "{p}");
+        }
+    }
+
+    /// Ville's inequality bounds the false retirements: for an arm whose rate is drawn from
+    /// its prior given that it beats the bar, 1 / (tail now / tail at entry) is a non-negative
+    /// martingale of mean 1, so the ratio ever falls below eps with probability at most eps.
+    #[test]
+    fn good_arms_are_rarely_retired_and_bad_ones_are() {
+        let config = screening();
+        let leader = arm(
+            "lead",
+            Posterior {
+                alpha: 1.0,
+                beta: 1.0,
+            },
+            10_000,
+            100_000,
+            1,
+        );
+        let bar = {
+            let p = config.policy.posterior(leader.prior, 10_000, 100_000);
+            p.mean() - p.variance().sqrt()
+        };
+        let mut rng = SmallRng::seed_from_u64(2015);
+        let trials = 300;
+        let run = |good: bool, rng: &mut SmallRng| -> bool {
+            let theta = loop {
+                let t = WEAK.sample(rng);
+                if (t > bar) == good && (good || t < bar / 2.0) {
+                    break t;
+                }
+            };
+            let mut s = set(vec![leader.clone(), arm("c", WEAK, 0, 0, 1)], 1);
+            for _ in 0..1500 {
+                let click = rng.random::<f64>() < theta;
+                s.record("c", 1, u64::from(click));
+                // Only the challenger counts: once it leads, the old leader may go instead.
+                if s.behind(&config.policy, false).contains(&1) {
+                    return true;
+                }
+            }
+            false
+        };
+        let false_retired = (0..trials).filter(|_| run(true, &mut rng)).count();
+        // At most eps = 0.1 in expectation: 30 of 300, binomial sd about 5.2; 3 sd above.
+        assert!(false_retired <= 46, "{false_retired} of {trials}");
+        // Arms below half the bar: 1,500 impressions is ample evidence against them.
+        let caught = (0..trials).filter(|_| run(false, &mut rng)).count();
+        assert!(caught >= trials * 9 / 10, "{caught} of {trials}");
+    }
 }

@@ -5,8 +5,10 @@
 //! of n items and serves T impressions. Each impression is chosen by the policy from the
 //! state as of the last applied feedback batch (`delay` impressions per batch), produces a
 //! Bernoulli click that feeds the model, and adds `best CTR - CTR of the shown item` to the
-//! regret. Using the true rates for the regret (not the sampled clicks) removes the click
-//! noise from the measurement; only the policy's own randomness remains.
+//! regret. Under a screening policy ([`crate::policy::Ranking::Screen`]) every applied
+//! batch is followed by [`ArmSet::retire_behind`] and a refill to n, as the worker must do.
+//! Using the true rates for the regret (not the sampled clicks) removes the click noise from
+//! the measurement; only the policy's own randomness remains.
 //!
 //! Common random numbers: for one seed every policy sees the same catalog, the same initial
 //! set and the same decision stream seed, so differences between policies are paired.
@@ -383,6 +385,12 @@ pub fn run_one(workload: &Workload, policy: EvalPolicy, seed: u64) -> Result<Run
                     set.record(&ids[item_of[k]], imps, clicks);
                     samplers[k] = sampler(&set, k, &prior_policy);
                 }
+            }
+            // Continuous screening: retire what a batch shows to be confidently behind and
+            // refill at once, as the worker does after applying a batch.
+            if !set.retire_behind(&config).is_empty() {
+                set.refill_from(&config, &ids, &mut rng);
+                refresh_all(&set, &mut item_of, &mut samplers, &mut pending);
             }
             if set.round_complete(&config) {
                 set.rotate_from(&config, &ids, &mut rng);

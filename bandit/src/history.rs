@@ -22,6 +22,10 @@ pub const MAX_PRIOR_STRENGTH: f64 = 500.0;
 pub struct ArmHistory {
     /// (clicks, impressions) per finished arm, oldest first.
     pub arms: VecDeque<(u64, u64)>,
+    /// Arms ever recorded (absent in state stored before it existed: 0), so a cached fit
+    /// knows how stale it is.
+    #[serde(default)]
+    pub pushed: u64,
 }
 
 impl ArmHistory {
@@ -30,6 +34,7 @@ impl ArmHistory {
         if impressions == 0 {
             return;
         }
+        self.pushed += 1;
         if self.arms.len() == HISTORY_CAPACITY {
             self.arms.pop_front();
         }

@@ -24,7 +24,7 @@ pub enum SurvivorPrior {
 }
 
 /// The prior a fresh item enters the arm set with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FreshPrior {
     /// Beta(1, 1).
@@ -32,6 +32,13 @@ pub enum FreshPrior {
     /// A Beta fitted by moments to the click-through rates of the arms seen so far, falling
     /// back to Beta(1, 1) with too little data (see [`crate::history::ArmHistory::fit`]).
     EmpiricalBayes,
+    /// The fitted Beta's mean with its strength (alpha + beta) capped at `strength`: as
+    /// well calibrated in the mean, but wide enough that Thompson sampling tries a fresh
+    /// item promptly instead of starving it behind a leader far above the catalog's mean.
+    WeakEmpiricalBayes {
+        /// Upper bound on alpha + beta of the fresh prior.
+        strength: f64,
+    },
 }
 
 /// How counts turn into a posterior.
@@ -68,6 +75,19 @@ pub enum Ranking {
         /// Probability below which a trailing arm is retired, in (0, 0.5).
         eps: f64,
     },
+    /// Continuous screening (see [`crate::ArmSet::retire_behind`]). After every batch an
+    /// arm is retired, and its slot refilled at once, when the evidence has cut its posterior
+    /// probability of beating the bar (the best lower bound, mean - sd, among the arms) to
+    /// below `eps` times what it was when the round began; so a weak prior alone never
+    /// condemns a fresh arm, and by Ville's inequality an arm that truly beats the bar is
+    /// retired so with probability at most `eps`. At a round's end the arms are ranked by
+    /// mean and at most floor(n/2) stay, minus those screened out and any survivor from an
+    /// earlier round whose probability of beating the bar is below `eps`.
+    Screen {
+        /// Evidence factor (and, for old survivors, probability) below which an arm is
+        /// retired, in (0, 1).
+        eps: f64,
+    },
 }
 
 impl Ranking {
@@ -76,7 +96,7 @@ impl Ranking {
     pub fn score<R: Rng + ?Sized>(&self, p: &Posterior, rng: &mut R) -> f64 {
         match *self {
             Ranking::Draw => p.sample(rng),
-            Ranking::Mean | Ranking::Race { .. } => p.mean(),
+            Ranking::Mean | Ranking::Race { .. } | Ranking::Screen { .. } => p.mean(),
             Ranking::Quantile { q } => p.quantile(q),
         }
     }
@@ -99,7 +119,7 @@ pub struct PriorPolicy {
 
 /// A policy name that does not parse.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("unknown prior policy {0:?}: expected post2015, shop, default, or one of reset, eb, carry[:DECAY], carry-eb[:DECAY] with an optional ranking suffix -mean, -qQ or -raceEPS before the decay (e.g. carry-eb-mean:0.7)")]
+#[error("unknown prior policy {0:?}: expected post2015, shop, default, or one of reset, eb, weakS, carry[:DECAY], carry-eb[:DECAY], carry-weakS[:DECAY] with an optional ranking suffix -mean, -qQ, -raceEPS or -screenEPS before the decay (e.g. carry-eb-mean:0.7, carry-weak20-screen0.2:0.7)")]
 pub struct UnknownPolicy(pub String);
 
 impl PriorPolicy {
@@ -139,6 +159,19 @@ impl PriorPolicy {
     pub const CARRY_EB_RACE: PriorPolicy = PriorPolicy {
         ranking: Ranking::Race { eps: 0.01 },
         ..PriorPolicy::CARRY_EB_07
+    };
+
+    /// `carry-weak20-screen0.3:0.7`: continuous screening. Fresh items enter with the
+    /// fitted prior's mean at strength 20 (wide enough that Thompson sampling tries them at
+    /// once), an arm leaves after any batch once the evidence has cut its chance of beating
+    /// the best lower bound to under 0.3 of its start-of-round value (the slot refilled at
+    /// once), and round ends keep at most floor(n/2) by mean; survivors keep 70% of their
+    /// evidence.
+    pub const CARRY_WEAK_SCREEN: PriorPolicy = PriorPolicy {
+        survivors: SurvivorPrior::Carry { decay: 0.7 },
+        fresh: FreshPrior::WeakEmpiricalBayes { strength: 20.0 },
+        scoring: Scoring::Standard,
+        ranking: Ranking::Screen { eps: 0.3 },
     };
 
     /// The project's default, chosen by offline evaluation (`collector-bridge evaluate`,
@@ -187,6 +220,14 @@ fn split_ranking(base: &str) -> Result<(&str, Ranking), UnknownPolicy> {
     };
     if tail == "mean" {
         return Ok((head, Ranking::Mean));
+    }
+    if let Some(eps) = tail.strip_prefix("screen") {
+        return match eps.parse::<f64>() {
+            Ok(eps) if eps > 0.0 && eps < 1.0 => Ok((head, Ranking::Screen { eps })),
+            _ => Err(UnknownPolicy(format!(
+                "{base} (the screening factor must be in (0, 1))"
+            ))),
+        };
     }
     if let Some(eps) = tail.strip_prefix("race") {
         return match eps.parse::<f64>() {
@@ -251,7 +292,38 @@ impl FromStr for PriorPolicy {
                 },
                 ..PriorPolicy::CARRY_EB
             },
-            _ => return Err(UnknownPolicy(s.to_string())),
+            _ => {
+                // `weakS` / `carry-weakS`: the fitted prior's mean with strength at most S.
+                let (carry, strength) = match base.strip_prefix("carry-weak") {
+                    Some(s) => (true, s),
+                    None => match base.strip_prefix("weak") {
+                        Some(s) => (false, s),
+                        None => return Err(UnknownPolicy(s.to_string())),
+                    },
+                };
+                let fresh = match strength.parse::<f64>() {
+                    Ok(strength) if strength.is_finite() && strength > 0.0 => {
+                        FreshPrior::WeakEmpiricalBayes { strength }
+                    }
+                    _ => {
+                        return Err(UnknownPolicy(format!(
+                            "{s} (the weak prior's strength must be a number > 0)"
+                        )))
+                    }
+                };
+                let survivors = if carry {
+                    SurvivorPrior::Carry {
+                        decay: parse_decay(s, decay)?,
+                    }
+                } else {
+                    fixed(PriorPolicy::RESET)?.survivors
+                };
+                PriorPolicy {
+                    survivors,
+                    fresh,
+                    ..PriorPolicy::RESET
+                }
+            }
         };
         Ok(PriorPolicy { ranking, ..policy })
     }
@@ -262,19 +334,23 @@ impl fmt::Display for PriorPolicy {
         if self.scoring == Scoring::Post2015 {
             return f.write_str("post2015");
         }
-        let eb = self.fresh == FreshPrior::EmpiricalBayes;
-        let base = match (self.survivors, eb) {
-            (SurvivorPrior::Reset, false) => "reset",
-            (SurvivorPrior::Reset, true) => "eb",
-            (SurvivorPrior::Carry { .. }, false) => "carry",
-            (SurvivorPrior::Carry { .. }, true) => "carry-eb",
-        };
-        f.write_str(base)?;
+        let carry = matches!(self.survivors, SurvivorPrior::Carry { .. });
+        match (carry, self.fresh) {
+            (false, FreshPrior::Uniform) => f.write_str("reset")?,
+            (false, FreshPrior::EmpiricalBayes) => f.write_str("eb")?,
+            (true, FreshPrior::Uniform) => f.write_str("carry")?,
+            (true, FreshPrior::EmpiricalBayes) => f.write_str("carry-eb")?,
+            (false, FreshPrior::WeakEmpiricalBayes { strength }) => write!(f, "weak{strength}")?,
+            (true, FreshPrior::WeakEmpiricalBayes { strength }) => {
+                write!(f, "carry-weak{strength}")?
+            }
+        }
         match self.ranking {
             Ranking::Draw => {}
             Ranking::Mean => f.write_str("-mean")?,
             Ranking::Quantile { q } => write!(f, "-q{q}")?,
             Ranking::Race { eps } => write!(f, "-race{eps}")?,
+            Ranking::Screen { eps } => write!(f, "-screen{eps}")?,
         }
         if let SurvivorPrior::Carry { decay } = self.survivors {
             if decay != 1.0 {
@@ -306,6 +382,11 @@ mod tests {
             "carry-eb-mean",
             "carry-eb-mean:0.7",
             "carry-eb-race0.01:0.7",
+            "weak20",
+            "weak12.5-screen0.1",
+            "carry-weak20-screen0.2:0.7",
+            "carry-weak30-mean",
+            "carry-eb-screen0.05",
         ] {
             let p: PriorPolicy = name.parse().unwrap();
             assert_eq!(p.to_string(), name);
@@ -336,6 +417,13 @@ mod tests {
             "carry-eb-race0.5",
             "carry-eb-race0",
             "carry-eb-median",
+            "carry-weak0",
+            "carry-weak-1",
+            "carry-weakx:0.7",
+            "weak20:0.7",
+            "carry-weak20-screen1:0.7",
+            "carry-weak20-screen0:0.7",
+            "carry-weak20-screenx",
         ] {
             assert!(name.parse::<PriorPolicy>().is_err(), "{name}");
         }
@@ -370,6 +458,26 @@ mod tests {
         let p = PriorPolicy::default_policy();
         let json = serde_json::to_string(&p).unwrap();
         assert_eq!(serde_json::from_str::<PriorPolicy>(&json).unwrap(), p);
+    }
+
+    #[test]
+    fn screening_policies_parse_and_store() {
+        assert_eq!(
+            "carry-weak20-screen0.3:0.7".parse::<PriorPolicy>().unwrap(),
+            PriorPolicy::CARRY_WEAK_SCREEN
+        );
+        let p: PriorPolicy = "carry-weak20-screen0.2:0.7".parse().unwrap();
+        assert_eq!(p.fresh, FreshPrior::WeakEmpiricalBayes { strength: 20.0 });
+        assert_eq!(p.ranking, Ranking::Screen { eps: 0.2 });
+        assert_eq!(p.survivors, SurvivorPrior::Carry { decay: 0.7 });
+        assert_eq!(p.scoring, Scoring::Standard);
+        let json = serde_json::to_string(&p).unwrap();
+        assert_eq!(serde_json::from_str::<PriorPolicy>(&json).unwrap(), p);
+        // The unit variants keep their stored spelling.
+        assert_eq!(
+            serde_json::to_string(&FreshPrior::EmpiricalBayes).unwrap(),
+            r#""empirical_bayes""#
+        );
     }
 
     #[test]

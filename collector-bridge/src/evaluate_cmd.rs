@@ -25,8 +25,9 @@ use serde_json::{json, Map, Value};
 #[derive(Debug, clap::Args)]
 pub struct EvaluateArgs {
     /// Policy to evaluate (repeat for several): post2015, shop, uniform, default, reset, eb,
-    /// carry[:DECAY], carry-eb[:DECAY], oracle-in-set; the reset/eb/carry names take a ranking
-    /// suffix -mean, -qQ or -raceEPS before the decay (e.g. carry-eb-race0.01:0.7).
+    /// weakS, carry[:DECAY], carry-eb[:DECAY], carry-weakS[:DECAY], oracle-in-set; the
+    /// reset/eb/weak/carry names take a ranking suffix -mean, -qQ, -raceEPS or -screenEPS
+    /// before the decay (e.g. carry-eb-race0.01:0.7, carry-weak20-screen0.2:0.7).
     /// Simulation mode; not with --logged or --logged-topic.
     #[arg(
         long = "policy",
@@ -149,9 +150,9 @@ fn parse_policies(names: &[String]) -> Result<Vec<(String, EvalPolicy)>> {
         let policy: EvalPolicy = name.parse().map_err(|_| {
             anyhow::anyhow!(
                 "unknown policy {name:?}: use one of post2015, shop, uniform, default, reset, \
-                 eb, carry[:DECAY], carry-eb[:DECAY], oracle-in-set (DECAY in (0, 1]), \
-                 with an optional ranking suffix -mean, -qQ or -raceEPS before the decay, \
-                 e.g. --policy carry-eb-race0.01:0.7"
+                 eb, weakS, carry[:DECAY], carry-eb[:DECAY], carry-weakS[:DECAY], \
+                 oracle-in-set (DECAY in (0, 1]), with an optional ranking suffix -mean, -qQ, \
+                 -raceEPS or -screenEPS before the decay, e.g. --policy carry-eb-race0.01:0.7"
             )
         })?;
         out.push((name.to_string(), policy));

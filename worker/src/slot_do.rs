@@ -228,6 +228,15 @@ impl SlotObject {
                 ],
             );
         }
+        // A screening policy retires arms that fell confidently behind at once; their places
+        // are refilled now rather than at the round's end.
+        let screened = st.screen(rotation);
+        if !screened.is_empty() {
+            crate::log::info(
+                "screened_out",
+                &[("slot", slot), ("items", &screened.join(","))],
+            );
+        }
         if st.arms.round_complete(rotation) {
             self.rotate(&mut st, rotation).await?;
             applied.rotated = true;
@@ -237,7 +246,7 @@ impl SlotObject {
                 &[("slot", slot), ("round", &st.arms.round.to_string())],
             );
         }
-        self.fill(&mut st, rotation, false).await?;
+        self.fill(&mut st, rotation, !screened.is_empty()).await?;
         self.save(st).await?;
         self.schedule_publish(rotation).await;
         Ok(json_response(&PushResponse::Applied(applied))?)

@@ -216,6 +216,26 @@ impl SlotState {
             .add(batch, dims, |item| arms.position(item).is_some())
     }
 
+    /// Retires the arms a screening policy (`-screenEPS`) finds confidently behind, mid-round;
+    /// their ids (nothing under other policies). The caller refills the set.
+    pub fn screen(&mut self, rotation: &RotationConfig) -> Vec<String> {
+        let out: Vec<String> = self
+            .arms
+            .retire_behind(rotation)
+            .into_iter()
+            .map(|a| a.item)
+            .collect();
+        if !out.is_empty() {
+            for item in &out {
+                self.items.remove(item);
+            }
+            let arms = &self.arms;
+            self.segments.retain(|item| arms.position(item).is_some());
+            self.version += 1;
+        }
+        out
+    }
+
     /// Whether an active pin has paused learning at `now_ms`.
     pub fn learning_paused(&self, now_ms: f64) -> bool {
         self.pinned
@@ -532,6 +552,25 @@ pub(crate) mod tests {
                 .collect(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_screening_policy_retires_an_arm_far_behind_mid_round() {
+        let mut rot = rotation(3);
+        rot.policy = "carry-weak20-screen0.3:0.7".parse().unwrap();
+        let mut st = SlotState::new("s", &rot);
+        st.add_fresh(items(&["a", "b", "c"]), &rot);
+        let before = st.version;
+        // "a" and "b" click at 10%, "c" never: well behind the bar after 400 impressions.
+        st.apply_batch(&batch(0, 9, &[("a", 400, 40), ("b", 400, 40), ("c", 400, 0)]), 0.0);
+        assert_eq!(st.screen(&rot), ["c"]);
+        assert!(st.arms.position("c").is_none() && !st.items.contains_key("c"));
+        assert!(st.version > before + 1);
+        // Under the default policy nothing is screened.
+        let mut plain = SlotState::new("s", &rotation(3));
+        plain.add_fresh(items(&["a", "b", "c"]), &rotation(3));
+        plain.apply_batch(&batch(0, 9, &[("a", 400, 40), ("c", 400, 0)]), 0.0);
+        assert!(plain.screen(&rotation(3)).is_empty());
     }
 
     #[test]
