@@ -562,7 +562,10 @@ pub(crate) mod tests {
         st.add_fresh(items(&["a", "b", "c"]), &rot);
         let before = st.version;
         // "a" and "b" click at 10%, "c" never: well behind the bar after 400 impressions.
-        st.apply_batch(&batch(0, 9, &[("a", 400, 40), ("b", 400, 40), ("c", 400, 0)]), 0.0);
+        st.apply_batch(
+            &batch(0, 9, &[("a", 400, 40), ("b", 400, 40), ("c", 400, 0)]),
+            0.0,
+        );
         assert_eq!(st.screen(&rot), ["c"]);
         assert!(st.arms.position("c").is_none() && !st.items.contains_key("c"));
         assert!(st.version > before + 1);
