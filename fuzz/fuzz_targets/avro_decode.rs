@@ -199,6 +199,7 @@ fn write_seeds(dir: &str) {
                 location: format!("http://localhost:9011/product/1504556880{i}/#/?source=top_pick"),
                 duplicate: *duplicate,
                 user_agent_type: agent,
+                parameters: Vec::new(),
             };
             let naked = enc.encode(&e).expect("encode");
             let mut framed = vec![0u8, 0, 0, 0, 1];
