@@ -3,14 +3,15 @@
 //! much segments really differ, so a thin segment behaves like the global model and a rich one
 //! like its own.
 
+use crate::policy::SurvivorPrior;
 use crate::protocol::Counted;
 use crate::Posterior;
 
 /// Least pooling strength (pseudo-impressions): segments that differ a lot still borrow a
 /// little, so a segment's first impressions do not swing its posterior to 0 or 1.
 pub const MIN_STRENGTH: f64 = 10.0;
-/// Greatest pooling strength: with no measurable difference between segments a segment's own
-/// evidence still counts once it is large.
+/// Greatest pooling strength, meaning full pooling: without evidence that segments differ, a
+/// segment sees the arm's own posterior.
 pub const MAX_STRENGTH: f64 = 10_000.0;
 /// Least impressions of a cell (arm and segment) for it to inform the fit.
 const MIN_CELL_IMPRESSIONS: u64 = 30;
@@ -24,8 +25,9 @@ pub struct Cell {
     pub counts: Counted,
 }
 
-/// The pooling strength: a method-of-moments fit of how far segment rates spread around their
-/// arms' rates. Each cell's squared deviation, less its binomial noise, estimates the
+/// The pooling strength: full pooling unless the cells' rates spread around their arms' rates
+/// more than chance allows (a chi-square test at 1%), else a method-of-moments fit of how far
+/// they spread. Each cell's squared deviation, less its binomial noise, estimates the
 /// between-segment variance tau^2 relative to m(1 - m); the strength is the beta-binomial
 /// precision (1 / rho - 1) that spread implies, clipped to
 /// [`MIN_STRENGTH`, `MAX_STRENGTH`]. Without cells to fit it is [`MAX_STRENGTH`] (no evidence
@@ -33,6 +35,9 @@ pub struct Cell {
 pub fn pooling_strength(cells: impl IntoIterator<Item = Cell>) -> f64 {
     let mut weight = 0.0;
     let mut excess = 0.0;
+    // Pearson's statistic of the cells against their arms' rates, for the test below.
+    let mut chi2 = 0.0_f64;
+    let mut df = 0.0_f64;
     for c in cells {
         let n = c.counts.impressions;
         if n < MIN_CELL_IMPRESSIONS {
@@ -46,8 +51,13 @@ pub fn pooling_strength(cells: impl IntoIterator<Item = Cell>) -> f64 {
         // Weight by n: larger cells measure the spread more precisely.
         weight += n as f64;
         excess += n as f64 * rho;
+        chi2 += n as f64 * (p - m).powi(2) / scale;
+        df += 1.0;
     }
-    if weight == 0.0 {
+    // Pool fully unless the cells spread more than chance allows (one-sided 1%, normal
+    // approximation of chi-square with df degrees of freedom): a noisy fit of no real
+    // difference would otherwise make every segment explore on its own.
+    if weight == 0.0 || chi2 < df + 2.326 * (2.0 * df).sqrt() {
         return MAX_STRENGTH;
     }
     let rho = excess / weight;
@@ -70,10 +80,32 @@ pub fn segment_posterior(arm: &Posterior, counts: Counted, strength: f64) -> Pos
     let alpha = (arm.alpha - clicks).max(1e-3);
     let beta = (arm.beta - misses).max(1e-3);
     let size = alpha + beta;
-    let k = strength.min(size);
+    // At the greatest strength (no evidence that segments differ) the pooling is full.
+    let k = if strength >= MAX_STRENGTH {
+        size
+    } else {
+        strength.min(size)
+    };
     Posterior {
         alpha: k * alpha / size + clicks,
         beta: k * beta / size + misses,
+    }
+}
+
+/// A surviving arm's segment counts for the next round, treated as the policy treats its
+/// all-segment evidence: kept (shrunk by the decay) by `carry`, cleared by `reset`; so the
+/// segment's counts never exceed what the arm's posterior holds.
+pub fn carry_over(counts: Counted, survivors: &SurvivorPrior) -> Counted {
+    match *survivors {
+        SurvivorPrior::Reset => Counted::default(),
+        SurvivorPrior::Carry { decay } => {
+            let keep = |n: u64| (n as f64 * decay.clamp(0.0, 1.0)).floor() as u64;
+            let impressions = keep(counts.impressions);
+            Counted {
+                impressions,
+                clicks: keep(counts.clicks).min(impressions),
+            }
+        }
     }
 }
 
@@ -126,6 +158,23 @@ mod tests {
         let strong = none.iter().filter(|&&k| k > 1_000.0).count();
         assert!(strong >= 12, "{none:?}");
         assert_eq!(pooling_strength([]), MAX_STRENGTH);
+    }
+
+    #[test]
+    fn survivors_keep_segment_evidence_as_the_policy_keeps_theirs() {
+        let c = Counted {
+            impressions: 1_000,
+            clicks: 41,
+        };
+        assert_eq!(carry_over(c, &SurvivorPrior::Reset), Counted::default());
+        assert_eq!(
+            carry_over(c, &SurvivorPrior::Carry { decay: 0.7 }),
+            Counted {
+                impressions: 700,
+                clicks: 28
+            }
+        );
+        assert_eq!(carry_over(c, &SurvivorPrior::Carry { decay: 1.0 }), c);
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod batch;
 pub mod context;
 pub mod decision;
 pub mod evaluate;
+pub mod evaluate_context;
 pub mod health;
 pub mod history;
 pub mod holdout;

@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use bandit::context::{pooling_strength, segment_posterior, Cell};
+use bandit::context::{carry_over, pooling_strength, segment_posterior, Cell};
+use bandit::policy::SurvivorPrior;
 use bandit::protocol::Counted;
 use bandit::{EventBatch, Posterior};
 use serde::{Deserialize, Serialize};
@@ -52,9 +53,17 @@ impl SegmentCounts {
         self.0.retain(|item, _| keep(item));
     }
 
-    /// Starts a new round: segment evidence is per round, like the arms' own counts.
-    pub fn clear(&mut self) {
-        self.0.clear();
+    /// A round ended: survivors (`keep`) carry their segment evidence as the policy carries
+    /// theirs (`bandit::context::carry_over`), the others lose it.
+    pub fn end_round(&mut self, survivors: &SurvivorPrior, keep: impl Fn(&str) -> bool) {
+        self.0.retain(|item, _| keep(item));
+        for segments in self.0.values_mut() {
+            for counts in segments.values_mut() {
+                *counts = carry_over(*counts, survivors);
+            }
+            segments.retain(|_, c| c.impressions > 0);
+        }
+        self.0.retain(|_, segments| !segments.is_empty());
     }
 
     /// Whether nothing is counted.
@@ -157,7 +166,9 @@ mod tests {
         assert_eq!(left, 10);
         assert_eq!(c.get("a", "mobile").clicks, 2);
         assert_eq!(c.segments(), ["desktop", "mobile"]);
-        c.retain(|_| false);
+        c.end_round(&SurvivorPrior::Carry { decay: 0.5 }, |i| i == "a");
+        assert_eq!(c.get("a", "mobile").impressions, 5);
+        c.end_round(&SurvivorPrior::Reset, |_| true);
         assert!(c.is_empty());
     }
 

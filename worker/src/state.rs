@@ -367,7 +367,10 @@ impl SlotState {
         self.items.retain(|id, _| arms.position(id).is_some());
         self.push_round(summary);
         self.health.end_round();
-        self.segments.clear();
+        let arms = &self.arms;
+        self.segments.end_round(&rotation.policy.survivors, |item| {
+            arms.position(item).is_some()
+        });
     }
 
     /// Applies an operator's offset correction, or says why it cannot be applied.
