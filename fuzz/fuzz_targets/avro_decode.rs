@@ -14,7 +14,7 @@
 use std::sync::{Mutex, OnceLock};
 
 use apache_avro::Schema;
-use collector_bridge::avro::{reference, DecodeError, DecodePlan, Extracted, Field, Wire};
+use collector_bridge::avro::{reference, DecodeError, DecodePlan, Extracted, Field, StrMap, Wire};
 use collector_bridge::classify::{Classifier, Outcome, Rules};
 use collector_bridge::pipeline::{BadMessage, Pipeline};
 use collector_bridge::simulate::{RecordEncoder, SimEvent};
@@ -102,7 +102,30 @@ fn check_decoded(case: &Case, body: &[u8], rec: &Extracted<'_>) {
             assert!(s.len() <= body.len());
         }
         if let Field::Long(_) = f {
-            panic!("{}: no extracted field is a number", case.label);
+            // Only the event time is a number.
+            assert_eq!(
+                case.names.get(slot).map(String::as_str),
+                Some("timestamp"),
+                "{}: slot {slot} is a number",
+                case.label
+            );
+        }
+        if let Field::StrMap(StrMap::Encoded(raw)) = f {
+            // A map is a validated slice of the message, and its entries are too.
+            let (start, end) = (body.as_ptr() as usize, body.as_ptr() as usize + body.len());
+            let p = raw.as_ptr() as usize;
+            assert!(
+                p >= start && p + raw.len() <= end,
+                "{}: a map is not from the message",
+                case.label
+            );
+            for (k, v) in StrMap::Encoded(raw).entries() {
+                assert!(
+                    inside(k, body) && inside(v, body),
+                    "{}: map entry not from the message",
+                    case.label
+                );
+            }
         }
     }
     // The differential oracle: what the plan accepts, apache-avro accepts, with equal fields.
