@@ -156,6 +156,15 @@ for n in (4, 16, 64):
     native = min(last_json(f"pick_native_{n}_{i}")["ns_per_pick"] for i in reps)
     ap, ast = wrk(f"arms_{n}_pick"), wrk(f"arms_{n}_static")
     pick[n] = dict(ns=ns, lo=lo, hi=hi, ir=ir, wasm=wasm, native=native, api=ap, static=ast)
+# Contextual picks: pick/static of the same instance, with segments against without.
+if exists("ctx_segments_pick") and exists("ctx_plain_pick"):
+    seg = wrk("ctx_segments_pick")["rps"] / wrk("ctx_segments_static")["rps"]
+    plain = wrk("ctx_plain_pick")["rps"] / wrk("ctx_plain_static")["rps"]
+    sample = last_json("ctx_segments_sample")
+    rows.append(("Pick API with segments (device,continent, 24 views, 5% holdout, 8 arms)",
+                 f"{f2(seg)} of the static asset", f"plain pick {f2(plain)}", f2(seg / plain),
+                 "≥ 0.9", yes(seg / plain >= 0.9)))
+    assert sample["decision"]["segment"] == "mobile_xx", sample
 rows.append(("Pick CPU, 64 arms (native, criterion)", f"{f2(pick[64]['ns'] / 1000)} µs",
              f"4 arms {f2(pick[4]['ns'] / 1000)} µs", f"{f1(pick[64]['ns'] / pick[4]['ns'])}×", "—", "—"))
 rows.append(("Pick CPU, 64 arms (wasm in V8)", f"{f2(pick[64]['wasm'] / 1000)} µs",
@@ -259,6 +268,19 @@ for catalog in (500, 5000):
                      "post2015", f2(r_post), "≤ 0.50", yes(r_post <= 0.5)))
         rows.append((f"Regret, catalog {catalog}, delay {delay}: default / shop", f2(r_shop),
                      "shop", f2(r_shop), "≤ 0.65", yes(r_shop <= 0.65)))
+
+# Contextual picks (collector-bridge evaluate --segments).
+ctx = {}
+for spread, goal in (("0.5", 0.75), ("0", 1.05)):
+    name = f"evaluate_segments_{spread}"
+    if exists(name):
+        p = json.loads(text(name))["policies"][0]
+        ctx[spread] = (name, p)
+        lo_hi = p["pooled_over_global_ci95"] or [float("nan")] * 2
+        rows.append((f"Regret with segments (spread {spread}): pooled / one model",
+                     f"{f2(p['pooled_over_global'])} [{f2(lo_hi[0])}, {f2(lo_hi[1])}]",
+                     "one model", f2(p["pooled_over_global"]), f"≤ {goal}",
+                     yes(p["pooled_over_global"] <= goal)))
 
 # --- the document --------------------------------------------------------------------------
 mem_gb = int(machine.get("mem_kb", "0")) / 1024 / 1024
@@ -602,6 +624,27 @@ w("```")
 w("")
 w("(and the same with `--catalog 500|5000` and `--delay 0|500`.)")
 w("")
+
+if ctx:
+    w("### Contextual picks")
+    w("")
+    w("`collector-bridge evaluate --segments 0.6,0.3,0.1 --segment-spread S`: visitor segments "
+      "with those traffic shares; an item's rate in a segment is its rate times "
+      "exp(S z - S^2/2). Regret against each segment's best item of the catalog, and against "
+      "the best arm of the set (what the pick itself loses); one model for everyone against "
+      "pooled segment models (`SEGMENTS`), 10 paired seeds, ratio of means with a 95% interval.")
+    w("")
+    w("| spread | one model | pooled | pooled / one model | in the set: pooled / one model |")
+    w("|---|---|---|---|---|")
+    for spread, (name, p) in ctx.items():
+        lo, hi = p["pooled_over_global_ci95"] or [float("nan")] * 2
+        w(f"| {spread} | {f0(p['global']['regret_mean'])} | {f0(p['pooled']['regret_mean'])} | "
+          f"{f2(p['pooled_over_global'])} [{f2(lo)}, {f2(hi)}] | {f2(p['in_set_pooled_over_global'])} |")
+    w("")
+    w("```")
+    w(cmd(next(iter(ctx.values()))[0]))
+    w("```")
+    w("")
 
 if cold or rust or minimal:
     w("## 7. Against a minimal Rust worker")

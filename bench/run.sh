@@ -287,6 +287,37 @@ edge() {
     curl -s -H "Authorization: Bearer $INGEST_TOKEN" "$w/api/slots/home-top-pick" >"$RAW/arms_${n}_state.json"
     stop_pid "$WORKER_PID"
   done
+
+  # Contextual picks: the pick API for a phone visitor with SEGMENTS=device,continent (every
+  # one of the 24 segments with counts, so each has its own view) and a 5% holdout, against
+  # the same worker's static asset; and the plain pick at the same n, adjacent runs.
+  local phone="Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148"
+  for cfg in plain segments; do
+    log "edge: contextual picks ($cfg)"
+    if [ "$cfg" = segments ]; then
+      start_worker "ctx_$cfg" "$WORKER_PORT" --catalog 256 --var "ARMS=8" \
+        --var "SEGMENTS=device,continent" --var "HOLDOUT=0.05"
+      curl -s -H "Authorization: Bearer $INGEST_TOKEN" "$w/api/slots/home-top-pick" | python3 -c '
+import json, sys
+arms = [a["item"] for a in json.load(sys.stdin)["arms"]]
+counts = [{"item": a, "impressions": 500, "clicks": 10 + 3 * i + j % 5, "segment": f"{d}_{c}"}
+          for i, a in enumerate(arms)
+          for j, (d, c) in enumerate((d, c) for d in ("mobile", "tablet", "desktop")
+                                     for c in ("af", "an", "as", "eu", "na", "oc", "sa", "xx"))]
+print(json.dumps({"source": "bench", "offsets": [{"topic": "bench", "partition": 0, "from": 0, "to": 0}], "counts": counts}))
+' | curl -s -o /dev/null -w "%{http_code}" -H "Authorization: Bearer $INGEST_TOKEN" \
+        -H "content-type: application/json" --data-binary @- "$w/api/slots/home-top-pick/events" \
+        >"$RAW/ctx_segments_seed.status"
+      sleep 2 # one publication interval, so the edge reads the views
+    else
+      start_worker "ctx_$cfg" "$WORKER_PORT" --catalog 256 --var "ARMS=8"
+    fi
+    wrk -t2 -c16 -d2s -H "User-Agent: $phone" "$w/api/slots/home-top-pick/pick" >/dev/null
+    record "ctx_${cfg}_pick" "${WRK[@]}" -H "User-Agent: $phone" "$w/api/slots/home-top-pick/pick"
+    record "ctx_${cfg}_static" "${WRK[@]}" "$w/index.html"
+    curl -s -H "User-Agent: $phone" "$w/api/slots/home-top-pick/pick" >"$RAW/ctx_${cfg}_sample.out"
+    stop_pid "$WORKER_PID"
+  done
 }
 
 # --- 4. the bridge -------------------------------------------------------------------------
@@ -340,6 +371,14 @@ learning() {
         --catalog "$catalog" --ctr beta:2,60 --arms 8 --interval 2000 --impressions 400000 \
         --delay "$delay" --seeds 5 --json --plot "docs/bench/regret-catalog$catalog-delay$delay.svg"
     done
+  done
+  # Contextual picks: one model against pooled segment models, segments that differ (spread
+  # 0.5) and segments that do not (spread 0).
+  for spread in 0.5 0; do
+    log "evaluate: segments, spread $spread"
+    record "evaluate_segments_$spread" "$BRIDGE" evaluate --policy default \
+      --segments 0.6,0.3,0.1 --segment-spread "$spread" --catalog 500 --ctr beta:2,60 --arms 8 \
+      --interval 2000 --impressions 400000 --delay 500 --seeds 10 --json
   done
 }
 

@@ -1,11 +1,13 @@
 //! The rotating arm set: the rounds state machine of the 2015 post, with prior policies.
 
-use std::collections::{HashSet, VecDeque};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashSet, VecDeque};
 
 use rand::seq::index;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::features::{FeatureModel, Features};
 use crate::history::ArmHistory;
 use crate::policy::{FreshPrior, PriorPolicy, Ranking, SurvivorPrior};
 use crate::Posterior;
@@ -129,6 +131,25 @@ pub struct ArmSet {
     /// only every [`WEAK_REFIT_EVERY`] retirements keeps the per-batch cost O(n).
     #[serde(default)]
     pub weak_fit: Option<(u64, Posterior)>,
+    /// Features of the current arms that have any, by item id (absent in state stored
+    /// before it existed): recorded with the arm's evidence when it leaves, for the feature
+    /// priors of [`PriorPolicy::features`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub features: BTreeMap<String, Features>,
+    /// The last feature model and the history's push count then. Not stored: it is rebuilt
+    /// from the history after a reload, then only every [`WEAK_REFIT_EVERY`] retirements.
+    #[serde(skip)]
+    feature_fit: FeatureFitCache,
+}
+
+/// A cache of [`FeatureModel`]; it never makes two arm sets differ (equality ignores it).
+#[derive(Debug, Clone, Default)]
+struct FeatureFitCache(Option<(u64, FeatureModel)>);
+
+impl PartialEq for FeatureFitCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 /// The screening bar is the best mean - SCREEN_BAR_SD * sd among the arms: a lower bound, so
@@ -154,6 +175,18 @@ pub enum Recorded {
 impl ArmSet {
     /// Round 1 with `items` as its arms, each with the policy's fresh prior.
     pub fn new(items: Vec<String>, policy: &PriorPolicy) -> ArmSet {
+        ArmSet::with_features(
+            items
+                .into_iter()
+                .map(|i| (i, Features::default()))
+                .collect(),
+            policy,
+        )
+    }
+
+    /// Round 1 with `items` and their features as its arms, each with the policy's fresh
+    /// prior (no history yet, so the features only matter once the arms leave).
+    pub fn with_features(items: Vec<(String, Features)>, policy: &PriorPolicy) -> ArmSet {
         let mut set = ArmSet {
             round: 1,
             arms: Vec::new(),
@@ -161,14 +194,28 @@ impl ArmSet {
             retired: VecDeque::new(),
             history: ArmHistory::default(),
             weak_fit: None,
+            features: BTreeMap::new(),
+            feature_fit: FeatureFitCache::default(),
         };
-        let prior = set.fresh_prior(policy);
+        // No history yet: nothing to cache, so the fits are not refreshed (as before features).
+        let cache = FeatureFitCache::default();
+        let priors = set.fresh_priors(policy, &cache);
         let mut seen = HashSet::new();
-        set.arms = items
+        let mut features = BTreeMap::new();
+        let arms = items
             .into_iter()
-            .filter(|i| seen.insert(i.clone()))
-            .map(|i| Arm::fresh(i, prior, 1))
+            .filter(|(i, _)| seen.insert(i.clone()))
+            .map(|(i, f)| {
+                let prior = priors.prior(&f);
+                if !f.is_empty() {
+                    features.insert(i.clone(), f);
+                }
+                Arm::fresh(i, prior, 1)
+            })
             .collect();
+        drop(priors);
+        set.arms = arms;
+        set.features = features;
         set
     }
 
@@ -225,16 +272,42 @@ impl ArmSet {
         items: impl IntoIterator<Item = String>,
         policy: &PriorPolicy,
     ) -> usize {
-        self.refresh_weak_fit(policy);
-        let prior = self.fresh_prior(policy);
+        self.add_fresh_with_features(items.into_iter().map(|i| (i, Features::default())), policy)
+    }
+
+    /// As [`ArmSet::add_fresh`], with each item's features: they are kept with the arm, and
+    /// under [`PriorPolicy::features`] they refine its fresh prior.
+    pub fn add_fresh_with_features(
+        &mut self,
+        items: impl IntoIterator<Item = (String, Features)>,
+        policy: &PriorPolicy,
+    ) -> usize {
+        self.refresh_fits(policy);
+        // Taken out while the arms change, so the priors can borrow it.
+        let cache = std::mem::take(&mut self.feature_fit);
+        let priors = self.fresh_priors(policy, &cache);
         let mut added = 0;
-        for item in items {
+        for (item, features) in items {
             if self.position(&item).is_none() {
+                let prior = priors.prior(&features);
+                if !features.is_empty() {
+                    self.features.insert(item.clone(), features);
+                }
                 self.arms.push(Arm::fresh(item, prior, self.round));
                 added += 1;
             }
         }
+        drop(priors);
+        self.feature_fit = cache;
         added
+    }
+
+    /// Records a leaving arm's evidence, with its features, in the history.
+    fn record_leaving(&mut self, i: usize) {
+        let arm = &self.arms[i];
+        let features = self.features.remove(&arm.item).unwrap_or_default();
+        self.history
+            .push_with(arm.total_clicks, arm.total_impressions, features);
     }
 
     /// Takes `item` out of the set between rounds (an operator's exclusion, a takedown): its
@@ -244,8 +317,8 @@ impl ArmSet {
         let Some(i) = self.position(item) else {
             return false;
         };
+        self.record_leaving(i);
         let arm = self.arms.remove(i);
-        self.history.push(arm.total_clicks, arm.total_impressions);
         self.retired.push_back((arm.item, self.round));
         true
     }
@@ -379,13 +452,15 @@ impl ArmSet {
         let round = self.round;
         let history = &mut self.history;
         let retired = &mut self.retired;
+        let features = &mut self.features;
         self.arms.retain(|arm| {
             let i = k;
             k += 1;
             if !behind.contains(&i) {
                 return true;
             }
-            history.push(arm.total_clicks, arm.total_impressions);
+            let f = features.remove(&arm.item).unwrap_or_default();
+            history.push_with(arm.total_clicks, arm.total_impressions, f);
             retired.push_back((arm.item.clone(), round));
             out.push(RetiredArm {
                 item: arm.item.clone(),
@@ -406,12 +481,27 @@ impl ArmSet {
         catalog: &[String],
         rng: &mut R,
     ) -> usize {
+        self.refill_from_features(config, catalog, |_| Features::default(), rng)
+    }
+
+    /// As [`ArmSet::refill_from`], the items' features given by `features_of`.
+    pub fn refill_from_features<R: Rng + ?Sized>(
+        &mut self,
+        config: &RotationConfig,
+        catalog: &[String],
+        features_of: impl Fn(&str) -> Features,
+        rng: &mut R,
+    ) -> usize {
         let needed = config.arms.saturating_sub(self.arms.len());
         if needed == 0 {
             return 0;
         }
         let fresh = self.sample_fresh(config, catalog, needed, rng);
-        self.add_fresh(fresh, &config.policy)
+        let fresh = fresh.into_iter().map(|i| {
+            let f = features_of(&i);
+            (i, f)
+        });
+        self.add_fresh_with_features(fresh, &config.policy)
     }
 
     /// Up to `needed` random catalog items that are neither in the set nor cooling down.
@@ -452,16 +542,34 @@ impl ArmSet {
         plan: &RotationPlan,
         fresh: Vec<String>,
     ) -> RoundSummary {
+        let fresh = fresh
+            .into_iter()
+            .map(|i| (i, Features::default()))
+            .collect();
+        self.rotate_with_features(config, plan, fresh)
+    }
+
+    /// As [`ArmSet::rotate`], with the fresh items' features: they are kept with the arms,
+    /// and under [`PriorPolicy::features`] they refine the fresh priors (and the prior
+    /// survivors are shrunk toward).
+    pub fn rotate_with_features(
+        &mut self,
+        config: &RotationConfig,
+        plan: &RotationPlan,
+        fresh: Vec<(String, Features)>,
+    ) -> RoundSummary {
         let policy = config.policy;
         let ended = self.round;
         let next = ended + 1;
-        self.refresh_weak_fit(&policy);
-        let fresh_prior = self.fresh_prior(&policy);
+        self.refresh_fits(&policy);
+        // Taken out while the arms change, so the priors can borrow it.
+        let cache = std::mem::take(&mut self.feature_fit);
+        let priors = self.fresh_priors(&policy, &cache);
 
         let mut retired = Vec::with_capacity(plan.retire.len());
         for &i in &plan.retire {
+            self.record_leaving(i);
             let arm = &self.arms[i];
-            self.history.push(arm.total_clicks, arm.total_impressions);
             self.retired.push_back((arm.item.clone(), ended));
             retired.push(RetiredArm {
                 item: arm.item.clone(),
@@ -475,6 +583,10 @@ impl ArmSet {
         for &i in &plan.keep {
             let old = &self.arms[i];
             survivors.push((old.item.clone(), plan.draws[i]));
+            let fresh_prior = match self.features.get(&old.item) {
+                Some(f) => priors.prior(f),
+                None => priors.base,
+            };
             let prior = match policy.survivors {
                 SurvivorPrior::Reset => fresh_prior,
                 SurvivorPrior::Carry { decay } => {
@@ -494,15 +606,21 @@ impl ArmSet {
         }
         let mut present: HashSet<String> = arms.iter().map(|a| a.item.clone()).collect();
         let mut added = Vec::new();
-        for item in fresh {
+        for (item, features) in fresh {
             if arms.len() >= config.arms.max(plan.keep.len()) {
                 break;
             }
             if present.insert(item.clone()) {
                 added.push(item.clone());
-                arms.push(Arm::fresh(item, fresh_prior, next));
+                let prior = priors.prior(&features);
+                if !features.is_empty() {
+                    self.features.insert(item.clone(), features);
+                }
+                arms.push(Arm::fresh(item, prior, next));
             }
         }
+        drop(priors);
+        self.feature_fit = cache;
         self.arms = arms;
         self.round = next;
         let impressions = std::mem::take(&mut self.round_impressions);
@@ -530,13 +648,95 @@ impl ArmSet {
         catalog: &[String],
         rng: &mut R,
     ) -> RoundSummary {
+        self.rotate_from_features(config, catalog, |_| Features::default(), rng)
+    }
+
+    /// As [`ArmSet::rotate_from`], the items' features given by `features_of`.
+    pub fn rotate_from_features<R: Rng + ?Sized>(
+        &mut self,
+        config: &RotationConfig,
+        catalog: &[String],
+        features_of: impl Fn(&str) -> Features,
+        rng: &mut R,
+    ) -> RoundSummary {
         let plan = self.plan_rotation(config, rng);
         let fresh = self.sample_fresh(config, catalog, plan.fresh_needed, rng);
-        self.rotate(config, &plan, fresh)
+        let fresh = fresh
+            .into_iter()
+            .map(|i| {
+                let f = features_of(&i);
+                (i, f)
+            })
+            .collect();
+        self.rotate_with_features(config, &plan, fresh)
     }
 
     fn weak_fit_stale(&self, at: u64) -> bool {
         self.history.pushed.saturating_sub(at) >= WEAK_REFIT_EVERY || self.history.pushed < at
+    }
+
+    /// Refreshes the cached fits the policy uses when stale.
+    fn refresh_fits(&mut self, policy: &PriorPolicy) {
+        self.refresh_weak_fit(policy);
+        if !policy.features || policy.fresh == FreshPrior::Uniform {
+            return;
+        }
+        if matches!(self.feature_fit.0, Some((at, _)) if !self.weak_fit_stale(at)) {
+            return;
+        }
+        let model = self.fit_feature_model();
+        self.feature_fit = FeatureFitCache(Some((self.history.pushed, model)));
+    }
+
+    /// The full (not weakened) empirical-Bayes fit: cached under the weak prior.
+    fn global_fit(&self) -> Posterior {
+        match self.weak_fit {
+            Some((at, fit)) if !self.weak_fit_stale(at) => fit,
+            _ => self.history.fit(
+                self.arms
+                    .iter()
+                    .map(|a| (a.total_clicks, a.total_impressions)),
+            ),
+        }
+    }
+
+    /// Fits the feature model to the history and the current arms. O(history) likelihood
+    /// evaluations per group, so callers cache it.
+    fn fit_feature_model(&self) -> FeatureModel {
+        let current = self.arms.iter().filter_map(|a| {
+            self.features
+                .get(&a.item)
+                .map(|f| (f, a.total_clicks, a.total_impressions))
+        });
+        FeatureModel::fit(
+            self.global_fit(),
+            self.history.with_features().chain(current),
+        )
+    }
+
+    /// The policy's fresh prior and, under [`PriorPolicy::features`], the feature model to
+    /// refine it with (cached if fresh, else fitted now).
+    fn fresh_priors<'a>(
+        &self,
+        policy: &PriorPolicy,
+        cache: &'a FeatureFitCache,
+    ) -> FreshPriors<'a> {
+        let base = self.fresh_prior(policy);
+        let model = if policy.features && policy.fresh != FreshPrior::Uniform {
+            match &cache.0 {
+                Some((at, m)) if !self.weak_fit_stale(*at) => Some(Cow::Borrowed(m)),
+                _ => Some(Cow::Owned(self.fit_feature_model())),
+            }
+        } else {
+            None
+        };
+        FreshPriors { base, model }
+    }
+
+    /// The prior a fresh item with `features` gets now under `policy`: the
+    /// [`ArmSet::fresh_prior`], refined by the features under [`PriorPolicy::features`].
+    pub fn fresh_prior_for(&self, policy: &PriorPolicy, features: &Features) -> Posterior {
+        self.fresh_priors(policy, &self.feature_fit).prior(features)
     }
 
     /// Refreshes the cached fit behind [`FreshPrior::WeakEmpiricalBayes`] when stale.
@@ -565,14 +765,7 @@ impl ArmSet {
                     .map(|a| (a.total_clicks, a.total_impressions)),
             ),
             FreshPrior::WeakEmpiricalBayes { strength } => {
-                let fit = match self.weak_fit {
-                    Some((at, fit)) if !self.weak_fit_stale(at) => fit,
-                    _ => self.history.fit(
-                        self.arms
-                            .iter()
-                            .map(|a| (a.total_clicks, a.total_impressions)),
-                    ),
-                };
+                let fit = self.global_fit();
                 let s = fit.alpha + fit.beta;
                 if s <= strength {
                     fit
@@ -583,6 +776,21 @@ impl ArmSet {
                     }
                 }
             }
+        }
+    }
+}
+
+/// The fresh prior of one moment: the policy's base prior and the feature model, if any.
+struct FreshPriors<'a> {
+    base: Posterior,
+    model: Option<Cow<'a, FeatureModel>>,
+}
+
+impl FreshPriors<'_> {
+    fn prior(&self, features: &Features) -> Posterior {
+        match &self.model {
+            Some(m) if !features.is_empty() => m.prior(self.base, features),
+            _ => self.base,
         }
     }
 }
@@ -698,6 +906,30 @@ mod tests {
         let s: ArmSet = serde_json::from_str(old).unwrap();
         assert_eq!((s.weak_fit, s.history.pushed), (None, 0));
         assert_eq!(s.history.arms.len(), 1);
+    }
+
+    #[test]
+    fn features_travel_with_arms_into_the_history_and_state() {
+        let policy: PriorPolicy = "carry-weak20-screen0.3:0.7+features".parse().unwrap();
+        let cat = |c: &str| Features::new([("category", c)]);
+        let mut s = ArmSet::with_features(
+            vec![("a".into(), cat("x")), ("b".into(), Features::default())],
+            &policy,
+        );
+        assert_eq!(s.features.len(), 1);
+        s.record("a", 100, 3);
+        s.record("b", 100, 1);
+        assert!(s.remove("a"));
+        assert!(s.features.is_empty());
+        assert_eq!(s.history.with_features().last().unwrap().0, &cat("x"));
+        // Stored and loaded: equal (the fit cache is not part of the state).
+        s.add_fresh_with_features([("c".to_string(), cat("y"))], &policy);
+        let json = serde_json::to_string(&s).unwrap();
+        let back: ArmSet = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, s);
+        // A set without features stores nothing new.
+        let plain = ArmSet::new(vec!["a".into()], &PriorPolicy::RESET);
+        assert!(!serde_json::to_string(&plain).unwrap().contains("features"));
     }
 
     #[test]

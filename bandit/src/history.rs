@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
+use crate::features::Features;
 use crate::special::ln_gamma;
 use crate::Posterior;
 
@@ -26,11 +27,21 @@ pub struct ArmHistory {
     /// knows how stale it is.
     #[serde(default)]
     pub pushed: u64,
+    /// Features of the most recent arms, aligned with the back of `arms` (it may be shorter:
+    /// arms recorded before features existed, or while no arm had any, have none). Empty and
+    /// not stored until an arm with features is recorded.
+    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    pub features: VecDeque<Features>,
 }
 
 impl ArmHistory {
     /// Records one finished arm.
     pub fn push(&mut self, clicks: u64, impressions: u64) {
+        self.push_with(clicks, impressions, Features::default());
+    }
+
+    /// Records one finished arm with its features (for [`crate::features::FeatureModel`]).
+    pub fn push_with(&mut self, clicks: u64, impressions: u64, features: Features) {
         if impressions == 0 {
             return;
         }
@@ -38,7 +49,26 @@ impl ArmHistory {
         if self.arms.len() == HISTORY_CAPACITY {
             self.arms.pop_front();
         }
+        while self.features.len() > self.arms.len() {
+            self.features.pop_front();
+        }
+        // Shops without features keep the deque empty (nothing extra stored); once one arm
+        // has features, pad so the deque lines up with `arms` again.
+        if !features.is_empty() || !self.features.is_empty() {
+            while self.features.len() < self.arms.len() {
+                self.features.push_front(Features::default());
+            }
+            self.features.push_back(features);
+        }
         self.arms.push_back((clicks.min(impressions), impressions));
+    }
+
+    /// (features, clicks, impressions) of the recorded arms that have features.
+    pub fn with_features(&self) -> impl Iterator<Item = (&Features, u64, u64)> {
+        let n = self.arms.len().min(self.features.len());
+        let arms = self.arms.iter().skip(self.arms.len() - n);
+        let features = self.features.iter().skip(self.features.len() - n);
+        features.zip(arms).map(|(f, &(c, i))| (f, c, i))
     }
 
     /// Beta prior fitted to the history plus `current` arms by maximum marginal likelihood
@@ -202,6 +232,45 @@ mod tests {
         }
         assert_eq!(h.arms.len(), HISTORY_CAPACITY);
         assert_eq!(h.arms.back(), Some(&(1, 1009)));
+        assert!(h.features.is_empty());
+        // With features: both stay bounded and aligned.
+        for i in 0..1000u64 {
+            let f = if i % 2 == 0 {
+                Features::new([("category", format!("c{}", i % 7))])
+            } else {
+                Features::default()
+            };
+            h.push_with(1, 10 + i, f);
+        }
+        assert_eq!(h.arms.len(), HISTORY_CAPACITY);
+        assert_eq!(h.features.len(), HISTORY_CAPACITY);
+        let with: Vec<_> = h.with_features().collect();
+        assert_eq!(with.len(), HISTORY_CAPACITY);
+        let last = with.last().unwrap();
+        assert_eq!((last.1, last.2), (1, 1009));
+        assert!(last.0.is_empty());
+        let before = &with[with.len() - 2];
+        assert_eq!(before.2, 1008);
+        assert_eq!(before.0, &Features::new([("category", "c4")]));
+    }
+
+    #[test]
+    fn history_stored_before_features_loads_and_lines_up() {
+        let old = r#"{"arms":[[1,10],[2,20]],"pushed":2}"#;
+        let mut h: ArmHistory = serde_json::from_str(old).unwrap();
+        assert!(h.features.is_empty());
+        assert_eq!(h.with_features().count(), 0);
+        h.push_with(3, 30, Features::new([("category", "a")]));
+        assert_eq!(h.features.len(), 3);
+        let with: Vec<_> = h
+            .with_features()
+            .map(|(f, c, n)| (f.is_empty(), c, n))
+            .collect();
+        assert_eq!(with, vec![(true, 1, 10), (true, 2, 20), (false, 3, 30)]);
+        // Without features nothing new is stored.
+        let mut plain = ArmHistory::default();
+        plain.push(1, 10);
+        assert!(!serde_json::to_string(&plain).unwrap().contains("features"));
     }
 
     #[test]

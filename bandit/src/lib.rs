@@ -10,6 +10,7 @@ pub mod context;
 pub mod decision;
 pub mod evaluate;
 pub mod evaluate_context;
+pub mod features;
 pub mod health;
 pub mod history;
 pub mod holdout;

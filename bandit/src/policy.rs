@@ -115,11 +115,16 @@ pub struct PriorPolicy {
     /// 2015 rule, one draw each).
     #[serde(default)]
     pub ranking: Ranking,
+    /// Whether fresh items' priors are refined by their features (category, photographer)
+    /// with [`crate::features::FeatureModel`]; spelled `+features` after the name. Absent
+    /// (false) in stored policies from before it existed, and not written when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub features: bool,
 }
 
 /// A policy name that does not parse.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("unknown prior policy {0:?}: expected post2015, shop, default, or one of reset, eb, weakS, carry[:DECAY], carry-eb[:DECAY], carry-weakS[:DECAY] with an optional ranking suffix -mean, -qQ, -raceEPS or -screenEPS before the decay (e.g. carry-eb-mean:0.7, carry-weak20-screen0.2:0.7)")]
+#[error("unknown prior policy {0:?}: expected post2015, shop, default, or one of reset, eb, weakS, carry[:DECAY], carry-eb[:DECAY], carry-weakS[:DECAY] with an optional ranking suffix -mean, -qQ, -raceEPS or -screenEPS before the decay (e.g. carry-eb-mean:0.7, carry-weak20-screen0.2:0.7); default and the eb/weak names take a final +features (feature priors, e.g. default+features)")]
 pub struct UnknownPolicy(pub String);
 
 impl PriorPolicy {
@@ -129,6 +134,7 @@ impl PriorPolicy {
         fresh: FreshPrior::Uniform,
         scoring: Scoring::Post2015,
         ranking: Ranking::Draw,
+        features: false,
     };
     /// The Divolte shop's: Beta(clicks + 1, misses + 1), reset every round.
     pub const RESET: PriorPolicy = PriorPolicy {
@@ -136,6 +142,7 @@ impl PriorPolicy {
         fresh: FreshPrior::Uniform,
         scoring: Scoring::Standard,
         ranking: Ranking::Draw,
+        features: false,
     };
     /// Survivors keep their evidence; fresh items get a prior fitted from history.
     pub const CARRY_EB: PriorPolicy = PriorPolicy {
@@ -143,6 +150,7 @@ impl PriorPolicy {
         fresh: FreshPrior::EmpiricalBayes,
         scoring: Scoring::Standard,
         ranking: Ranking::Draw,
+        features: false,
     };
 
     /// `carry-eb:0.7`: survivors keep 70% of their evidence, fresh items get the fitted prior.
@@ -151,6 +159,7 @@ impl PriorPolicy {
         fresh: FreshPrior::EmpiricalBayes,
         scoring: Scoring::Standard,
         ranking: Ranking::Draw,
+        features: false,
     };
 
     /// `carry-eb-race0.01:0.7`: as `carry-eb:0.7`, but the arms are ranked by posterior
@@ -172,6 +181,7 @@ impl PriorPolicy {
         fresh: FreshPrior::WeakEmpiricalBayes { strength: 20.0 },
         scoring: Scoring::Standard,
         ranking: Ranking::Screen { eps: 0.3 },
+        features: false,
     };
 
     /// The project's default, chosen by offline evaluation (`collector-bridge evaluate`,
@@ -202,6 +212,9 @@ impl Default for PriorPolicy {
         PriorPolicy::default_policy()
     }
 }
+
+/// The name suffix that turns feature priors on.
+pub const FEATURES_SUFFIX: &str = "+features";
 
 fn parse_decay(name: &str, decay: Option<&str>) -> Result<f64, UnknownPolicy> {
     match decay {
@@ -253,6 +266,20 @@ impl FromStr for PriorPolicy {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
+        if let Some(head) = s.strip_suffix(FEATURES_SUFFIX) {
+            let p: PriorPolicy = head.parse()?;
+            // Features refine a fitted prior; the uniform one and the 2015 scoring (which
+            // ignores priors) have nothing to refine.
+            if p.features || p.scoring == Scoring::Post2015 || p.fresh == FreshPrior::Uniform {
+                return Err(UnknownPolicy(format!(
+                    "{s} (+features needs a fitted fresh prior: default, eb, carry-eb or weakS, once)"
+                )));
+            }
+            return Ok(PriorPolicy {
+                features: true,
+                ..p
+            });
+        }
         let (base, decay) = match s.split_once(':') {
             Some((b, d)) => (b, Some(d)),
             None => (s, None),
@@ -357,6 +384,9 @@ impl fmt::Display for PriorPolicy {
                 write!(f, ":{decay}")?;
             }
         }
+        if self.features {
+            f.write_str(FEATURES_SUFFIX)?;
+        }
         Ok(())
     }
 }
@@ -387,6 +417,10 @@ mod tests {
             "carry-weak20-screen0.2:0.7",
             "carry-weak30-mean",
             "carry-eb-screen0.05",
+            "eb+features",
+            "carry-eb-race0.01:0.7+features",
+            "carry-weak20-screen0.3:0.7+features",
+            "weak12.5+features",
         ] {
             let p: PriorPolicy = name.parse().unwrap();
             assert_eq!(p.to_string(), name);
@@ -424,6 +458,13 @@ mod tests {
             "carry-weak20-screen1:0.7",
             "carry-weak20-screen0:0.7",
             "carry-weak20-screenx",
+            "+features",
+            "reset+features",
+            "carry:0.7+features",
+            "post2015+features",
+            "shop+features",
+            "default+features+features",
+            "carry-eb+feature",
         ] {
             assert!(name.parse::<PriorPolicy>().is_err(), "{name}");
         }
@@ -458,6 +499,28 @@ mod tests {
         let p = PriorPolicy::default_policy();
         let json = serde_json::to_string(&p).unwrap();
         assert_eq!(serde_json::from_str::<PriorPolicy>(&json).unwrap(), p);
+    }
+
+    #[test]
+    fn feature_policies_parse_and_store() {
+        let p: PriorPolicy = "default+features".parse().unwrap();
+        assert_eq!(
+            p,
+            PriorPolicy {
+                features: true,
+                ..PriorPolicy::default_policy()
+            }
+        );
+        assert_eq!(p.to_string(), "carry-eb-race0.01:0.7+features");
+        assert!(!PriorPolicy::default_policy().features);
+        // New JSON round-trips; old JSON (no field) loads as off and is written unchanged.
+        let json = serde_json::to_string(&p).unwrap();
+        assert!(json.contains(r#""features":true"#), "{json}");
+        assert_eq!(serde_json::from_str::<PriorPolicy>(&json).unwrap(), p);
+        let old = r#"{"survivors":{"kind":"carry","decay":0.7},"fresh":"empirical_bayes","scoring":"standard","ranking":{"kind":"race","eps":0.01}}"#;
+        let q: PriorPolicy = serde_json::from_str(old).unwrap();
+        assert_eq!(q, PriorPolicy::default_policy());
+        assert_eq!(serde_json::to_string(&q).unwrap(), old);
     }
 
     #[test]

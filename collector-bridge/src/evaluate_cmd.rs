@@ -9,8 +9,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::evaluate_context_cmd::{parse_shares, run_segments};
 use anyhow::{bail, Context, Result};
-use bandit::evaluate::{self, CtrSource, EvalPolicy, Report, RunResult, Workload};
+use bandit::evaluate::{self, Categories, CtrSource, EvalPolicy, Report, RunResult, Workload};
+use bandit::evaluate_context::Segments;
 use bandit::ope::{Candidate, CandidateReport, Estimate, Evaluator};
 use collector_bridge::avro::{load_schema, Wire};
 use collector_bridge::logged::{
@@ -27,7 +29,9 @@ pub struct EvaluateArgs {
     /// Policy to evaluate (repeat for several): post2015, shop, uniform, default, reset, eb,
     /// weakS, carry[:DECAY], carry-eb[:DECAY], carry-weakS[:DECAY], oracle-in-set; the
     /// reset/eb/weak/carry names take a ranking suffix -mean, -qQ, -raceEPS or -screenEPS
-    /// before the decay (e.g. carry-eb-race0.01:0.7, carry-weak20-screen0.2:0.7).
+    /// before the decay (e.g. carry-eb-race0.01:0.7, carry-weak20-screen0.2:0.7); default
+    /// and the eb/weak names take a final +features (priors from the items' categories, e.g.
+    /// default+features; see --categories).
     /// Simulation mode; not with --logged or --logged-topic.
     #[arg(
         long = "policy",
@@ -100,12 +104,34 @@ pub struct EvaluateArgs {
     /// Feedback batch size in impressions (0 or 1: immediate).
     #[arg(long, value_name = "D", default_value_t = 0)]
     pub delay: u64,
-    /// Number of seeds (runs per policy); seeds are 1..=K, shared by all policies.
+    /// Number of seeds (runs per policy); seeds are F..F+K-1 (F from --first-seed), shared by
+    /// all policies.
     #[arg(long, value_name = "K", default_value_t = 5)]
     pub seeds: u64,
+    /// First seed (so tuning and reporting can use disjoint seeds).
+    #[arg(long, value_name = "F", default_value_t = 1)]
+    pub first_seed: u32,
     /// Rounds a retired item stays out of the set.
     #[arg(long, value_name = "ROUNDS", default_value_t = 5)]
     pub cooldown: u64,
+    /// Puts every simulated item in one of C categories (uniformly at random), carried by the
+    /// arms as the feature category=cK for +features policies; 0: no categories.
+    #[arg(long, value_name = "C", default_value_t = 0)]
+    pub categories: u16,
+    /// With --categories: sd of the log category effect; an item's rate is its Beta draw
+    /// times exp(N(0, S^2)) of its category, normalised to keep the mean rate, capped at
+    /// 0.95 (0: categories do not matter).
+    #[arg(long, value_name = "S", default_value_t = 0.5, requires = "categories")]
+    pub category_spread: f32,
+    /// Visitor segments with these traffic shares (e.g. 0.6,0.3,0.1): each policy runs with one
+    /// model for everyone and with pooled segment models (`SEGMENTS`), regret against each
+    /// segment's best item.
+    #[arg(long, value_name = "SHARES", conflicts_with = "categories")]
+    pub segments: Option<String>,
+    /// With --segments: sd of the log segment effect; an item's rate in a segment is its rate
+    /// times exp(S z - S^2/2), z standard normal (0: segments do not matter).
+    #[arg(long, value_name = "S", default_value_t = 0.5, requires = "segments")]
+    pub segment_spread: f32,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -152,7 +178,8 @@ fn parse_policies(names: &[String]) -> Result<Vec<(String, EvalPolicy)>> {
                 "unknown policy {name:?}: use one of post2015, shop, uniform, default, reset, \
                  eb, weakS, carry[:DECAY], carry-eb[:DECAY], carry-weakS[:DECAY], \
                  oracle-in-set (DECAY in (0, 1]), with an optional ranking suffix -mean, -qQ, \
-                 -raceEPS or -screenEPS before the decay, e.g. --policy carry-eb-race0.01:0.7"
+                 -raceEPS or -screenEPS before the decay, e.g. --policy carry-eb-race0.01:0.7, \
+                 and a final +features on default or eb/weak names, e.g. default+features"
             )
         })?;
         out.push((name.to_string(), policy));
@@ -193,9 +220,30 @@ fn workload(args: &EvaluateArgs) -> Result<Workload> {
     Ok(w)
 }
 
+/// The simulated categories from the flags (`None` without --categories).
+fn categories(args: &EvaluateArgs) -> Result<Option<Categories>> {
+    if args.categories == 0 {
+        return Ok(None);
+    }
+    if !(args.category_spread.is_finite() && args.category_spread >= 0.0) {
+        bail!(
+            "--category-spread must be a finite number >= 0 (0: categories do not matter), e.g. --category-spread 0.5"
+        );
+    }
+    Ok(Some(Categories {
+        count: usize::from(args.categories),
+        spread: f64::from(args.category_spread),
+    }))
+}
+
 /// Runs every (policy, seed) pair, spread over the available cores; each run is
 /// single-threaded and deterministic, so the result does not depend on the thread count.
-fn run_all(w: &Workload, policies: &[(String, EvalPolicy)], seeds: &[u64]) -> Result<Report> {
+fn run_all(
+    w: &Workload,
+    cats: Option<Categories>,
+    policies: &[(String, EvalPolicy)],
+    seeds: &[u64],
+) -> Result<Report> {
     let jobs: Vec<(usize, usize)> = (0..policies.len())
         .flat_map(|p| (0..seeds.len()).map(move |s| (p, s)))
         .collect();
@@ -212,7 +260,7 @@ fn run_all(w: &Workload, policies: &[(String, EvalPolicy)], seeds: &[u64]) -> Re
             scope.spawn(|| loop {
                 let j = next.fetch_add(1, Ordering::Relaxed);
                 let Some(&(p, s)) = jobs.get(j) else { break };
-                let r = evaluate::run_one(w, policies[p].1, seeds[s]);
+                let r = evaluate::run_one_with(w, cats, policies[p].1, seeds[s]);
                 if let Ok(mut guard) = results.lock() {
                     guard[j] = Some(r);
                 }
@@ -230,11 +278,16 @@ fn run_all(w: &Workload, policies: &[(String, EvalPolicy)], seeds: &[u64]) -> Re
     evaluate::summarize(w, policies, seeds, &runs).context("summarising the runs")
 }
 
-/// Ratio of means and the paired per-seed difference (t-interval) against a baseline.
-fn paired(per: &[f64], base: &[f64]) -> (f64, evaluate::TInterval) {
-    let diffs: Vec<f64> = per.iter().zip(base).map(|(a, b)| a - b).collect();
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    (mean(per) / mean(base), evaluate::t_interval(&diffs))
+/// Ratio of means, its paired 95% interval and the per-seed difference (t-interval)
+/// against a baseline.
+fn paired(per: &[f64], base: &[f64]) -> evaluate::PairedRatio {
+    evaluate::paired_ratio(per, base)
+}
+
+fn categories_label(c: Option<Categories>) -> String {
+    c.map_or("none".to_string(), |c| {
+        format!("{} (spread {})", c.count, c.spread)
+    })
 }
 
 fn ctr_label(c: &CtrSource) -> String {
@@ -248,7 +301,7 @@ fn ci_json(ci: Option<(f64, f64)>) -> Value {
     ci.map_or(Value::Null, |(lo, hi)| json!([lo, hi]))
 }
 
-fn to_json(r: &Report) -> Value {
+fn to_json(r: &Report, cats: Option<Categories>) -> Value {
     let w = &r.workload;
     let base = r.policies.first();
     let mut policies = Map::new();
@@ -263,12 +316,13 @@ fn to_json(r: &Report) -> Value {
             "curve": p.curve,
         });
         if let Some(b) = base.filter(|b| b.name != p.name) {
-            let (ratio, diff) = paired(&p.per_seed, &b.per_seed);
+            let pr = paired(&p.per_seed, &b.per_seed);
             v["vs_first"] = json!({
                 "baseline": b.name,
-                "ratio_of_means": ratio,
-                "paired_diff_mean": diff.mean,
-                "paired_diff_ci95": ci_json(diff.ci95),
+                "ratio_of_means": pr.ratio,
+                "ratio_ci95": ci_json(pr.ci95),
+                "paired_diff_mean": pr.diff.mean,
+                "paired_diff_ci95": ci_json(pr.diff.ci95),
             });
         }
         policies.insert(p.name.clone(), v);
@@ -284,15 +338,20 @@ fn to_json(r: &Report) -> Value {
             "delay": w.delay,
             "cooldown": w.cooldown,
             "seeds": r.seeds,
+            "categories": cats.map(|c| c.count),
+            "category_spread": cats.map(|c| c.spread),
         },
-        "ci95": "two-sided Student t interval over seeds: mean +- t(0.975, K-1) * sd / sqrt(K)",
+        "ci95": "two-sided Student t interval over seeds: mean +- t(0.975, K-1) * sd / sqrt(K); ratio_ci95 = 1 + paired_diff_ci95 / baseline mean",
         "regret": "expected regret: sum over impressions of (best CTR in the catalog - CTR shown)",
         "checkpoints": r.checkpoints,
     })
 }
 
-fn print_table(r: &Report) {
+fn print_table(r: &Report, cats: Option<Categories>) {
     let w = &r.workload;
+    if cats.is_some() {
+        println!("categories {}", categories_label(cats));
+    }
     println!(
         "catalog {} ctr {} arms {} interval {} impressions {} delay {} cooldown {} seeds {}",
         w.catalog,
@@ -308,33 +367,37 @@ fn print_table(r: &Report) {
     let base = r.policies.first();
     let base_name = base.map_or("", |b| b.name.as_str());
     println!(
-        "{:<16} {:>10} {:>23} {:>9} {:>10} {:>23}",
+        "{:<16} {:>10} {:>23} {:>9} {:>10} {:>23} {:>17}",
         "policy",
         "regret",
         "95% CI",
         "sd",
         format!("/{}", truncate(base_name, 9)),
-        "paired diff 95% CI"
+        "paired diff 95% CI",
+        "ratio 95% CI"
     );
     for p in &r.policies {
         let ci = p
             .summary
             .ci95
             .map_or("-".to_string(), |(lo, hi)| format!("[{lo:.1}, {hi:.1}]"));
-        let (ratio, diff) = match base.filter(|b| b.name != p.name) {
+        let (ratio, diff, ratio_ci) = match base.filter(|b| b.name != p.name) {
             Some(b) => {
-                let (ratio, d) = paired(&p.per_seed, &b.per_seed);
+                let pr = paired(&p.per_seed, &b.per_seed);
                 (
-                    format!("{ratio:.3}"),
-                    d.ci95
+                    format!("{:.3}", pr.ratio),
+                    pr.diff
+                        .ci95
                         .map_or("-".to_string(), |(lo, hi)| format!("[{lo:.1}, {hi:.1}]")),
+                    pr.ci95
+                        .map_or("-".to_string(), |(lo, hi)| format!("[{lo:.3}, {hi:.3}]")),
                 )
             }
-            None => ("1".to_string(), "-".to_string()),
+            None => ("1".to_string(), "-".to_string(), "-".to_string()),
         };
         println!(
-            "{:<16} {:>10.1} {:>23} {:>9.1} {:>10} {:>23}",
-            p.name, p.summary.mean, ci, p.summary.sd, ratio, diff
+            "{:<16} {:>10.1} {:>23} {:>9.1} {:>10} {:>23} {:>17}",
+            p.name, p.summary.mean, ci, p.summary.sd, ratio, diff, ratio_ci
         );
     }
 }
@@ -432,15 +495,33 @@ pub fn run(args: &EvaluateArgs) -> Result<()> {
         bail!("give at least one --policy, e.g. --policy post2015 --policy default");
     }
     let w = workload(args)?;
-    let seeds: Vec<u64> = (1..=args.seeds).collect();
-    let report = run_all(&w, &policies, &seeds)?;
+    let first = u64::from(args.first_seed);
+    let seeds: Vec<u64> = (first..first.saturating_add(args.seeds)).collect();
+    if let Some(shares) = &args.segments {
+        let segments = Segments {
+            shares: parse_shares(shares)?,
+            spread: f64::from(args.segment_spread).max(0.0),
+        };
+        let mut priors = Vec::with_capacity(policies.len());
+        for (name, p) in &policies {
+            let EvalPolicy::Thompson(prior) = p else {
+                bail!(
+                    "--segments compares prior policies (e.g. --policy default); {name} is not one"
+                );
+            };
+            priors.push((name.clone(), *prior));
+        }
+        return run_segments(&w, &segments, &priors, &seeds, args.json);
+    }
+    let cats = categories(args)?;
+    let report = run_all(&w, cats, &policies, &seeds)?;
     if let Some(path) = &args.plot {
         plot(&report, path).with_context(|| format!("writing the plot {}", path.display()))?;
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&to_json(&report))?);
+        println!("{}", serde_json::to_string_pretty(&to_json(&report, cats))?);
     } else {
-        print_table(&report);
+        print_table(&report, cats);
     }
     Ok(())
 }
@@ -765,6 +846,38 @@ mod tests {
         );
         let p = parse_policies(&["shop".into(), "shop".into(), "uniform".into()]).unwrap();
         assert_eq!(p.len(), 2);
+    }
+
+    #[test]
+    fn category_flags_parse_and_reject() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: EvaluateArgs,
+        }
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["evaluate", "--policy", "default+features"];
+            argv.extend_from_slice(extra);
+            Cli::try_parse_from(argv).map(|c| c.args)
+        };
+        let a = parse(&["--categories", "20", "--category-spread", "0.5"]).unwrap();
+        assert_eq!(
+            categories(&a).unwrap(),
+            Some(Categories {
+                count: 20,
+                spread: 0.5
+            })
+        );
+        assert_eq!(categories(&parse(&[]).unwrap()).unwrap(), None);
+        assert!(parse(&["--category-spread", "0.5"]).is_err());
+        let bad = parse(&["--categories", "3", "--category-spread", "NaN"]).unwrap();
+        assert!(categories(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("--category-spread 0.5"));
+        let p = parse_policies(&["default+features".into()]).unwrap();
+        assert_eq!(p[0].1.to_string(), "carry-eb-race0.01:0.7+features");
     }
 
     #[test]

@@ -22,6 +22,7 @@ use collector_bridge::simulate::{self, CtrDist, KafkaOutput, RecordEncoder, SimC
 use collector_bridge::worker_client::{Backoff, WorkerClient};
 
 mod evaluate_cmd;
+mod evaluate_context_cmd;
 
 /// Command line of the bridge.
 #[derive(Debug, Parser)]
@@ -49,7 +50,7 @@ enum Command {
     /// Print the worker's audit log of operator writes, newest first.
     Audit(operator::AuditArgs),
     /// Run policies on simulated catalogs and report regret against the best item.
-    Evaluate(evaluate_cmd::EvaluateArgs),
+    Evaluate(Box<evaluate_cmd::EvaluateArgs>),
 }
 
 #[derive(Debug, Args)]

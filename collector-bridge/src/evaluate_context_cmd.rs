@@ -1,0 +1,148 @@
+//! `collector-bridge evaluate --segments ...`: each prior policy with one model for everyone
+//! against per-segment pooled models, on simulated visitor segments (see
+//! `bandit::evaluate_context`), with paired ratios over seeds.
+
+use anyhow::{bail, Context, Result};
+use bandit::evaluate::{t_interval, Workload};
+use bandit::evaluate_context::{run_context, ContextMode, Segments};
+use bandit::PriorPolicy;
+use serde_json::{json, Value};
+
+/// Parses `0.6,0.3,0.1` into traffic shares.
+pub fn parse_shares(text: &str) -> Result<Vec<f64>> {
+    let help =
+        "expected --segments SHARE,SHARE,... (at least two positive shares, e.g. 0.6,0.3,0.1)";
+    let shares: Vec<f64> = text
+        .split(',')
+        .map(|s| s.trim().parse::<f64>())
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("malformed --segments {text:?}: {help}"))?;
+    if shares.len() < 2 || !shares.iter().all(|s| s.is_finite() && *s > 0.0) {
+        bail!("malformed --segments {text:?}: {help}");
+    }
+    Ok(shares)
+}
+
+/// The mean of `b` over the mean of `a` (paired by seed) with a 95% interval: a t interval on
+/// the residuals b_i - R a_i, divided by the mean of `a` (the delta method).
+pub fn paired_ratio(a: &[f64], b: &[f64]) -> (f64, Option<(f64, f64)>) {
+    let n = a.len().min(b.len()) as f64;
+    let ma = a.iter().sum::<f64>() / n;
+    let mb = b.iter().sum::<f64>() / n;
+    let r = mb / ma;
+    let resid: Vec<f64> = a.iter().zip(b).map(|(x, y)| y - r * x).collect();
+    let ci = t_interval(&resid)
+        .ci95
+        .map(|(lo, hi)| (r + lo / ma, r + hi / ma));
+    (r, ci)
+}
+
+/// Runs every policy in both modes on every seed and prints the comparison.
+pub fn run_segments(
+    w: &Workload,
+    segments: &Segments,
+    policies: &[(String, PriorPolicy)],
+    seeds: &[u64],
+    json_out: bool,
+) -> Result<()> {
+    let mut out = Vec::new();
+    for (name, policy) in policies {
+        let mut runs = [Vec::new(), Vec::new()];
+        let mut in_set = [Vec::new(), Vec::new()];
+        for &seed in seeds {
+            for (k, mode) in [ContextMode::Global, ContextMode::Pooled]
+                .into_iter()
+                .enumerate()
+            {
+                let r = run_context(w, segments, *policy, mode, seed)
+                    .with_context(|| format!("policy {name}, seed {seed}"))?;
+                runs[k].push(r.regret);
+                in_set[k].push(r.regret_in_set);
+            }
+        }
+        let summary = |xs: &[f64]| {
+            let t = t_interval(xs);
+            json!({ "regret_mean": t.mean, "regret_ci95": t.ci95 })
+        };
+        let (ratio, ci) = paired_ratio(&runs[0], &runs[1]);
+        let (ratio_in_set, ci_in_set) = paired_ratio(&in_set[0], &in_set[1]);
+        out.push(json!({
+            "policy": name,
+            "global": summary(&runs[0]),
+            "pooled": summary(&runs[1]),
+            "pooled_over_global": ratio,
+            "pooled_over_global_ci95": ci,
+            "in_set_global": summary(&in_set[0]),
+            "in_set_pooled": summary(&in_set[1]),
+            "in_set_pooled_over_global": ratio_in_set,
+            "in_set_pooled_over_global_ci95": ci_in_set,
+        }));
+    }
+    let report = json!({
+        "segments": segments.shares,
+        "segment_spread": segments.spread,
+        "catalog": w.catalog,
+        "arms": w.arms,
+        "interval": w.interval,
+        "impressions": w.impressions,
+        "delay": w.delay,
+        "seeds": seeds,
+        "policies": out,
+    });
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "segments {:?}, spread {}, {} seeds; regret against each segment's best item (and the set's)",
+        segments.shares,
+        segments.spread,
+        seeds.len()
+    );
+    let f = |v: &Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.0}"));
+    let ci = |v: &Value| match v.as_array() {
+        Some(a) if a.len() == 2 => format!(
+            "[{:.3}, {:.3}]",
+            a[0].as_f64().unwrap_or(f64::NAN),
+            a[1].as_f64().unwrap_or(f64::NAN)
+        ),
+        _ => "-".to_string(),
+    };
+    println!(
+        "{:<28} {:>10} {:>10} {:>8} {:>18} {:>8}",
+        "policy", "global", "pooled", "ratio", "95% CI", "in set"
+    );
+    for p in &out {
+        println!(
+            "{:<28} {:>10} {:>10} {:>8.3} {:>18} {:>8.3}",
+            p["policy"].as_str().unwrap_or(""),
+            f(&p["global"]["regret_mean"]),
+            f(&p["pooled"]["regret_mean"]),
+            p["pooled_over_global"].as_f64().unwrap_or(f64::NAN),
+            ci(&p["pooled_over_global_ci95"]),
+            p["in_set_pooled_over_global"].as_f64().unwrap_or(f64::NAN),
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_parse_and_bad_ones_are_refused() {
+        assert_eq!(parse_shares("0.6, 0.3,0.1").unwrap(), [0.6, 0.3, 0.1]);
+        for bad in ["", "1", "0.5,x", "0.5,-0.5", "0.5,0"] {
+            assert!(parse_shares(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_paired_ratio_is_exact_when_every_pair_has_it() {
+        let (r, ci) = paired_ratio(&[10.0, 20.0, 30.0], &[5.0, 10.0, 15.0]);
+        assert!((r - 0.5).abs() < 1e-12);
+        let (lo, hi) = ci.unwrap();
+        assert!((lo - 0.5).abs() < 1e-9 && (hi - 0.5).abs() < 1e-9);
+    }
+}
