@@ -268,7 +268,7 @@ impl Workload {
 
 /// Independent random streams derived from one seed (SplitMix64 finaliser), so the catalog,
 /// the initial set and the decisions do not share draws.
-fn stream(seed: u64, which: u64) -> SmallRng {
+pub(crate) fn stream(seed: u64, which: u64) -> SmallRng {
     let mut z = seed
         .wrapping_add(which.wrapping_mul(0x9E37_79B9_7F4A_7C15))
         .wrapping_add(0x9E37_79B9_7F4A_7C15);

@@ -7,13 +7,12 @@
 //! As in [`crate::evaluate`], one seed gives every policy the same catalog, segment rates,
 //! initial set and random streams, so differences between policies are paired.
 
-use rand::rngs::SmallRng;
 use rand::seq::index;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_distr::{Beta, Distribution, StandardNormal};
 
 use crate::context::{carry_over, pooling_strength, segment_posterior, Cell};
-use crate::evaluate::{catalog_ctrs, EvalError, Workload};
+use crate::evaluate::{catalog_ctrs, stream, EvalError, Workload};
 use crate::protocol::Counted;
 use crate::{ArmSet, PriorPolicy, RotationConfig};
 
@@ -48,15 +47,6 @@ pub struct ContextRun {
     pub regret_in_set: f64,
     /// The pooling strength at the end of the run (Pooled only).
     pub strength: Option<f64>,
-}
-
-fn stream(seed: u64, which: u64) -> SmallRng {
-    let mut z = seed
-        .wrapping_add(which.wrapping_mul(0xA076_1D64_78BD_642F))
-        .wrapping_add(0xE703_7ED1_A0B4_28DB);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    SmallRng::seed_from_u64(z ^ (z >> 31))
 }
 
 /// Each item's rate in each segment (`rates[segment][item]`) for `seed`.
