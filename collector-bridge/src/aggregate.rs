@@ -167,7 +167,9 @@ struct SlotAgg {
     /// Entries (item and group) with a non-zero count in the pending batch.
     live_items: usize,
     /// Logged impressions by version and item in the pending batch.
-    exposures: HashMap<(u64, Box<str>), u64>,
+    exposures: HashMap<u64, HashMap<Box<str>, u64>>,
+    /// Entries (version and item) in `exposures`.
+    exposure_entries: usize,
     /// JSON bytes of the pending exposures, separators excluded.
     exposure_bytes: usize,
     /// Oldest and newest event time of the pending batch's events.
@@ -184,7 +186,7 @@ struct SlotAgg {
 impl SlotAgg {
     /// Exact JSON bytes of this slot's pending batch with an empty source.
     fn body_bytes(&self) -> usize {
-        let exposures = match self.exposures.len() {
+        let exposures = match self.exposure_entries {
             0 => 0,
             n => EXPOSURES_WRAPPER_BYTES + self.exposure_bytes + n - 1,
         };
@@ -206,14 +208,17 @@ impl SlotAgg {
             let len_of = |n: u64| {
                 EXPOSURE_FIXED_BYTES + u64_len(version) + json_str_len(ev.item) + u64_len(n)
             };
-            match self.exposures.get_mut(&(version, Box::from(ev.item))) {
+            // Looked up by the borrowed id: an impression allocates only for a new entry.
+            let items = self.exposures.entry(version).or_default();
+            match items.get_mut(ev.item) {
                 Some(n) => {
                     self.exposure_bytes = self.exposure_bytes - len_of(*n) + len_of(*n + 1);
                     *n += 1;
                 }
                 None => {
-                    self.exposures.insert((version, Box::from(ev.item)), 1);
+                    items.insert(Box::from(ev.item), 1);
                     self.exposure_bytes += len_of(1);
+                    self.exposure_entries += 1;
                 }
             }
         }
@@ -518,13 +523,16 @@ impl Aggregator {
             let mut exposures: Vec<Exposure> = s
                 .exposures
                 .drain()
-                .map(|((version, item), impressions)| Exposure {
-                    version,
-                    item: item.into(),
-                    impressions,
+                .flat_map(|(version, items)| {
+                    items.into_iter().map(move |(item, impressions)| Exposure {
+                        version,
+                        item: item.into(),
+                        impressions,
+                    })
                 })
                 .collect();
             s.exposure_bytes = 0;
+            s.exposure_entries = 0;
             let event_time = s.event_time.take().map(|(oldest_ms, newest_ms)| EventTime {
                 oldest_ms,
                 newest_ms,
