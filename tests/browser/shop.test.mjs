@@ -84,7 +84,10 @@ describe("the shop in Chromium", { skip, timeout: 180_000 }, () => {
     const slot = page.locator(SLOT_SEL);
     const link = slot.locator("a");
     assert.equal(await link.count(), 1);
-    assert.equal(await link.getAttribute("href"), `/product/${item.id}/#/?source=top_pick`);
+    // The click carries the decision the slot element names.
+    const decision = await slot.getAttribute("data-top-pick-decision");
+    assert.match(decision ?? "", /^[0-9a-f]{19}$/);
+    assert.equal(await link.getAttribute("href"), `/product/${item.id}/#/?source=top_pick&decision=${decision}`);
     assert.ok(await link.isVisible(), "the link is visible");
     const title = slot.getByText(item.title, { exact: true });
     assert.ok(await title.isVisible(), `title "${item.title}" visible`);
@@ -111,7 +114,20 @@ describe("the shop in Chromium", { skip, timeout: 180_000 }, () => {
     await page.goto(w.url + "/", { waitUntil: "load" });
     const item = await pickOn(page);
     const signals = await page.evaluate(() => window.__signals);
-    assert.deepEqual(signals, [["impression", { source: "top_pick", productId: item.id }]]);
+    /** One impression signal of `id` with its decision: the id, a probability in (0, 1], the state's round and version. */
+    const oneImpression = (got, id) => {
+      assert.equal(got.length, 1, JSON.stringify(got));
+      const [name, params] = got[0];
+      assert.equal(name, "impression");
+      assert.equal(params.source, "top_pick");
+      assert.equal(params.productId, id);
+      assert.match(params.decision, /^[0-9a-f]{19}$/);
+      const p = Number(params.probability);
+      assert.ok(p > 0 && p <= 1, params.probability);
+      assert.match(params.version, /^\d+$/);
+      assert.equal(params.holdout, "false");
+    };
+    oneImpression(signals, item.id);
 
     // Divolte's tag arriving after the pick (async script): the signal waits for `load`.
     const late = await ctx.newPage();
@@ -124,7 +140,7 @@ describe("the shop in Chromium", { skip, timeout: 180_000 }, () => {
     await late.goto(w.url + "/", { waitUntil: "load" });
     const lateItem = await pickOn(late);
     const lateSignals = await late.waitForFunction(() => window.__signals.length > 0 && window.__signals).then((h) => h.jsonValue());
-    assert.deepEqual(lateSignals, [["impression", { source: "top_pick", productId: lateItem.id }]]);
+    oneImpression(lateSignals, lateItem.id);
 
     // No tag at all: the page still works and nothing throws.
     const bare = await ctx.newPage();
@@ -144,7 +160,7 @@ describe("the shop in Chromium", { skip, timeout: 180_000 }, () => {
     await Promise.all([page.waitForURL(`**/product/${item.id}/**`), page.locator(SLOT_SEL).locator("a").click()]);
     const url = new URL(page.url());
     assert.equal(url.pathname, `/product/${item.id}/`);
-    assert.equal(url.hash, "#/?source=top_pick");
+    assert.match(url.hash, /^#\/\?source=top_pick&decision=[0-9a-f]{19}$/);
     await page.waitForLoadState("load");
     assert.equal(await page.locator("[data-product]").getAttribute("data-product"), item.id);
     assert.ok(await page.getByRole("heading", { level: 1, name: item.title }).isVisible(), "the product's title");

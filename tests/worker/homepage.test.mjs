@@ -24,11 +24,13 @@ describe("homepage", () => {
     const id = pickOf(html);
     assert.ok(makeItems(4).some((i) => i.id === id), `picked ${id}`);
     const n = id.split("-")[1];
-    assert.ok(html.includes(`href="/product/${id}/#/?source=top_pick"`));
+    const decision = html.match(/data-top-pick-decision="([0-9a-f]{19})"/)?.[1];
+    assert.ok(decision, "the slot element names its decision");
+    assert.ok(html.includes(`href="/product/${id}/#/?source=top_pick&amp;decision=${decision}"`));
     assert.ok(html.includes(`<span class="top-pick__title">Item ${n}</span>`));
     assert.ok(html.includes(`src="/images/${id}.svg"`));
     assert.ok(html.includes(`d.signal('impression',p)`));
-    assert.ok(html.includes(`({source:"top_pick",productId:"${id}"})`));
+    assert.ok(html.includes(`({source:"top_pick",productId:"${id}",decision:"${decision}",probability:"`));
     assert.ok(!html.includes("top-pick__empty"), "the placeholder is replaced");
     // The one inline script runs by the response's own nonce; no other inline script may.
     const csp = r.headers.get("content-security-policy");

@@ -312,7 +312,7 @@ describe("several slots on one page", () => {
         assert.ok(hero.includes(h), `${h} is a hero arm`);
         assert.ok(side.includes(s), `${s} is a side arm`);
         assert.ok(html.includes(`/product/${s}/#/?source=side-pick`), "the side slot's clicks carry its own source");
-        assert.ok(html.includes(`{source:"side-pick",productId:"${s}"}`));
+        assert.ok(html.includes(`{source:"side-pick",productId:"${s}",decision:"`));
         assert.ok(html.includes(`/product/${h}/#/?source=top_pick`));
         assert.match(r.headers.get("server-timing"), /pick;desc="thompson", pick-2;desc="thompson"/);
         combos.add(`${h}|${s}`);
