@@ -2,13 +2,14 @@
 //! which are dropped (duplicates, corrupt, robots) or invalid (no usable item id).
 
 use bandit::decision::{
-    attribute, fragment_param, is_valid_segment, Attribution, DecisionId, DecisionLog, ServedBy,
-    PARAM_DECISION, PARAM_HOLDOUT, PARAM_SEGMENT,
+    attribute, fragment_param, is_valid_segment, Attribution, DecisionId, DecisionLog,
+    DecisionParamError, ServedBy, PARAM_ARMS, PARAM_DECISION, PARAM_HOLDOUT, PARAM_PROBABILITY,
+    PARAM_ROUND, PARAM_SEGMENT, PARAM_VERSION,
 };
 use bandit::protocol::{DEFAULT_SLOT, TOP_PICK_SOURCE};
 use serde::Deserialize;
 
-use crate::avro::{DecodePlan, Extracted, SchemaError};
+use crate::avro::{DecodePlan, Extracted, Field, SchemaError};
 
 /// Field positions in the decode plan.
 const F_EVENT_TYPE: usize = 0;
@@ -156,6 +157,29 @@ impl std::str::FromStr for Reward {
             page_type: page.map(str::to_string),
         })
     }
+}
+
+/// The impression signal's decision parameters.
+const DECISION_PARAMS: [&str; 7] = [
+    PARAM_DECISION,
+    PARAM_PROBABILITY,
+    PARAM_ROUND,
+    PARAM_VERSION,
+    PARAM_ARMS,
+    PARAM_HOLDOUT,
+    PARAM_SEGMENT,
+];
+
+/// The decision an impression's parameters log, read in one pass over them (this runs for
+/// every impression, so not one pass per name).
+fn impression_decision(params: &Field<'_>) -> Result<DecisionLog, DecisionParamError> {
+    let found = params.get_many(DECISION_PARAMS);
+    DecisionLog::from_params(|k| {
+        DECISION_PARAMS
+            .iter()
+            .position(|n| *n == k)
+            .and_then(|i| found[i])
+    })
 }
 
 /// Default attribution window: Divolte's default session timeout, 30 minutes.
@@ -469,7 +493,7 @@ impl Classifier {
         };
         let params = &f[F_PARAMETERS];
         let (served_by, version, segment) = match kind {
-            Kind::Impression => match DecisionLog::from_params(|k| params.get(k)) {
+            Kind::Impression => match impression_decision(params) {
                 // The parsed log checked the segment's form; borrow it from the record.
                 Ok(d) => (
                     Some(d.served_by),

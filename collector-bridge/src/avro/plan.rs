@@ -74,6 +74,26 @@ impl<'a> StrMap<'a> {
         out
     }
 
+    /// The values of several keys in one pass over the map (the last of equal keys wins).
+    pub fn get_many<const N: usize>(&self, keys: [&str; N]) -> [Option<&'a str>; N] {
+        let mut out = [None; N];
+        match self {
+            StrMap::Encoded(raw) => {
+                let _ = walk_str_map(raw, usize::MAX, u64::MAX, |k, v| {
+                    if let Some(i) = keys.iter().position(|x| *x == k) {
+                        out[i] = Some(v);
+                    }
+                });
+            }
+            StrMap::Decoded(_) => {
+                for (slot, key) in out.iter_mut().zip(keys) {
+                    *slot = self.get(key);
+                }
+            }
+        }
+        out
+    }
+
     /// The value of `key`.
     pub fn get(&self, key: &str) -> Option<&'a str> {
         match self {
@@ -121,6 +141,14 @@ impl<'a> Field<'a> {
         match self {
             Field::Long(v) => Some(*v),
             _ => None,
+        }
+    }
+
+    /// The values of several keys of a map of strings, in one pass.
+    pub fn get_many<const N: usize>(&self, keys: [&str; N]) -> [Option<&'a str>; N] {
+        match self {
+            Field::StrMap(m) => m.get_many(keys),
+            _ => [None; N],
         }
     }
 
