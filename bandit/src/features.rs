@@ -129,8 +129,9 @@ struct KeyFit {
     q: f64,
     /// DerSimonian-Laird between-group variance (>= 0).
     tau2: f64,
-    /// (deviation from the key's center, sampling variance) per group, in input order.
-    groups: Vec<(f64, f64)>,
+    /// (mean estimate, deviation from the key's center, sampling variance) per group, in
+    /// input order.
+    groups: Vec<(f64, f64, f64)>,
 }
 
 /// Group deviations, their variances, Q and tau^2 for one key at strength `s`.
@@ -143,22 +144,22 @@ fn dersimonian_laird(
     let (center, _) = group_mean(every, s);
     // Each arm's observed rate has variance m(1-m)(n+s)/(n(s+1)) under Beta(m s, (1-m) s),
     // so the weighted group mean has variance m(1-m) / ((s+1) w).
-    let groups: Vec<(f64, f64)> = arms
+    let groups: Vec<(f64, f64, f64)> = arms
         .iter()
         .map(|(_, a)| {
             let (mg, w) = group_mean(a, s);
-            (mg - center, m * (1.0 - m) / ((s + 1.0) * w))
+            (mg, mg - center, m * (1.0 - m) / ((s + 1.0) * w))
         })
         .collect();
     // tau^2 = (Q - (G - 1)) / (sum w - sum w^2 / sum w), w = 1 / v.
-    let w: Vec<f64> = groups.iter().map(|g| 1.0 / g.1).collect();
+    let w: Vec<f64> = groups.iter().map(|g| 1.0 / g.2).collect();
     let sw: f64 = w.iter().sum();
     let sw2: f64 = w.iter().map(|x| x * x).sum();
-    let mid = groups.iter().zip(&w).map(|(g, w)| w * g.0).sum::<f64>() / sw;
+    let mid = groups.iter().zip(&w).map(|(g, w)| w * g.1).sum::<f64>() / sw;
     let q: f64 = groups
         .iter()
         .zip(&w)
-        .map(|(g, w)| w * (g.0 - mid).powi(2))
+        .map(|(g, w)| w * (g.1 - mid).powi(2))
         .sum();
     let df = groups.len() as f64 - 1.0;
     let tau2 = ((q - df) / (sw - sw2 / sw)).max(0.0);
@@ -168,6 +169,148 @@ fn dersimonian_laird(
         tau2: if ok { tau2 } else { 0.0 },
         groups,
     }
+}
+
+/// Arms by key, then by value: (clicks, impressions), arms without impressions skipped.
+fn by_key<'a>(
+    arms: impl IntoIterator<Item = (&'a Features, u64, u64)>,
+) -> BTreeMap<&'a str, Groups<'a>> {
+    let mut by_key: BTreeMap<&str, Groups> = BTreeMap::new();
+    for (features, c, n) in arms {
+        if n == 0 {
+            continue;
+        }
+        for (k, v) in features.iter() {
+            by_key
+                .entry(k)
+                .or_default()
+                .entry(v)
+                .or_default()
+                .push((c.min(n) as f64, n as f64));
+        }
+    }
+    by_key
+}
+
+/// What the fit of one key found.
+struct KeyOutcome {
+    /// (Q, its critical value), or None when the key has too few groups to test.
+    q_test: Option<(f64, f64)>,
+    /// Whether the groups differ (only then do they move priors).
+    differ: bool,
+    /// Between-group variance: the final fit's when the groups differ, the first pass's
+    /// otherwise, 0 untested.
+    tau2: f64,
+    /// (mean estimate, shrunk estimate) per group, in input order; the reliability is 0
+    /// unless the groups differ.
+    groups: Vec<(f64, GroupEstimate)>,
+}
+
+/// Fits one key's groups (`arms`, by value) given the global mean `m` and strength `s`.
+fn fit_key(arms: &[(&str, Vec<(f64, f64)>)], m: f64, s: f64) -> KeyOutcome {
+    let unused = |groups: Vec<(f64, f64, f64)>, q_test, tau2| KeyOutcome {
+        q_test,
+        differ: false,
+        tau2,
+        groups: groups
+            .into_iter()
+            .map(|(mg, _, _)| {
+                let none = GroupEstimate {
+                    deviation: 0.0,
+                    reliability: 0.0,
+                };
+                (mg, none)
+            })
+            .collect(),
+    };
+    if arms.len() < MIN_GROUPS_PER_KEY {
+        let means = arms
+            .iter()
+            .map(|(_, a)| (group_mean(a, s).0, 0.0, 0.0))
+            .collect();
+        return unused(means, None, 0.0);
+    }
+    // Deviations are taken from the same estimator over all of the key's arms, so that
+    // groups that do not differ deviate by noise only.
+    let every: Vec<(f64, f64)> = arms.iter().flat_map(|(_, a)| a).copied().collect();
+    // First pass at the global strength: the rates' whole spread counts as noise around
+    // each group mean, so the test below is conservative.
+    let first = dersimonian_laird(&every, arms, m, s);
+    let df = arms.len() as f64 - 1.0;
+    let critical = chi_square_quantile(df, HETEROGENEITY_Z);
+    // Act only when the groups differ beyond chance (Cochran's Q test at HETEROGENEITY_Z):
+    // a tau^2 fitted to noise moves every fresh prior by noise.
+    if !(first.q > critical && first.tau2 > 0.0) {
+        return unused(first.groups, Some((first.q, critical)), first.tau2);
+    }
+    // Then the variance the groups explain is no longer noise within a group: refit with
+    // the within-group strength from var = m(1-m)/(s+1) = within + tau^2.
+    let total = m * (1.0 - m) / (s + 1.0);
+    let within = (total - first.tau2).max(total / 4.0);
+    let s_within = (m * (1.0 - m) / within - 1.0).max(s);
+    let fit = dersimonian_laird(&every, arms, m, s_within);
+    let tau2 = fit.tau2.max(first.tau2);
+    let groups = fit
+        .groups
+        .into_iter()
+        .map(|(mg, d, v)| {
+            let r = tau2 / (tau2 + v);
+            let estimate = GroupEstimate {
+                deviation: r * d,
+                reliability: r,
+            };
+            (mg, estimate)
+        })
+        .collect();
+    KeyOutcome {
+        q_test: Some((first.q, critical)),
+        differ: true,
+        tau2,
+        groups,
+    }
+}
+
+/// One key of a fit, for display: whether its groups differ, and each group's evidence,
+/// estimate and the prior mean a fresh item of the group gets (see [`FeatureModel::summary`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KeySummary {
+    /// The feature key, e.g. `category`.
+    pub key: String,
+    /// Cochran's Q of the groups and the value it must exceed (the chi-square quantile at
+    /// [`HETEROGENEITY_Z`]); `None` with fewer than [`MIN_GROUPS_PER_KEY`] groups (not
+    /// tested, the key is not used).
+    pub q_test: Option<(f64, f64)>,
+    /// Whether the groups differ beyond chance (Q above its critical value and a positive
+    /// tau^2): only then do the key's groups move any prior.
+    pub differ: bool,
+    /// The between-group variance tau^2 of the group means (of the refit when the groups
+    /// differ, of the test's pass otherwise; 0 when not tested).
+    pub tau2: f64,
+    /// The groups with evidence, by value.
+    pub groups: Vec<GroupSummary>,
+}
+
+/// One group (`key=value`) of a fit, for display.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GroupSummary {
+    /// The feature value, e.g. `flowers`.
+    pub value: String,
+    /// Arms with impressions behind the estimate.
+    pub arms: usize,
+    /// Their impressions.
+    pub impressions: u64,
+    /// Their clicks.
+    pub clicks: u64,
+    /// The group's estimated rate before shrinkage (the allocation-robust average of
+    /// `group_mean`, not clicks / impressions).
+    pub rate: f64,
+    /// The prior mean a fresh item of this group gets when its other features carry no
+    /// information: the global mean moved by the group's shrunk deviation (the global mean
+    /// itself unless the key's groups differ).
+    pub prior_mean: f64,
+    /// The reliability the deviation was shrunk by, tau^2 / (tau^2 + v), in [0, 1] (0 unless
+    /// the key's groups differ; more evidence, more weight).
+    pub reliability: f64,
 }
 
 impl FeatureModel {
@@ -184,57 +327,66 @@ impl FeatureModel {
         }
         let m = global.mean();
         let s = global.alpha + global.beta;
-        // Arms by key, then by value: (clicks, impressions).
-        let mut by_key: BTreeMap<&str, Groups> = BTreeMap::new();
-        for (features, c, n) in arms {
-            if n == 0 {
-                continue;
-            }
-            for (k, v) in features.iter() {
-                by_key
-                    .entry(k)
-                    .or_default()
-                    .entry(v)
-                    .or_default()
-                    .push((c.min(n) as f64, n as f64));
-            }
-        }
-        for (key, groups) in by_key {
-            // Deviations are taken from the same estimator over all of the key's arms, so
-            // that groups that do not differ deviate by noise only.
-            let every: Vec<(f64, f64)> = groups.values().flatten().copied().collect();
+        for (key, groups) in by_key(arms) {
             let arms: Vec<(&str, Vec<(f64, f64)>)> = groups.into_iter().collect();
-            if arms.len() < MIN_GROUPS_PER_KEY {
+            let outcome = fit_key(&arms, m, s);
+            if !outcome.differ {
                 continue;
             }
-            // First pass at the global strength: the rates' whole spread counts as noise
-            // around each group mean, so the test below is conservative.
-            let first = dersimonian_laird(&every, &arms, m, s);
-            let df = arms.len() as f64 - 1.0;
-            // Act only when the groups differ beyond chance (Cochran's Q test at
-            // HETEROGENEITY_Z): a tau^2 fitted to noise moves every fresh prior by noise.
-            if !(first.q > chi_square_quantile(df, HETEROGENEITY_Z) && first.tau2 > 0.0) {
-                continue;
-            }
-            // Then the variance the groups explain is no longer noise within a group: refit
-            // with the within-group strength from var = m(1-m)/(s+1) = within + tau^2.
-            let total = m * (1.0 - m) / (s + 1.0);
-            let within = (total - first.tau2).max(total / 4.0);
-            let s_within = (m * (1.0 - m) / within - 1.0).max(s);
-            let fit = dersimonian_laird(&every, &arms, m, s_within);
-            let tau2 = fit.tau2.max(first.tau2);
-            for ((value, _), (d, v)) in arms.iter().zip(fit.groups) {
-                let r = tau2 / (tau2 + v);
-                model.groups.insert(
-                    (key.to_string(), value.to_string()),
-                    GroupEstimate {
-                        deviation: r * d,
-                        reliability: r,
-                    },
-                );
+            for ((value, _), (_, estimate)) in arms.iter().zip(outcome.groups) {
+                model
+                    .groups
+                    .insert((key.to_string(), value.to_string()), estimate);
             }
         }
         model
+    }
+
+    /// What [`FeatureModel::fit`] finds in `arms` given `global`, key by key (sorted), for
+    /// display: the heterogeneity test, tau^2 and every group with evidence. Empty when
+    /// `global` is Beta(1, 1) (too little data: the fit is empty too). A group's
+    /// [`GroupSummary::prior_mean`] is the mean of [`FeatureModel::prior`] at `global` for an
+    /// item with that feature alone.
+    pub fn summary<'a>(
+        global: Posterior,
+        arms: impl IntoIterator<Item = (&'a Features, u64, u64)>,
+    ) -> Vec<KeySummary> {
+        if global == Posterior::UNIFORM {
+            return Vec::new();
+        }
+        let m = global.mean();
+        let s = global.alpha + global.beta;
+        by_key(arms)
+            .into_iter()
+            .map(|(key, groups)| {
+                let arms: Vec<(&str, Vec<(f64, f64)>)> = groups.into_iter().collect();
+                let outcome = fit_key(&arms, m, s);
+                let groups = arms
+                    .iter()
+                    .zip(outcome.groups)
+                    .map(|((value, a), (rate, g))| GroupSummary {
+                        value: value.to_string(),
+                        arms: a.len(),
+                        impressions: a.iter().map(|&(_, n)| n as u64).sum(),
+                        clicks: a.iter().map(|&(c, _)| c as u64).sum(),
+                        rate,
+                        prior_mean: if g.reliability > 0.0 {
+                            (m + g.deviation).clamp(MEAN_BOUNDS.0, MEAN_BOUNDS.1)
+                        } else {
+                            m
+                        },
+                        reliability: g.reliability,
+                    })
+                    .collect();
+                KeySummary {
+                    key: key.to_string(),
+                    q_test: outcome.q_test,
+                    differ: outcome.differ,
+                    tau2: outcome.tau2,
+                    groups,
+                }
+            })
+            .collect()
     }
 
     /// The prior of a fresh item with `features`: `base` (the global prior, possibly
@@ -424,5 +576,109 @@ mod tests {
             assert!((m - only).abs() < 0.25 * (only - global.mean()).abs() + 1e-3);
             assert!((only - mu).abs() < 0.15 * mu, "c{c}: {only} vs {mu}");
         }
+    }
+
+    /// The summary of `h`'s fit, with the global prior.
+    fn summary(h: &ArmHistory) -> (Posterior, Vec<KeySummary>) {
+        let global = h.fit([]);
+        (global, FeatureModel::summary(global, h.with_features()))
+    }
+
+    #[test]
+    fn the_summary_agrees_with_the_fit_and_counts_the_evidence() {
+        let means = [0.01, 0.02, 0.04, 0.08];
+        let h = history(&means, 1000, 21);
+        let (global, fm) = model(&h);
+        let (_, keys) = summary(&h);
+        assert_eq!(keys.len(), 1);
+        let k = &keys[0];
+        assert_eq!(k.key, "category");
+        let (q, critical) = k.q_test.unwrap();
+        assert!(k.differ && q > critical && k.tau2 > 0.0, "{k:?}");
+        assert_eq!(k.groups.len(), 4);
+        for (c, g) in k.groups.iter().enumerate() {
+            assert_eq!(g.value, format!("c{c}"));
+            // 256 arms over 4 categories, 1,000 impressions each.
+            assert_eq!(g.arms, 64);
+            assert_eq!(g.impressions, 64_000);
+            let clicks: u64 = h
+                .with_features()
+                .filter(|(f, _, _)| *f == &cat(c))
+                .map(|(_, c, _)| c)
+                .sum();
+            assert_eq!(g.clicks, clicks);
+            // What a fresh item of the group gets, and the weight it was shrunk by.
+            let prior = fm.prior(global, &cat(c)).mean();
+            assert!(
+                (g.prior_mean - prior).abs() < 1e-12,
+                "c{c}: {g:?} vs {prior}"
+            );
+            let fitted = fm.groups[&("category".to_string(), format!("c{c}"))];
+            assert_eq!(g.reliability, fitted.reliability);
+            assert!(g.reliability > 0.0 && g.reliability < 1.0);
+            // The raw estimate is near the category's mean (sd ~ sqrt(0.08 / 61 / 64) ~
+            // 0.0045 at most), and the shrunk one lies between it and the global mean.
+            assert!((g.rate - means[c]).abs() < 0.015, "c{c}: {}", g.rate);
+            assert!((g.prior_mean - global.mean()) * (g.rate - global.mean()) >= 0.0);
+        }
+        // Too little data for a global fit: nothing to show, as nothing is fitted.
+        let mut tiny = ArmHistory::default();
+        tiny.push_with(1, 10, cat(0));
+        assert!(FeatureModel::summary(tiny.fit([]), tiny.with_features()).is_empty());
+    }
+
+    #[test]
+    fn a_group_with_more_evidence_is_shrunk_less() {
+        // Four categories with different means; c0 has 4 times the impressions per arm.
+        let mut rng = SmallRng::seed_from_u64(5);
+        let means = [0.02, 0.03, 0.05, 0.07];
+        let mut h = ArmHistory::default();
+        for i in 0..crate::history::HISTORY_CAPACITY {
+            let c = i % means.len();
+            let n = if c == 0 { 2000 } else { 500 };
+            let p = Beta::new(means[c] * 200.0, (1.0 - means[c]) * 200.0)
+                .unwrap()
+                .sample(&mut rng);
+            h.push_with(Binomial::new(n, p).unwrap().sample(&mut rng), n, cat(c));
+        }
+        let (_, keys) = summary(&h);
+        let k = &keys[0];
+        assert!(k.differ, "{k:?}");
+        // Its reliability (the fraction of its deviation kept) is the highest.
+        let r: Vec<f64> = k.groups.iter().map(|g| g.reliability).collect();
+        assert!(r[1..].iter().all(|&x| x < r[0]), "{r:?}");
+        assert!(r.iter().all(|&x| x > 0.0 && x < 1.0), "{r:?}");
+        // With the same data but c0's arms cut to the others' impressions, c0 is shrunk more.
+        let mut less = ArmHistory::default();
+        for (f, c, n) in h.with_features() {
+            let (c, n) = if n == 2000 { (c / 4, 500) } else { (c, n) };
+            less.push_with(c, n, f.clone());
+        }
+        let (_, fewer) = summary(&less);
+        assert!(fewer[0].groups[0].reliability < r[0], "{fewer:?}");
+    }
+
+    #[test]
+    fn without_heterogeneity_every_group_gets_the_global_mean() {
+        let means = [0.032; 6];
+        let h = history(&means, 2000, 7);
+        let (global, keys) = summary(&h);
+        let k = &keys[0];
+        let (q, critical) = k.q_test.unwrap();
+        assert!(!k.differ && q <= critical, "{k:?}");
+        for g in &k.groups {
+            assert_eq!(g.prior_mean, global.mean());
+            assert_eq!(g.reliability, 0.0);
+            assert!(g.rate > 0.0 && g.rate != global.mean());
+        }
+        // Two groups are too few to test: shown, untested, unused.
+        let h = history(&[0.01, 0.09], 2000, 8);
+        let (global, keys) = summary(&h);
+        let k = &keys[0];
+        assert_eq!((k.q_test, k.differ, k.tau2), (None, false, 0.0));
+        assert_eq!(k.groups.len(), 2);
+        assert!(k.groups[0].rate < 0.03 && k.groups[1].rate > 0.06, "{k:?}");
+        assert!(k.groups.iter().all(|g| g.prior_mean == global.mean()));
+        assert!(model(&h).1.groups.is_empty());
     }
 }

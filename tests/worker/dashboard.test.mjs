@@ -24,7 +24,59 @@ describe("dashboard", () => {
       assert.ok(html.includes(`data-round="2"`));
       for (const r of s1.rounds[0].retired) assert.ok(html.includes(r.item), `retired ${r.item} listed`);
       assert.match(html, /data-last-batch>[\d.]+ s ago/);
+      // The default policy has no feature priors: one line says how to turn them on.
+      assert.ok(html.includes(`data-feature-priors="off"`));
+      assert.ok(html.includes("PRIOR_POLICY=default+features"));
+      assert.ok(!html.includes("data-feature-group="));
+      assert.equal(s1.feature_priors, null);
       assert.equal((await w.fetch("/dashboard?slot=nope", { headers: operatorAuth() })).status, 404);
+    } finally {
+      await w.dispose();
+    }
+  });
+});
+
+describe("feature priors", () => {
+  test("under +features the dashboard shows what each category's fresh items start from", async () => {
+    const w = await startWorker({
+      vars: { ARMS: "4", ROUND_IMPRESSIONS: "400", COOLDOWN_ROUNDS: "0", PRIOR_POLICY: "default+features" },
+    });
+    try {
+      // Four categories (one with markup in its name), each with its own click-through rate.
+      const rates = { flowers: 0.2, trees: 0.05, sea: 0.02, "<city>": 0.1 };
+      const cats = Object.keys(rates);
+      const items = makeItems(32, "feat").map((it, i) => ({ ...it, category: cats[i % 4], photographer: `Ann ${i % 3}` }));
+      const category = Object.fromEntries(items.map((it) => [it.id, it.category]));
+      await importItems(w, items);
+      // Every batch is a full round (4 arms x 100 impressions): the retirees' evidence, with
+      // their category and photographer, goes to the history the feature prior is fitted to.
+      let rounds = 0;
+      for (let b = 0; b < 10; b++) {
+        const s = await state(w);
+        const counts = s.arms.map((a) => ({ item: a.item, impressions: 100, clicks: Math.round(100 * rates[category[a.item]]) }));
+        const r = await postBatch(w, batch(counts));
+        assert.equal(r.status, 200, JSON.stringify(r.body));
+        if (r.body.rotated) rounds++;
+      }
+      assert.equal(rounds, 10);
+      const r = await w.fetch("/dashboard", { headers: operatorAuth() });
+      assert.equal(r.status, 200);
+      const html = await r.text();
+      assert.ok(html.includes("<h2>Feature priors</h2>"));
+      assert.ok(html.includes(`data-feature-priors="on"`), html);
+      assert.match(html, /data-global-mean>\d+\.\d\d%</);
+      assert.ok(html.includes(`data-feature-key="category"`), html);
+      assert.ok(html.includes(`data-feature-key="photographer"`), html);
+      // At least three categories have retired arms, listed escaped.
+      const shown = cats.filter((c) => html.includes(`data-feature-group="category=${c.replace("<", "&lt;").replace(">", "&gt;")}"`));
+      assert.ok(shown.length >= 3, `categories shown: ${shown}`);
+      assert.ok(!html.includes("<city>"), "catalog text is escaped");
+      assert.ok(html.includes(`data-feature-group="category=flowers"`), html);
+      // The state API carries the same fit: the best category's fresh items start higher.
+      const fit = (await state(w)).feature_priors.find((k) => k.key === "category");
+      const group = (v) => fit.groups.find((g) => g.value === v);
+      assert.ok(fit.differ, JSON.stringify(fit));
+      assert.ok(group("flowers").prior_mean > group("sea").prior_mean, JSON.stringify(fit));
     } finally {
       await w.dispose();
     }
