@@ -651,6 +651,19 @@ impl ArmSet {
         self.rotate_from_features(config, catalog, |_| Features::default(), rng)
     }
 
+    /// As [`ArmSet::rotate_from`], with a `plan` made elsewhere (the contextual round end,
+    /// [`crate::context::segment_rotation_plan`]).
+    pub fn rotate_from_plan<R: Rng + ?Sized>(
+        &mut self,
+        config: &RotationConfig,
+        plan: &RotationPlan,
+        catalog: &[String],
+        rng: &mut R,
+    ) -> RoundSummary {
+        let fresh = self.sample_fresh(config, catalog, plan.fresh_needed, rng);
+        self.rotate(config, plan, fresh)
+    }
+
     /// As [`ArmSet::rotate_from`], the items' features given by `features_of`.
     pub fn rotate_from_features<R: Rng + ?Sized>(
         &mut self,
@@ -689,7 +702,7 @@ impl ArmSet {
     }
 
     /// The full (not weakened) empirical-Bayes fit: cached under the weak prior.
-    fn global_fit(&self) -> Posterior {
+    pub fn global_fit(&self) -> Posterior {
         match self.weak_fit {
             Some((at, fit)) if !self.weak_fit_stale(at) => fit,
             _ => self.history.fit(
@@ -700,18 +713,26 @@ impl ArmSet {
         }
     }
 
-    /// Fits the feature model to the history and the current arms. O(history) likelihood
-    /// evaluations per group, so callers cache it.
-    fn fit_feature_model(&self) -> FeatureModel {
+    /// What the feature model finds in the history and the current arms, for display
+    /// ([`FeatureModel::summary`] at the global fit the fresh priors use).
+    pub fn feature_summary(&self) -> Vec<crate::features::KeySummary> {
+        FeatureModel::summary(self.global_fit(), self.arms_with_features())
+    }
+
+    /// The history's arms with features, then the current ones: what the feature model fits.
+    fn arms_with_features(&self) -> impl Iterator<Item = (&Features, u64, u64)> {
         let current = self.arms.iter().filter_map(|a| {
             self.features
                 .get(&a.item)
                 .map(|f| (f, a.total_clicks, a.total_impressions))
         });
-        FeatureModel::fit(
-            self.global_fit(),
-            self.history.with_features().chain(current),
-        )
+        self.history.with_features().chain(current)
+    }
+
+    /// Fits the feature model to the history and the current arms. O(history) likelihood
+    /// evaluations per group, so callers cache it.
+    fn fit_feature_model(&self) -> FeatureModel {
+        FeatureModel::fit(self.global_fit(), self.arms_with_features())
     }
 
     /// The policy's fresh prior and, under [`PriorPolicy::features`], the feature model to

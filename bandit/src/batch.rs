@@ -64,6 +64,10 @@ pub struct Exposure {
     pub item: String,
     /// Impressions.
     pub impressions: u64,
+    /// The visitor segment the decisions used, when the worker has segments (each segment
+    /// has its own serving probabilities).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment: Option<String>,
 }
 
 /// The span of event times (ms since the Unix epoch, as the collector stamped them) of a
@@ -240,10 +244,19 @@ impl EventBatch {
             if e.impressions > MAX_COUNT || e.version > MAX_OFFSET as u64 {
                 return Err(BatchError::BadExposure(i, "a number is over the limit"));
             }
-            if !seen_exposures.insert((e.version, e.item.as_str())) {
+            if e.segment
+                .as_deref()
+                .is_some_and(|s| !crate::decision::is_valid_segment(s))
+            {
                 return Err(BatchError::BadExposure(
                     i,
-                    "version and item occur more than once",
+                    "segment is not a segment name (1-32 of a-z 0-9 _ -)",
+                ));
+            }
+            if !seen_exposures.insert((e.version, e.item.as_str(), e.segment.as_deref())) {
+                return Err(BatchError::BadExposure(
+                    i,
+                    "version, item and segment occur more than once",
                 ));
             }
         }
@@ -441,10 +454,17 @@ mod tests {
                 version: 3,
                 item: "a".into(),
                 impressions: 2,
+                segment: None,
             };
             2
         ];
         assert!(matches!(e.validate(), Err(BatchError::BadExposure(1, _))));
+        // The same version and item in another segment is another entry.
+        e.exposures[1].segment = Some("mobile".into());
+        assert_eq!(e.validate(), Ok(()));
+        e.exposures[1].segment = Some("Mobile!".into());
+        assert!(matches!(e.validate(), Err(BatchError::BadExposure(1, _))));
+        e.exposures[1].segment = None;
         e.exposures[1].version = 4;
         assert_eq!(e.validate(), Ok(()));
         e.exposures[1].item = "<x>".into();

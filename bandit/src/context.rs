@@ -3,9 +3,11 @@
 //! much segments really differ, so a thin segment behaves like the global model and a rich one
 //! like its own.
 
-use crate::policy::SurvivorPrior;
+use rand::Rng;
+
+use crate::policy::{Ranking, SurvivorPrior};
 use crate::protocol::Counted;
-use crate::Posterior;
+use crate::{ArmSet, Posterior, RotationConfig, RotationPlan};
 
 /// Least pooling strength (pseudo-impressions): segments that differ a lot still borrow a
 /// little, so a segment's first impressions do not swing its posterior to 0 or 1.
@@ -106,6 +108,102 @@ pub fn carry_over(counts: Counted, survivors: &SurvivorPrior) -> Counted {
                 clicks: keep(counts.clicks).min(impressions),
             }
         }
+    }
+}
+
+/// One visitor segment at a round's end: its weight (the round's impressions in it) and each
+/// arm's posterior in it, in the arm set's order.
+#[derive(Debug, Clone, Copy)]
+pub struct SegmentWeight<'a> {
+    /// The segment's share of the round's traffic (any scale: weights are normalised).
+    pub weight: f64,
+    /// Each arm's posterior in the segment ([`segment_posterior`]), in the set's order.
+    pub posteriors: &'a [Posterior],
+    /// Each arm's probability of being best in the segment ([`crate::p_best`] of
+    /// `posteriors`: the caller has usually computed it for the edge already).
+    pub p_best: &'a [f64],
+}
+
+/// The round end of a slot with segments: a ranking by the all-segment posterior retires
+/// exactly the arms contextual picks need (one that wins a segment but is middling overall).
+/// Arms leading a segment (by its posterior mean) come first, heavier segments' leaders
+/// before lighter ones'; then the rest by the share of the traffic Thompson sampling would
+/// give them (the sum over segments of weight times P(best) there), ties by the all-segment
+/// mean. At most floor(n/2) stay; under `-raceEPS` an arm also leaves when in every segment
+/// its chance of beating that segment's leading mean is below eps. The plan's `draws` are
+/// the traffic shares. Other rankings (the 2015 draw, quantiles, screening), and a round
+/// without segment weights, keep the all-segment plan.
+pub fn segment_rotation_plan<R: Rng + ?Sized>(
+    set: &ArmSet,
+    config: &RotationConfig,
+    segments: &[SegmentWeight<'_>],
+    rng: &mut R,
+) -> RotationPlan {
+    let n = set.arms.len();
+    let eps = match config.policy.ranking {
+        Ranking::Race { eps } => Some(eps),
+        Ranking::Mean => None,
+        _ => return set.plan_rotation(config, rng),
+    };
+    let total: f64 = segments.iter().map(|s| s.weight.max(0.0)).sum();
+    if n == 0
+        || total <= 0.0
+        || segments
+            .iter()
+            .any(|s| s.posteriors.len() != n || s.p_best.len() != n)
+    {
+        return set.plan_rotation(config, rng);
+    }
+    let global: Vec<f64> = set
+        .posteriors(&config.policy)
+        .iter()
+        .map(Posterior::mean)
+        .collect();
+    let mut share = vec![0.0; n];
+    let mut contending = vec![false; n];
+    // The weight of the segments each arm leads (by posterior mean).
+    let mut leads = vec![0.0; n];
+    for seg in segments {
+        let w = seg.weight.max(0.0) / total;
+        if w == 0.0 {
+            continue;
+        }
+        for (s, p) in share.iter_mut().zip(seg.p_best) {
+            *s += w * p;
+        }
+        let means: Vec<f64> = seg.posteriors.iter().map(Posterior::mean).collect();
+        let lead = (0..n)
+            .max_by(|&a, &b| means[a].total_cmp(&means[b]))
+            .unwrap_or(0);
+        contending[lead] = true;
+        leads[lead] += w;
+        if let Some(eps) = eps {
+            for (i, p) in seg.posteriors.iter().enumerate() {
+                if 1.0 - p.cdf(means[lead]) >= eps {
+                    contending[i] = true;
+                }
+            }
+        }
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| {
+        leads[b]
+            .total_cmp(&leads[a])
+            .then(share[b].total_cmp(&share[a]))
+            .then(global[b].total_cmp(&global[a]))
+    });
+    let mut retire = order.split_off((config.arms / 2).min(n));
+    if eps.is_some() {
+        let (keep, out): (Vec<usize>, Vec<usize>) = order.iter().partition(|&&i| contending[i]);
+        order = keep;
+        // Retired on evidence first: they ranked above the rest.
+        retire.splice(0..0, out);
+    }
+    RotationPlan {
+        fresh_needed: config.arms.saturating_sub(order.len()),
+        keep: order,
+        retire,
+        draws: share,
     }
 }
 
@@ -221,5 +319,72 @@ mod tests {
             10.0,
         );
         assert!(odd.is_valid());
+    }
+
+    #[test]
+    fn the_contextual_round_end_keeps_segment_leaders_and_retires_arms_behind_everywhere() {
+        use crate::{ArmSet, PriorPolicy, RotationConfig};
+        let policy = PriorPolicy::default_policy();
+        // Room for 8 arms, so floor(8/2) = 4 may stay: the race decides how many do.
+        let config = RotationConfig {
+            arms: 8,
+            round_impressions: 1,
+            policy,
+            cooldown_rounds: 0,
+        };
+        let items: Vec<String> = (0..6).map(|i| i.to_string()).collect();
+        let mut set = ArmSet::new(items, &policy);
+        for i in 0..6 {
+            set.record(&i.to_string(), 10_000, 400);
+        }
+        // Segment x (weight 3) is led by arm 0, y (weight 1) by arm 5; arm 1 is close behind 0
+        // in x; arms 2-4 are far behind everywhere (5 sd under each leader).
+        let rates = |lead: usize, second: usize| -> Vec<Posterior> {
+            (0..6)
+                .map(|i| {
+                    let clicks = if i == lead {
+                        600
+                    } else if i == second {
+                        590
+                    } else {
+                        450
+                    };
+                    Posterior::UNIFORM.observe(clicks, 10_000)
+                })
+                .collect()
+        };
+        let (x, y) = (rates(0, 1), rates(5, 5));
+        let (px, py) = (crate::p_best(&x), crate::p_best(&y));
+        let weights = [
+            SegmentWeight {
+                weight: 3.0,
+                posteriors: &x,
+                p_best: &px,
+            },
+            SegmentWeight {
+                weight: 1.0,
+                posteriors: &y,
+                p_best: &py,
+            },
+        ];
+        let mut rng = SmallRng::seed_from_u64(1);
+        let plan = segment_rotation_plan(&set, &config, &weights, &mut rng);
+        // Leaders by segment weight, then arm 1 by its traffic share; arms 2-4 are behind in
+        // both segments, so the race retires them though a fourth arm may stay.
+        assert_eq!(plan.keep, [0, 5, 1]);
+        assert_eq!(plan.fresh_needed, 5);
+        let share: f64 = plan.draws.iter().sum();
+        assert!((share - 1.0).abs() < 1e-9, "{:?}", plan.draws);
+        // The 2015 draw ranking ignores segments (its plan is the all-segment one).
+        let post2015 = RotationConfig {
+            policy: PriorPolicy::POST2015,
+            ..config
+        };
+        let mut a = SmallRng::seed_from_u64(2);
+        let mut b = SmallRng::seed_from_u64(2);
+        assert_eq!(
+            segment_rotation_plan(&set, &post2015, &weights, &mut a),
+            set.plan_rotation(&post2015, &mut b)
+        );
     }
 }

@@ -11,10 +11,12 @@ use rand::seq::index;
 use rand::Rng;
 use rand_distr::{Beta, Distribution, StandardNormal};
 
-use crate::context::{carry_over, pooling_strength, segment_posterior, Cell};
+use crate::context::{
+    carry_over, pooling_strength, segment_posterior, segment_rotation_plan, Cell, SegmentWeight,
+};
 use crate::evaluate::{catalog_ctrs, stream, EvalError, Workload};
 use crate::protocol::Counted;
-use crate::{ArmSet, PriorPolicy, RotationConfig};
+use crate::{ArmSet, Posterior, PriorPolicy, RotationConfig};
 
 /// Visitor segments of a simulated shop.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,9 +34,13 @@ pub struct Segments {
 pub enum ContextMode {
     /// One posterior per arm for everyone (the worker without `SEGMENTS`).
     Global,
-    /// Per-segment posteriors pooled toward the arm's evidence from other segments (the
-    /// worker with `SEGMENTS`).
+    /// Per-segment posteriors pooled toward the arm's evidence from other segments, and a
+    /// round end that keeps the arms winning any segment (the worker with `SEGMENTS`:
+    /// [`crate::context::segment_rotation_plan`]).
     Pooled,
+    /// Pooled posteriors with the all-segment round end, to measure what the contextual round
+    /// end adds.
+    PooledGlobalRotation,
 }
 
 /// The outcome of one run.
@@ -114,21 +120,19 @@ pub fn run_context(
     let mut items = item_of(&set);
     let mut seg_counts: Vec<Vec<Counted>> = vec![vec![Counted::default(); n_seg]; items.len()];
     let mut pending: Vec<Vec<Counted>> = vec![vec![Counted::default(); n_seg]; items.len()];
+    // Each arm's posterior in each segment (`views[segment][arm]`) and its sampler.
+    let mut views: Vec<Vec<Posterior>> = Vec::new();
     let mut samplers: Vec<Vec<Option<Beta<f64>>>> = Vec::new();
     let mut strength = None;
     let rebuild = |set: &ArmSet,
                    seg_counts: &[Vec<Counted>],
+                   views: &mut Vec<Vec<Posterior>>,
                    samplers: &mut Vec<Vec<Option<Beta<f64>>>>,
                    strength: &mut Option<f64>| {
         let posteriors = set.posteriors(&policy);
-        samplers.clear();
-        match mode {
-            ContextMode::Global => {
-                for p in &posteriors {
-                    samplers.push(vec![Beta::new(p.alpha, p.beta).ok(); n_seg]);
-                }
-            }
-            ContextMode::Pooled => {
+        *views = match mode {
+            ContextMode::Global => vec![posteriors.clone(); n_seg],
+            ContextMode::Pooled | ContextMode::PooledGlobalRotation => {
                 let k = pooling_strength(posteriors.iter().zip(seg_counts).flat_map(|(p, c)| {
                     let m = p.mean();
                     c.iter().map(move |&counts| Cell {
@@ -137,20 +141,29 @@ pub fn run_context(
                     })
                 }));
                 *strength = Some(k);
-                for (p, c) in posteriors.iter().zip(seg_counts) {
-                    samplers.push(
-                        c.iter()
-                            .map(|&counts| {
-                                let q = segment_posterior(p, counts, k);
-                                Beta::new(q.alpha, q.beta).ok()
-                            })
-                            .collect(),
-                    );
-                }
+                (0..n_seg)
+                    .map(|s| {
+                        posteriors
+                            .iter()
+                            .zip(seg_counts)
+                            .map(|(p, c)| segment_posterior(p, c[s], k))
+                            .collect()
+                    })
+                    .collect()
             }
-        }
+        };
+        *samplers = (0..posteriors.len())
+            .map(|k| {
+                views
+                    .iter()
+                    .map(|v| Beta::new(v[k].alpha, v[k].beta).ok())
+                    .collect()
+            })
+            .collect();
     };
-    rebuild(&set, &seg_counts, &mut samplers, &mut strength);
+    rebuild(&set, &seg_counts, &mut views, &mut samplers, &mut strength);
+    // The round's impressions per segment: the weights of the contextual round end.
+    let mut round_traffic = vec![0u64; n_seg];
     let batch = workload.delay.max(1);
     let mut in_batch = 0;
     let mut regret = 0.0;
@@ -182,6 +195,7 @@ pub fn run_context(
         regret_in_set += best_in_set - p;
         let click = rng.random::<f64>() < p;
         pending[bk][s].impressions += 1;
+        round_traffic[s] += 1;
         pending[bk][s].clicks += u64::from(click);
         in_batch += 1;
         if in_batch < batch {
@@ -207,7 +221,26 @@ pub fn run_context(
         }
         let rotated = set.round_complete(&config);
         if rotated {
-            set.rotate_from(&config, &ids, &mut rng);
+            if mode == ContextMode::Pooled {
+                // The round end sees this batch's counts too.
+                rebuild(&set, &seg_counts, &mut views, &mut samplers, &mut strength);
+                let p_best: Vec<Vec<f64>> = views.iter().map(|v| crate::p_best(v)).collect();
+                let weights: Vec<SegmentWeight<'_>> = views
+                    .iter()
+                    .zip(&p_best)
+                    .zip(&round_traffic)
+                    .map(|((v, p), &t)| SegmentWeight {
+                        weight: t as f64,
+                        posteriors: v,
+                        p_best: p,
+                    })
+                    .collect();
+                let plan = segment_rotation_plan(&set, &config, &weights, &mut rng);
+                set.rotate_from_plan(&config, &plan, &ids, &mut rng);
+            } else {
+                set.rotate_from(&config, &ids, &mut rng);
+            }
+            round_traffic.iter_mut().for_each(|t| *t = 0);
         }
         let after: Vec<String> = set.arms.iter().map(|a| a.item.clone()).collect();
         if rotated || before != after {
@@ -235,7 +268,7 @@ pub fn run_context(
                 .collect();
             pending = vec![vec![Counted::default(); n_seg]; items.len()];
         }
-        rebuild(&set, &seg_counts, &mut samplers, &mut strength);
+        rebuild(&set, &seg_counts, &mut views, &mut samplers, &mut strength);
     }
     Ok(ContextRun {
         regret,

@@ -166,9 +166,10 @@ struct SlotAgg {
     counts: HashMap<Box<str>, ItemCounts>,
     /// Entries (item and group) with a non-zero count in the pending batch.
     live_items: usize,
-    /// Logged impressions by version and item in the pending batch.
-    exposures: HashMap<u64, HashMap<Box<str>, u64>>,
-    /// Entries (version and item) in `exposures`.
+    /// Logged impressions by version, segment (a handful per version) and item in the
+    /// pending batch.
+    exposures: HashMap<u64, Vec<(Option<Box<str>>, HashMap<Box<str>, u64>)>>,
+    /// Entries (version, segment and item) in `exposures`.
     exposure_entries: usize,
     /// JSON bytes of the pending exposures, separators excluded.
     exposure_bytes: usize,
@@ -206,10 +207,23 @@ impl SlotAgg {
     fn note(&mut self, ev: &Event<'_>) {
         if let (Kind::Impression, Some(version)) = (ev.kind, ev.version) {
             let len_of = |n: u64| {
-                EXPOSURE_FIXED_BYTES + u64_len(version) + json_str_len(ev.item) + u64_len(n)
+                EXPOSURE_FIXED_BYTES
+                    + u64_len(version)
+                    + json_str_len(ev.item)
+                    + u64_len(n)
+                    + ev.segment
+                        .map_or(0, |s| SEGMENT_FIXED_BYTES + json_str_len(s))
             };
-            // Looked up by the borrowed id: an impression allocates only for a new entry.
-            let items = self.exposures.entry(version).or_default();
+            // Looked up by the borrowed ids: an impression allocates only for a new entry.
+            let segments = self.exposures.entry(version).or_default();
+            let at = segments
+                .iter()
+                .position(|(s, _)| s.as_deref() == ev.segment)
+                .unwrap_or_else(|| {
+                    segments.push((ev.segment.map(Box::from), HashMap::new()));
+                    segments.len() - 1
+                });
+            let items = &mut segments[at].1;
             match items.get_mut(ev.item) {
                 Some(n) => {
                     self.exposure_bytes = self.exposure_bytes - len_of(*n) + len_of(*n + 1);
@@ -453,6 +467,9 @@ impl Aggregator {
             + 2 * MAX_NUMBER_BYTES
             + bandit::batch::MAX_ITEM_ID_LEN
             + 2
+            + SEGMENT_FIXED_BYTES
+            + bandit::decision::MAX_SEGMENT_LEN
+            + 2
             + 1;
         let event_time = EVENT_TIME_FIXED_BYTES + 2 * MAX_NUMBER_BYTES;
         Pending {
@@ -523,11 +540,14 @@ impl Aggregator {
             let mut exposures: Vec<Exposure> = s
                 .exposures
                 .drain()
-                .flat_map(|(version, items)| {
-                    items.into_iter().map(move |(item, impressions)| Exposure {
-                        version,
-                        item: item.into(),
-                        impressions,
+                .flat_map(|(version, segments)| {
+                    segments.into_iter().flat_map(move |(segment, items)| {
+                        items.into_iter().map(move |(item, impressions)| Exposure {
+                            version,
+                            item: item.into(),
+                            impressions,
+                            segment: segment.as_deref().map(String::from),
+                        })
                     })
                 })
                 .collect();
@@ -541,7 +561,9 @@ impl Aggregator {
                 counts.sort_by(|a, b| {
                     (&a.item, a.served_by, &a.segment).cmp(&(&b.item, b.served_by, &b.segment))
                 });
-                exposures.sort_by(|a, b| (a.version, &a.item).cmp(&(b.version, &b.item)));
+                exposures.sort_by(|a, b| {
+                    (a.version, &a.item, &a.segment).cmp(&(b.version, &b.item, &b.segment))
+                });
                 out.push(SlotBatch {
                     slot: i,
                     batch: EventBatch {

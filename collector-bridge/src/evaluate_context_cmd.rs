@@ -47,12 +47,16 @@ pub fn run_segments(
 ) -> Result<()> {
     let mut out = Vec::new();
     for (name, policy) in policies {
-        let mut runs = [Vec::new(), Vec::new()];
-        let mut in_set = [Vec::new(), Vec::new()];
+        let mut runs = [Vec::new(), Vec::new(), Vec::new()];
+        let mut in_set = [Vec::new(), Vec::new(), Vec::new()];
         for &seed in seeds {
-            for (k, mode) in [ContextMode::Global, ContextMode::Pooled]
-                .into_iter()
-                .enumerate()
+            for (k, mode) in [
+                ContextMode::Global,
+                ContextMode::Pooled,
+                ContextMode::PooledGlobalRotation,
+            ]
+            .into_iter()
+            .enumerate()
             {
                 let r = run_context(w, segments, *policy, mode, seed)
                     .with_context(|| format!("policy {name}, seed {seed}"))?;
@@ -66,6 +70,7 @@ pub fn run_segments(
         };
         let (ratio, ci) = paired_ratio(&runs[0], &runs[1]);
         let (ratio_in_set, ci_in_set) = paired_ratio(&in_set[0], &in_set[1]);
+        let (ratio_plain, ci_plain) = paired_ratio(&runs[0], &runs[2]);
         out.push(json!({
             "policy": name,
             "global": summary(&runs[0]),
@@ -76,6 +81,9 @@ pub fn run_segments(
             "in_set_pooled": summary(&in_set[1]),
             "in_set_pooled_over_global": ratio_in_set,
             "in_set_pooled_over_global_ci95": ci_in_set,
+            "pooled_global_rotation": summary(&runs[2]),
+            "pooled_global_rotation_over_global": ratio_plain,
+            "pooled_global_rotation_over_global_ci95": ci_plain,
         }));
     }
     let report = json!({
@@ -109,18 +117,21 @@ pub fn run_segments(
         _ => "-".to_string(),
     };
     println!(
-        "{:<28} {:>10} {:>10} {:>8} {:>18} {:>8}",
-        "policy", "global", "pooled", "ratio", "95% CI", "in set"
+        "{:<28} {:>10} {:>10} {:>8} {:>18} {:>8} {:>14}",
+        "policy", "global", "pooled", "ratio", "95% CI", "in set", "plain rotation"
     );
     for p in &out {
         println!(
-            "{:<28} {:>10} {:>10} {:>8.3} {:>18} {:>8.3}",
+            "{:<28} {:>10} {:>10} {:>8.3} {:>18} {:>8.3} {:>14.3}",
             p["policy"].as_str().unwrap_or(""),
             f(&p["global"]["regret_mean"]),
             f(&p["pooled"]["regret_mean"]),
             p["pooled_over_global"].as_f64().unwrap_or(f64::NAN),
             ci(&p["pooled_over_global_ci95"]),
             p["in_set_pooled_over_global"].as_f64().unwrap_or(f64::NAN),
+            p["pooled_global_rotation_over_global"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
         );
     }
     Ok(())

@@ -3,7 +3,10 @@
 
 use std::fmt::Write;
 
+use bandit::features::{KeySummary, MAX_FEATURES};
+use bandit::history::{MIN_ARMS_FOR_FIT, MIN_IMPRESSIONS_FOR_FIT};
 use bandit::operator::{format_utc as utc, AuditEntry};
+use bandit::policy::FreshPrior;
 use bandit::{Posterior, RotationConfig};
 
 use crate::escape::html;
@@ -176,6 +179,116 @@ fn segments_section(out: &mut String, st: &SlotState, rotation: &RotationConfig)
         );
     }
     out.push_str("</tbody></table>");
+}
+
+/// Groups listed per key in the feature priors (the ones with the most impressions).
+pub const FEATURE_GROUPS_SHOWN: usize = 10;
+/// Longest feature key or value shown, in characters (longer ones end in an ellipsis).
+const FEATURE_TEXT_SHOWN: usize = 40;
+
+/// `s` cut to at most `max` characters, an ellipsis marking a cut.
+fn short(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// What the feature priors (`+features`) learned: per key, whether its groups differ and
+/// the prior mean a fresh item of each group starts from; or how to turn them on.
+fn feature_priors_section(out: &mut String, st: &SlotState, rotation: &RotationConfig) {
+    out.push_str("<h2>Feature priors</h2>");
+    let policy = &rotation.policy;
+    if !policy.features || policy.fresh == FreshPrior::Uniform {
+        out.push_str("<p class=\"dash__note\" data-feature-priors=\"off\">Feature priors are off: every fresh item starts from the same prior. Set <code>PRIOR_POLICY=default+features</code> (or add <code>+features</code> to an eb or weak policy) to start fresh items from what past items of their category and photographer did.</p>");
+        return;
+    }
+    // The fit the fresh priors use (cached between refits under a weak policy).
+    let arms = &st.arms;
+    let global = arms.global_fit();
+    if global == Posterior::UNIFORM {
+        let _ = write!(
+            out,
+            "<p class=\"dash__note\" data-feature-priors=\"waiting\">Feature priors are on, but there is too little history to fit a prior yet (at least {MIN_ARMS_FOR_FIT} arms and {MIN_IMPRESSIONS_FOR_FIT} impressions): fresh items start from Beta(1, 1).</p>"
+        );
+        return;
+    }
+    let _ = write!(
+        out,
+        "<p class=\"dash__note\" data-feature-priors=\"on\">A fresh item starts from the global prior mean <strong data-global-mean>{g}</strong>, moved toward what past items of its groups did: each group's difference from the rest is shrunk by its weight (more evidence, more weight), and a key counts only when its groups differ beyond chance.</p>",
+        g = pct(global.mean()),
+    );
+    let keys = arms.feature_summary();
+    if keys.is_empty() {
+        out.push_str("<p data-feature-keys=\"0\">No arm with features yet: items need a category or a photographer.</p>");
+        return;
+    }
+    for k in keys.iter().take(MAX_FEATURES) {
+        feature_key(out, k, global.mean());
+    }
+    if keys.len() > MAX_FEATURES {
+        let _ = write!(
+            out,
+            "<p class=\"dash__note\" data-feature-more-keys=\"{n}\">and {n} more keys.</p>",
+            n = keys.len() - MAX_FEATURES
+        );
+    }
+}
+
+/// One key of the feature priors: its test and its groups with the most evidence.
+fn feature_key(out: &mut String, k: &KeySummary, global_mean: f64) {
+    let key = short(&k.key, FEATURE_TEXT_SHOWN);
+    let verdict = match k.q_test {
+        None => format!(
+            "{} groups: at least {} are needed to test whether they differ, so this key is not used",
+            k.groups.len(),
+            bandit::features::MIN_GROUPS_PER_KEY
+        ),
+        Some((q, needed)) if k.differ => format!(
+            "{} groups that differ (Q = {q:.1} above {needed:.1}; between-group variance τ² = {t:.2e}, sd {sd:.2} points): a fresh item starts from its group's prior mean",
+            k.groups.len(),
+            t = k.tau2,
+            sd = k.tau2.sqrt() * 100.0,
+        ),
+        Some((q, needed)) => format!(
+            "{} groups that do not differ beyond chance (Q = {q:.1}, not above {needed:.1}): every fresh item gets the global prior mean",
+            k.groups.len()
+        ),
+    };
+    let _ = write!(
+        out,
+        "<h3>{key}</h3><p data-feature-key=\"{key}\" data-differ=\"{differ}\">{verdict}.</p><table class=\"dash__features\"><thead><tr><th>Group</th><th>Arms</th><th>Impressions</th><th>Clicks</th><th>Estimated CTR</th><th>Fresh prior mean</th><th>Against global</th><th>Weight</th></tr></thead><tbody>",
+        key = html(&key),
+        differ = k.differ,
+    );
+    let mut groups: Vec<_> = k.groups.iter().collect();
+    groups.sort_by_key(|g| std::cmp::Reverse(g.impressions));
+    for g in groups.iter().take(FEATURE_GROUPS_SHOWN) {
+        let value = short(&g.value, FEATURE_TEXT_SHOWN);
+        let _ = write!(
+            out,
+            "<tr data-feature-group=\"{key}={value}\"><td>{value}</td><td>{arms}</td><td>{imps}</td><td>{clicks}</td><td>{rate}</td><td>{prior}</td><td>{diff:+.2} points</td><td>{w:.2}</td></tr>",
+            key = html(&key),
+            value = html(&value),
+            arms = g.arms,
+            imps = g.impressions,
+            clicks = g.clicks,
+            rate = pct(g.rate),
+            prior = pct(g.prior_mean),
+            diff = (g.prior_mean - global_mean) * 100.0,
+            w = g.reliability,
+        );
+    }
+    out.push_str("</tbody></table>");
+    if groups.len() > FEATURE_GROUPS_SHOWN {
+        let _ = write!(
+            out,
+            "<p class=\"dash__note\" data-feature-more=\"{n}\">and {n} more groups with less evidence.</p>",
+            n = groups.len() - FEATURE_GROUPS_SHOWN
+        );
+    }
 }
 
 /// The sample-ratio check and the feedback lag.
@@ -418,6 +531,7 @@ pub fn page(
         out.push_str("</tbody></table>");
     }
     segments_section(&mut out, st, rotation);
+    feature_priors_section(&mut out, st, rotation);
     holdout_section(&mut out, st);
     health_section(&mut out, st);
     controls_section(&mut out, st, now_ms);
@@ -548,18 +662,24 @@ mod tests {
         let shown = |st: &SlotState| page(st, &rotation, &st.p_best(&rotation), 0.0, &[], &[]);
         assert!(shown(&st).contains("not enough logged impressions"));
         let mut odds = crate::health::PublishedOdds::default();
-        odds.push(1, vec![("a".into(), 0.5), ("b<".into(), 0.5)]);
+        odds.push(crate::health::PublishedVersion {
+            version: 1,
+            odds: vec![("a".into(), 0.5), ("b<".into(), 0.5)],
+            segments: Vec::new(),
+        });
         let batch = bandit::EventBatch {
             exposures: vec![
                 bandit::Exposure {
                     version: 1,
                     item: "a".into(),
                     impressions: 900,
+                    segment: None,
                 },
                 bandit::Exposure {
                     version: 1,
                     item: "b<".into(),
                     impressions: 100,
+                    segment: None,
                 },
             ],
             event_time: Some(bandit::EventTime {
@@ -645,5 +765,78 @@ mod tests {
         let later = page(&st, &rotation, &st.p_best(&rotation), 10_000.0, &slots, &[]);
         assert!(later.contains("nothing: the bandit picks"));
         assert!(later.contains("No operator writes yet."));
+    }
+
+    #[test]
+    fn feature_priors_say_how_to_turn_them_on() {
+        let (st, rotation) = state_with_arms();
+        let p = page(&st, &rotation, &st.p_best(&rotation), 0.0, &[], &[]);
+        assert!(p.contains("<h2>Feature priors</h2>"));
+        assert!(p.contains("data-feature-priors=\"off\""), "{p}");
+        assert!(p.contains("<code>PRIOR_POLICY=default+features</code>"));
+        assert!(!p.contains("data-feature-group"));
+    }
+
+    #[test]
+    fn feature_priors_show_each_groups_prior_escaped_and_bounded() {
+        use bandit::features::Features;
+        let (mut st, mut rotation) = state_with_arms();
+        rotation.policy = "default+features".parse().unwrap();
+        // Nothing fitted yet: the section says so.
+        let shown = |st: &SlotState| page(st, &rotation, &st.p_best(&rotation), 0.0, &[], &[]);
+        assert!(shown(&st).contains("data-feature-priors=\"waiting\""));
+        // 96 past arms: three categories with clearly different rates (one named with markup
+        // and one very long), crossed with 12 photographers (each with every category in
+        // the same proportions) that do not differ.
+        let long = "x".repeat(90);
+        let cats = [("hi", 90u64), ("<b>lo</b>", 10), (long.as_str(), 40)];
+        for k in 0..96u64 {
+            let (cat, clicks) = cats[(k % 3) as usize];
+            let f = Features::new([
+                ("category", cat.to_string()),
+                ("photographer", format!("p{}", (k / 3) % 12)),
+            ]);
+            // More arms for "hi": it has the most evidence and is listed first.
+            let n = if k % 3 == 0 { 2000 } else { 1000 };
+            st.arms.history.push_with(clicks * n / 1000 + k % 5, n, f);
+        }
+        let p = shown(&st);
+        assert!(p.contains("data-feature-priors=\"on\""), "{p}");
+        assert!(!p.contains("<b>lo"));
+        assert!(p.contains("data-feature-group=\"category=&lt;b&gt;lo&lt;/b&gt;\""));
+        // The long value is cut to 40 characters with an ellipsis.
+        let cut = format!("{}…", "x".repeat(39));
+        assert!(
+            p.contains(&format!("data-feature-group=\"category={cut}\"")),
+            "{p}"
+        );
+        assert!(!p.contains(&"x".repeat(41)));
+        // Categories differ: "hi" comes first with the prior a fresh "hi" item gets.
+        assert!(
+            p.contains("data-feature-key=\"category\" data-differ=\"true\""),
+            "{p}"
+        );
+        let hi = st
+            .arms
+            .fresh_prior_for(&rotation.policy, &Features::new([("category", "hi")]));
+        let row = "<tr data-feature-group=\"category=hi\"><td>hi</td><td>32</td><td>64000</td>";
+        let at = p.find(row).expect("the hi row");
+        assert!(at < p.find("data-feature-group=\"category=&lt;b&gt;").unwrap());
+        let rest = &p[at..p[at..].find("</tr>").unwrap() + at];
+        assert!(rest.contains(&pct(hi.mean())), "{rest} vs {hi:?}");
+        let global = st.arms.fresh_prior(&rotation.policy);
+        assert!(hi.mean() > global.mean() + 0.01);
+        assert!(
+            p.contains(&format!("data-global-mean>{}<", pct(global.mean()))),
+            "{p}"
+        );
+        // Photographers do not differ: 10 of the 12 are listed, the rest counted.
+        assert!(
+            p.contains("data-feature-key=\"photographer\" data-differ=\"false\""),
+            "{p}"
+        );
+        assert_eq!(p.matches("data-feature-group=\"photographer=").count(), 10);
+        assert!(p.contains("data-feature-more=\"2\""));
+        assert!(p.contains("every fresh item gets the global prior mean"));
     }
 }

@@ -16,7 +16,7 @@ use crate::api::{json_response, ApiError};
 use crate::catalog_client::CatalogClient;
 use crate::config::Settings;
 use crate::controls::CatalogChange;
-use crate::health::{PublishedOdds, PUBLISHED_KEY};
+use crate::health::{PublishedOdds, PublishedVersion, PUBLISHED_KEY};
 use crate::now_ms;
 use crate::object_call::actor_of;
 use crate::page_headers::{security_headers, PageKind};
@@ -160,7 +160,7 @@ impl SlotObject {
     }
 
     async fn rotate(&self, st: &mut SlotState, rotation: &RotationConfig) -> Result<()> {
-        let plan = crate::rng::with_rng(|rng| st.arms.plan_rotation(rotation, rng));
+        let plan = crate::rng::with_rng(|rng| st.segments.plan_rotation(&st.arms, rotation, rng));
         let fresh = CatalogClient::new(&self.env)?
             .sample(plan.fresh_needed, st.fill_exclude(rotation))
             .await?;
@@ -259,16 +259,23 @@ impl SlotObject {
         let now = now_ms();
         let snapshot = st.snapshot(rotation, now);
         let json = serde_json::to_string(&snapshot).map_err(|e| Error::RustError(e.to_string()))?;
-        // What this version serves, for checking the impressions it will log (with segments,
-        // each visitor's odds depend on the segment: not checked yet).
+        // What this version serves, for checking the impressions it will log: to everyone,
+        // and in each segment view.
         let settings = self.settings().map_err(|e| Error::RustError(e.message))?;
+        let holdout = settings.holdout();
         let mut published = self.published().await?;
-        if snapshot.segments.is_empty() {
-            published.push(
-                snapshot.version,
-                snapshot.serving_probabilities(now, settings.holdout()),
-            );
-        }
+        published.push(PublishedVersion {
+            version: snapshot.version,
+            odds: snapshot.serving_probabilities(now, holdout, None),
+            segments: snapshot
+                .segments
+                .iter()
+                .map(|v| {
+                    let odds = snapshot.serving_probabilities(now, holdout, Some(&v.segment));
+                    (v.segment.clone(), odds)
+                })
+                .collect(),
+        });
         let odds =
             serde_json::to_string(&published).map_err(|e| Error::RustError(e.to_string()))?;
         self.state.storage().put(PUBLISHED_KEY, odds).await?;

@@ -441,10 +441,16 @@ impl Snapshot {
     }
 
     /// Each item's probability of being shown by a request of this snapshot on a page where
-    /// it is the first slot (the arms, the pinned item, the holdout's editorial item): what
-    /// the sample-ratio check expects of the logged impressions.
-    pub fn serving_probabilities(&self, now_ms: f64, holdout: Holdout<'_>) -> Vec<(String, f64)> {
-        let odds = Odds::new(self, now_ms, &[], holdout, None);
+    /// it is the first slot (the arms, the pinned item, the holdout's editorial item), for a
+    /// visitor in `segment` (its view): what the sample-ratio check expects of the logged
+    /// impressions.
+    pub fn serving_probabilities(
+        &self,
+        now_ms: f64,
+        holdout: Holdout<'_>,
+        segment: Option<&str>,
+    ) -> Vec<(String, f64)> {
+        let odds = Odds::new(self, now_ms, &[], holdout, segment);
         let mut items: Vec<&str> = self.arms.iter().map(|a| a.item.id.as_str()).collect();
         if let Some(p) = odds.pin {
             items.push(&p.item.id);

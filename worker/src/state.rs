@@ -493,6 +493,8 @@ impl SlotState {
                     .map(|(a, p)| (a.item.as_str(), p))
                     .collect::<Vec<_>>()
             ),
+            // What the feature priors learned (under a `+features` policy).
+            "feature_priors": rotation.policy.features.then(|| self.arms.feature_summary()),
             "last_batch_ms": self.last_batch_ms,
             "pinned": self.pinned,
             "exclude": self.exclude,
