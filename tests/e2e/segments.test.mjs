@@ -111,6 +111,11 @@ describe("contextual picks through broker and bridge", { skip, timeout: 150_000 
       const leader = s2.arms[view.p_best.indexOf(Math.max(...view.p_best))].item;
       assert.equal(leader, best, `${device}'s P(best) leader`);
     }
+    // The sample-ratio check covers segments: each segment's logged impressions against the
+    // odds of its own view, version by version; honest traffic passes.
+    assert.ok(s2.health.tested >= 2, JSON.stringify(s2.health));
+    assert.deepEqual(s2.health.mismatches, [], JSON.stringify(s2.health));
+    assert.ok(s2.health.unchecked_impressions < 0.05 * want.impressions, JSON.stringify(s2.health));
     const dash = await (await w.fetch(`/dashboard?slot=${SLOT}`, { headers: { authorization: `Bearer ${TOKEN}` } })).text();
     assert.ok(dash.includes('data-segment="mobile"') && dash.includes('data-segment="desktop"'), "the dashboard shows both segments");
   });
