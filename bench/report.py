@@ -632,14 +632,23 @@ if ctx:
       "with those traffic shares; an item's rate in a segment is its rate times "
       "exp(S z - S^2/2). Regret against each segment's best item of the catalog, and against "
       "the best arm of the set (what the pick itself loses); one model for everyone against "
-      "pooled segment models (`SEGMENTS`), 10 paired seeds, ratio of means with a 95% interval.")
+      "pooled segment models with the contextual round end (`SEGMENTS`: each segment's leader "
+      "stays, then the arms by the traffic they would win), and pooled models with the "
+      "all-segment round end, to show what the round end adds. 10 paired seeds, ratio of "
+      "means with a 95% interval.")
     w("")
-    w("| spread | one model | pooled | pooled / one model | in the set: pooled / one model |")
-    w("|---|---|---|---|---|")
+    w("| spread | one model | pooled | pooled / one model | in the set: pooled / one model "
+      "| pooled, all-segment round end / one model |")
+    w("|---|---|---|---|---|---|")
     for spread, (name, p) in ctx.items():
         lo, hi = p["pooled_over_global_ci95"] or [float("nan")] * 2
+        plain = p.get("pooled_global_rotation_over_global")
+        plain_ci = p.get("pooled_global_rotation_over_global_ci95") or [float("nan")] * 2
+        plain_cell = (f"{f2(plain)} [{f2(plain_ci[0])}, {f2(plain_ci[1])}]"
+                      if plain is not None else "-")
         w(f"| {spread} | {f0(p['global']['regret_mean'])} | {f0(p['pooled']['regret_mean'])} | "
-          f"{f2(p['pooled_over_global'])} [{f2(lo)}, {f2(hi)}] | {f2(p['in_set_pooled_over_global'])} |")
+          f"{f2(p['pooled_over_global'])} [{f2(lo)}, {f2(hi)}] | "
+          f"{f2(p['in_set_pooled_over_global'])} | {plain_cell} |")
     w("")
     w("```")
     w(cmd(next(iter(ctx.values()))[0]))
