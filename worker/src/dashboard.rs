@@ -10,7 +10,8 @@ use bandit::policy::FreshPrior;
 use bandit::{Posterior, RotationConfig};
 
 use crate::escape::html;
-use crate::state::SlotState;
+use crate::snapshot::SegmentView;
+use crate::state::{OperatorView, SlotState};
 
 /// Distinct colours for the arms' curves, cycled beyond ten arms.
 const COLOURS: [&str; 10] = [
@@ -115,7 +116,12 @@ fn holdout_section(out: &mut String, st: &SlotState) {
 }
 
 /// Each visitor segment's traffic and what it prefers, next to the global view.
-fn segments_section(out: &mut String, st: &SlotState, rotation: &RotationConfig) {
+fn segments_section(
+    out: &mut String,
+    st: &SlotState,
+    rotation: &RotationConfig,
+    views: &[SegmentView],
+) {
     if st.segments.is_empty() {
         return;
     }
@@ -127,7 +133,6 @@ fn segments_section(out: &mut String, st: &SlotState, rotation: &RotationConfig)
         .zip(posteriors)
         .map(|(a, p)| (a.item.as_str(), p))
         .collect();
-    let views = st.segments.views(&arms);
     let total: u64 = views
         .iter()
         .map(|v| {
@@ -141,7 +146,7 @@ fn segments_section(out: &mut String, st: &SlotState, rotation: &RotationConfig)
         "<h2>Segments</h2><p class=\"dash__note\">Each segment's posteriors borrow from the arm's overall evidence with a strength fitted to how much segments differ (now {k:.0} impressions' worth); this round's counts.</p><table class=\"dash__segments\" data-segments><thead><tr><th>Segment</th><th>Impressions</th><th>Clicks</th><th>Leader</th><th>P(best) per arm</th></tr></thead><tbody>",
         k = st.segments.strength(&arms),
     );
-    for v in &views {
+    for v in views {
         let (imps, clicks) = arms.iter().fold((0, 0), |(i, c), (item, _)| {
             let n = st.segments.get(item, &v.segment);
             (i + n.impressions, c + n.clicks)
@@ -451,7 +456,7 @@ fn density_svg(posteriors: &[Posterior]) -> String {
 pub fn page(
     st: &SlotState,
     rotation: &RotationConfig,
-    p_best: &[f64],
+    view: &OperatorView,
     now_ms: f64,
     slots: &[String],
     audit: &[AuditEntry],
@@ -505,7 +510,7 @@ pub fn page(
             .arms
             .arms
             .iter()
-            .zip(posteriors.iter().zip(p_best))
+            .zip(posteriors.iter().zip(&view.p_best))
             .enumerate()
         {
             let title = st
@@ -530,7 +535,7 @@ pub fn page(
         }
         out.push_str("</tbody></table>");
     }
-    segments_section(&mut out, st, rotation);
+    segments_section(&mut out, st, rotation, &view.segment_views);
     feature_priors_section(&mut out, st, rotation);
     holdout_section(&mut out, st);
     health_section(&mut out, st);
@@ -620,7 +625,14 @@ mod tests {
     #[test]
     fn renders_every_arm_escaped_with_its_curve() {
         let (st, rotation) = state_with_arms();
-        let page = page(&st, &rotation, &st.p_best(&rotation), 4_500.0, &[], &[]);
+        let page = page(
+            &st,
+            &rotation,
+            &st.operator_view(&rotation),
+            4_500.0,
+            &[],
+            &[],
+        );
         assert_eq!(page.matches("<path ").count(), 2);
         assert!(page.contains("data-item=\"a\""));
         assert!(page.contains("data-item=\"b&lt;\""));
@@ -635,7 +647,8 @@ mod tests {
     #[test]
     fn the_holdout_comparison_is_shown_with_its_verdict() {
         let (mut st, rotation) = state_with_arms();
-        let shown = |st: &SlotState| page(st, &rotation, &st.p_best(&rotation), 0.0, &[], &[]);
+        let shown =
+            |st: &SlotState| page(st, &rotation, &st.operator_view(&rotation), 0.0, &[], &[]);
         assert!(!shown(&st).contains("Bandit against holdout"));
         st.totals.bandit = bandit::protocol::Counted {
             impressions: 9_000,
@@ -659,7 +672,8 @@ mod tests {
     #[test]
     fn health_shows_mismatches_with_reasons_and_the_lag() {
         let (mut st, rotation) = state_with_arms();
-        let shown = |st: &SlotState| page(st, &rotation, &st.p_best(&rotation), 0.0, &[], &[]);
+        let shown =
+            |st: &SlotState| page(st, &rotation, &st.operator_view(&rotation), 0.0, &[], &[]);
         assert!(shown(&st).contains("not enough logged impressions"));
         let mut odds = crate::health::PublishedOdds::default();
         odds.push(crate::health::PublishedVersion {
@@ -700,7 +714,7 @@ mod tests {
     fn empty_slot_says_what_to_do() {
         let rotation = RotationConfig::default();
         let st = SlotState::new("home-top-pick", &rotation);
-        let page = page(&st, &rotation, &st.p_best(&rotation), 0.0, &[], &[]);
+        let page = page(&st, &rotation, &st.operator_view(&rotation), 0.0, &[], &[]);
         assert!(page.contains("import a catalog"));
         assert!(page.contains("no feedback yet"));
     }
@@ -748,7 +762,7 @@ mod tests {
         let html = page(
             &st,
             &rotation,
-            &st.p_best(&rotation),
+            &st.operator_view(&rotation),
             2_000.0,
             &slots,
             &audit,
@@ -762,7 +776,14 @@ mod tests {
         assert!(html.contains("deleted &lt;x&gt;"));
         assert!(html.contains(r#"href="/dashboard?slot=side""#));
         // Once the pin has ended the page says the bandit picks.
-        let later = page(&st, &rotation, &st.p_best(&rotation), 10_000.0, &slots, &[]);
+        let later = page(
+            &st,
+            &rotation,
+            &st.operator_view(&rotation),
+            10_000.0,
+            &slots,
+            &[],
+        );
         assert!(later.contains("nothing: the bandit picks"));
         assert!(later.contains("No operator writes yet."));
     }
@@ -770,7 +791,7 @@ mod tests {
     #[test]
     fn feature_priors_say_how_to_turn_them_on() {
         let (st, rotation) = state_with_arms();
-        let p = page(&st, &rotation, &st.p_best(&rotation), 0.0, &[], &[]);
+        let p = page(&st, &rotation, &st.operator_view(&rotation), 0.0, &[], &[]);
         assert!(p.contains("<h2>Feature priors</h2>"));
         assert!(p.contains("data-feature-priors=\"off\""), "{p}");
         assert!(p.contains("<code>PRIOR_POLICY=default+features</code>"));
@@ -783,7 +804,8 @@ mod tests {
         let (mut st, mut rotation) = state_with_arms();
         rotation.policy = "default+features".parse().unwrap();
         // Nothing fitted yet: the section says so.
-        let shown = |st: &SlotState| page(st, &rotation, &st.p_best(&rotation), 0.0, &[], &[]);
+        let shown =
+            |st: &SlotState| page(st, &rotation, &st.operator_view(&rotation), 0.0, &[], &[]);
         assert!(shown(&st).contains("data-feature-priors=\"waiting\""));
         // 96 past arms: three categories with clearly different rates (one named with markup
         // and one very long), crossed with 12 photographers (each with every category in

@@ -22,7 +22,7 @@ use crate::object_call::actor_of;
 use crate::page_headers::{security_headers, PageKind};
 use crate::slot_client::{PinBody, SlotOp, KV_BINDING};
 use crate::snapshot::kv_key;
-use crate::state::{OffsetEdit, SlotState, AUDIT_KEY, STATE_KEY};
+use crate::state::{OffsetEdit, OperatorView, SlotState, AUDIT_KEY, STATE_KEY};
 
 #[durable_object]
 pub struct SlotObject {
@@ -33,9 +33,9 @@ pub struct SlotObject {
     /// runtime may deliver another request meanwhile.
     lock: Mutex<()>,
     last_published_ms: Cell<f64>,
-    /// P(best) of the arms at one state version: the operators' views compute it once per
-    /// version, not per request.
-    p_best: RefCell<Option<(u64, Rc<Vec<f64>>)>>,
+    /// The operators' view (P(best) of the arms and of each segment view) at one state
+    /// version: computed once per version, not per request.
+    operator_view: RefCell<Option<(u64, Rc<OperatorView>)>>,
     /// What the recently published versions serve (stored under [`PUBLISHED_KEY`]), for the
     /// sample-ratio check; kept apart from the state, which a concurrent write replaces whole.
     published: RefCell<Option<PublishedOdds>>,
@@ -102,15 +102,15 @@ impl SlotObject {
         self.load(slot, rotation).await
     }
 
-    /// P(best) of `st`, computed once per version.
-    fn p_best(&self, st: &SlotState, rotation: &RotationConfig) -> Rc<Vec<f64>> {
-        if let Some((v, p)) = self.p_best.borrow().as_ref() {
+    /// The operators' view of `st` (P(best), segment views), computed once per version.
+    fn operator_view(&self, st: &SlotState, rotation: &RotationConfig) -> Rc<OperatorView> {
+        if let Some((v, p)) = self.operator_view.borrow().as_ref() {
             if *v == st.version {
                 return Rc::clone(p);
             }
         }
-        let p = Rc::new(st.p_best(rotation));
-        *self.p_best.borrow_mut() = Some((st.version, Rc::clone(&p)));
+        let p = Rc::new(st.operator_view(rotation));
+        *self.operator_view.borrow_mut() = Some((st.version, Rc::clone(&p)));
         p
     }
 
@@ -444,12 +444,12 @@ impl SlotObject {
         match op {
             SlotOp::State => {
                 let st = self.read(&slot, rotation).await?;
-                let p_best = self.p_best(&st, rotation);
-                Ok(json_response(&st.state_json(rotation, &p_best))?)
+                let view = self.operator_view(&st, rotation);
+                Ok(json_response(&st.state_json(rotation, &view))?)
             }
             SlotOp::Dashboard => {
                 let st = self.read(&slot, rotation).await?;
-                let p_best = self.p_best(&st, rotation);
+                let view = self.operator_view(&st, rotation);
                 // The catalog's entries join the slot's; without them the page still serves.
                 let mut audit: Vec<AuditEntry> = st.audit.entries().cloned().collect();
                 match CatalogClient::new(&self.env)?.audit().await {
@@ -465,7 +465,7 @@ impl SlotObject {
                 let resp = Response::from_html(crate::dashboard::page(
                     &st,
                     rotation,
-                    &p_best,
+                    &view,
                     now_ms(),
                     &settings.slots,
                     &audit,
@@ -525,7 +525,7 @@ impl DurableObject for SlotObject {
             cached: RefCell::new(None),
             lock: Mutex::new(()),
             last_published_ms: Cell::new(f64::NEG_INFINITY),
-            p_best: RefCell::new(None),
+            operator_view: RefCell::new(None),
             published: RefCell::new(None),
         }
     }

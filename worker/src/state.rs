@@ -20,7 +20,7 @@ use crate::catalog::CatalogItem;
 use crate::contextual::SegmentCounts;
 use crate::health::Health;
 use crate::segment::Dimension;
-use crate::snapshot::{Pinned, Snapshot, SnapshotArm};
+use crate::snapshot::{Pinned, SegmentView, Snapshot, SnapshotArm};
 
 /// Rounds kept in the operator history.
 const ROUND_HISTORY: usize = 20;
@@ -141,6 +141,15 @@ pub struct SlotState {
     /// Each arm's counts per visitor segment this round (when the worker has segments).
     #[serde(default, skip_serializing_if = "SegmentCounts::is_empty")]
     pub segments: SegmentCounts,
+}
+
+/// The costly part of the operators' views of one state version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperatorView {
+    /// Each arm's probability of being the best, in arm order.
+    pub p_best: Vec<f64>,
+    /// Each segment's view of the arms (with its P(best)), as the snapshot carries them.
+    pub segment_views: Vec<SegmentView>,
 }
 
 impl SlotState {
@@ -431,14 +440,26 @@ impl SlotState {
         Comparison::new((b.clicks, b.impressions), (h.clicks, h.impressions))
     }
 
-    /// Each arm's probability of being the best, in arm order (the costly part of the
-    /// operators' views: callers compute it once per version).
-    pub fn p_best(&self, rotation: &RotationConfig) -> Vec<f64> {
-        bandit::p_best(&self.arms.posteriors(&rotation.policy))
+    /// What the operators' views show that is costly to compute (P(best) by quadrature, per
+    /// arm and per segment view): callers compute it once per version.
+    pub fn operator_view(&self, rotation: &RotationConfig) -> OperatorView {
+        let posteriors = self.arms.posteriors(&rotation.policy);
+        let arms: Vec<(&str, Posterior)> = self
+            .arms
+            .arms
+            .iter()
+            .map(|a| a.item.as_str())
+            .zip(posteriors.iter().copied())
+            .collect();
+        OperatorView {
+            p_best: bandit::p_best(&posteriors),
+            segment_views: self.segments.views(&arms),
+        }
     }
 
-    /// The operator's view, with `p_best` from [`SlotState::p_best`] of this same state.
-    pub fn state_json(&self, rotation: &RotationConfig, p_best: &[f64]) -> serde_json::Value {
+    /// The operator's view, with `view` from [`SlotState::operator_view`] of this same state.
+    pub fn state_json(&self, rotation: &RotationConfig, view: &OperatorView) -> serde_json::Value {
+        let p_best = &view.p_best;
         let posteriors = self.arms.posteriors(&rotation.policy);
         let arms: Vec<serde_json::Value> = self
             .arms
@@ -484,15 +505,7 @@ impl SlotState {
             "holdout": self.holdout_comparison(),
             "health": self.health.report(),
             "segments": self.segments,
-            "segment_views": self.segments.views(
-                &self
-                    .arms
-                    .arms
-                    .iter()
-                    .zip(posteriors.iter().copied())
-                    .map(|(a, p)| (a.item.as_str(), p))
-                    .collect::<Vec<_>>()
-            ),
+            "segment_views": view.segment_views,
             // What the feature priors learned (under a `+features` policy).
             "feature_priors": rotation.policy.features.then(|| self.arms.feature_summary()),
             "last_batch_ms": self.last_batch_ms,
