@@ -15,7 +15,7 @@ use crate::now_ms;
 use crate::page_headers::{security_headers, PageKind};
 use crate::render::{home_template, origin_fills, pick_fragment, render_home, PickMark, SlotFill};
 use crate::rng::with_rng;
-use crate::segment::{segment_of, Facts};
+use crate::segment::{segment_of, Dimension, Facts};
 use crate::slot_client::{SlotClient, KV_BINDING};
 use crate::snapshot::{kv_key, sticky_key, Choice, Snapshot};
 use crate::template::Template;
@@ -401,8 +401,15 @@ pub fn visitor_segment(req: &Request, settings: &Settings) -> Option<String> {
             .and_then(|c| js_sys::Reflect::get(c, &name.into()).ok())
             .and_then(|v| v.as_string())
     };
-    let continent = cf_str("continent");
-    let local_hour = local_hour(cf_str("timezone").as_deref());
+    // Only what the configured dimensions read: a time-zone formatter per request costs
+    // more than the rest of the pick.
+    let wants = |d: Dimension| settings.segments.contains(&d);
+    let continent = wants(Dimension::Continent)
+        .then(|| cf_str("continent"))
+        .flatten();
+    let local_hour = wants(Dimension::Daypart)
+        .then(|| local_hour(cf_str("timezone").as_deref()))
+        .flatten();
     Some(segment_of(
         &settings.segments,
         &Facts {
