@@ -5,7 +5,7 @@ SHELL := /bin/bash
 export WRANGLER_SEND_METRICS := false
 export PATH := $(HOME)/.cargo/bin:$(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: all tools test-tools bench-tools build build-worker build-native demo test test-rust test-worker test-e2e test-browser lint fmt bench dry-run clean reliability fuzz-tools fuzz-smoke fuzz
+.PHONY: all tools test-tools bench-tools build build-worker build-native demo test test-rust test-worker test-e2e test-browser lint fmt bench dry-run clean reliability fuzz-tools fuzz-smoke fuzz evaluate-context
 
 all: build
 
@@ -66,6 +66,16 @@ test-e2e: build
 ## test-browser: headless Chromium (Debian's) against the worker; screenshots in tests/artifacts/.
 test-browser: build-worker
 	node --test --test-concurrency=1 tests/browser/
+
+## evaluate-context: the contextual evaluator (segments, spread 0.5 and 0) over 40 paired
+## seeds, about 15 min; writes docs/bench/contextual-spread*.json, which the bench report reads.
+evaluate-context: build-native
+	for spread in 0.5 0; do \
+	  target/release/collector-bridge evaluate --policy default --segments 0.6,0.3,0.1 \
+	    --segment-spread $$spread --catalog 500 --ctr beta:2,60 --arms 8 --interval 2000 \
+	    --impressions 400000 --delay 500 --seeds 40 --first-seed 1 --json \
+	    > docs/bench/contextual-spread$$spread.json || exit 1; \
+	done
 
 ## dry-run: what `wrangler deploy` would upload, checked offline, for the top level and each
 ## environment (staging, production) of wrangler.toml.

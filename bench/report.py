@@ -156,15 +156,21 @@ for n in (4, 16, 64):
     native = min(last_json(f"pick_native_{n}_{i}")["ns_per_pick"] for i in reps)
     ap, ast = wrk(f"arms_{n}_pick"), wrk(f"arms_{n}_static")
     pick[n] = dict(ns=ns, lo=lo, hi=hi, ir=ir, wasm=wasm, native=native, api=ap, static=ast)
-# Contextual picks: pick/static of the same instance, with segments against without.
-if exists("ctx_segments_pick") and exists("ctx_plain_pick"):
-    seg = wrk("ctx_segments_pick")["rps"] / wrk("ctx_segments_static")["rps"]
-    plain = wrk("ctx_plain_pick")["rps"] / wrk("ctx_plain_static")["rps"]
+# Contextual picks: pick/static of the same instance, with segments against without, per
+# round; the median of the rounds' ratios.
+ctx_rounds = [r for r in rounds if exists(f"ctx_segments_pick_{r}") and exists(f"ctx_plain_pick_{r}")]
+if ctx_rounds:
+    def ctx_ratio(cfg, r):
+        return wrk(f"ctx_{cfg}_pick_{r}")["rps"] / wrk(f"ctx_{cfg}_static_{r}")["rps"]
+    seg = statistics.median(ctx_ratio("segments", r) for r in ctx_rounds)
+    plain = statistics.median(ctx_ratio("plain", r) for r in ctx_rounds)
+    rel = statistics.median(ctx_ratio("segments", r) / ctx_ratio("plain", r) for r in ctx_rounds)
     sample = last_json("ctx_segments_sample")
     rows.append(("Pick API with segments (device,continent, 24 views, 5% holdout, 8 arms)",
-                 f"{f2(seg)} of the static asset", f"plain pick {f2(plain)}", f2(seg / plain),
-                 "≥ 0.9", yes(seg / plain >= 0.9)))
-    assert sample["decision"]["segment"] == "mobile_xx", sample
+                 f"{f2(seg)} of the static asset", f"plain pick {f2(plain)}", f2(rel),
+                 "≥ 0.9", yes(rel >= 0.9)))
+    # The measured request used a segment (Miniflare's request.cf names a continent).
+    assert sample["decision"]["segment"].startswith("mobile_"), sample
 rows.append(("Pick CPU, 64 arms (native, criterion)", f"{f2(pick[64]['ns'] / 1000)} µs",
              f"4 arms {f2(pick[4]['ns'] / 1000)} µs", f"{f1(pick[64]['ns'] / pick[4]['ns'])}×", "—", "—"))
 rows.append(("Pick CPU, 64 arms (wasm in V8)", f"{f2(pick[64]['wasm'] / 1000)} µs",
@@ -269,15 +275,25 @@ for catalog in (500, 5000):
         rows.append((f"Regret, catalog {catalog}, delay {delay}: default / shop", f2(r_shop),
                      "shop", f2(r_shop), "≤ 0.65", yes(r_shop <= 0.65)))
 
-# Contextual picks (collector-bridge evaluate --segments).
+# Contextual picks (collector-bridge evaluate --segments): 10 seeds in the suite; the goal
+# rows use the 40-seed run of `make evaluate-context` when its files are there.
+CTX_LONG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "bench")
 ctx = {}
+ctx_long = {}
 for spread, goal in (("0.5", 0.75), ("0", 1.05)):
     name = f"evaluate_segments_{spread}"
+    long_path = os.path.join(CTX_LONG, f"contextual-spread{spread}.json")
+    if os.path.exists(long_path):
+        with open(long_path) as f:
+            ctx_long[spread] = json.load(f)
     if exists(name):
-        p = json.loads(text(name))["policies"][0]
-        ctx[spread] = (name, p)
+        ctx[spread] = (name, json.loads(text(name))["policies"][0])
+    report = ctx_long.get(spread) or (json.loads(text(name)) if exists(name) else None)
+    if report:
+        p = report["policies"][0]
         lo_hi = p["pooled_over_global_ci95"] or [float("nan")] * 2
-        rows.append((f"Regret with segments (spread {spread}): pooled / one model",
+        rows.append((f"Regret with segments (spread {spread}, {len(report['seeds'])} seeds): "
+                     "pooled / one model",
                      f"{f2(p['pooled_over_global'])} [{f2(lo_hi[0])}, {f2(lo_hi[1])}]",
                      "one model", f2(p["pooled_over_global"]), f"≤ {goal}",
                      yes(p["pooled_over_global"] <= goal)))
@@ -653,6 +669,22 @@ if ctx:
     w("```")
     w(cmd(next(iter(ctx.values()))[0]))
     w("```")
+    w("")
+if ctx_long:
+    w("The same over 40 paired seeds (`make evaluate-context`, about 15 minutes, so not part of "
+      "`make bench`; the goal rows above use these figures):")
+    w("")
+    w("| spread | one model | pooled | pooled / one model | in the set: pooled / one model "
+      "| pooled, all-segment round end / one model |")
+    w("|---|---|---|---|---|---|")
+    for spread, report in ctx_long.items():
+        p = report["policies"][0]
+        lo, hi = p["pooled_over_global_ci95"] or [float("nan")] * 2
+        plo, phi = p["pooled_global_rotation_over_global_ci95"] or [float("nan")] * 2
+        w(f"| {spread} | {f0(p['global']['regret_mean'])} | {f0(p['pooled']['regret_mean'])} | "
+          f"{f2(p['pooled_over_global'])} [{f2(lo)}, {f2(hi)}] | "
+          f"{f2(p['in_set_pooled_over_global'])} | "
+          f"{f2(p['pooled_global_rotation_over_global'])} [{f2(plo)}, {f2(phi)}] |")
     w("")
 
 if cold or rust or minimal:

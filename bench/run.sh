@@ -7,6 +7,9 @@
 # by a duration or a count.
 #
 #   BENCH_QUICK=1 bash bench/run.sh   shorter runs, for trying the scripts (not for the doc)
+#   BENCH_ONLY="edge_contextual" bash bench/run.sh
+#                                     re-measures the named sections (functions below) into
+#                                     the last run's raw outputs and rewrites the report
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -104,7 +107,7 @@ stop_pid() {
 # --- setup: what only the benchmarks need, idempotently -----------------------------------
 setup() {
   mkdir -p "$RAW" docs/bench
-  rm -f "$RAW"/*
+  [ -n "${BENCH_ONLY:-}" ] || rm -f "$RAW"/*
   if [ ! -x "$PY" ]; then
     log "creating the Python venv for the 2015 baselines"
     python3 -m venv "$VENV"
@@ -287,17 +290,25 @@ edge() {
     curl -s -H "Authorization: Bearer $INGEST_TOKEN" "$w/api/slots/home-top-pick" >"$RAW/arms_${n}_state.json"
     stop_pid "$WORKER_PID"
   done
+}
 
+edge_contextual() {
   # Contextual picks: the pick API for a phone visitor with SEGMENTS=device,continent (every
   # one of the 24 segments with counts, so each has its own view) and a 5% holdout, against
-  # the same worker's static asset; and the plain pick at the same n, adjacent runs.
+  # the plain pick at the same n; both workers run side by side and are measured in turns,
+  # each against its own static asset, over the rounds (the report takes the median ratio).
   local phone="Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148"
-  for cfg in plain segments; do
-    log "edge: contextual picks ($cfg)"
-    if [ "$cfg" = segments ]; then
-      start_worker "ctx_$cfg" "$WORKER_PORT" --catalog 256 --var "ARMS=8" \
-        --var "SEGMENTS=device,continent" --var "HOLDOUT=0.05"
-      curl -s -H "Authorization: Bearer $INGEST_TOKEN" "$w/api/slots/home-top-pick" | python3 -c '
+  local plain_port seg_port plain_pid seg_pid
+  plain_port=$WORKER_PORT
+  seg_port=$(free_port)
+  log "edge: contextual picks (plain and segments)"
+  start_worker ctx_plain "$plain_port" --catalog 256 --var "ARMS=8"
+  plain_pid=$WORKER_PID
+  start_worker ctx_segments "$seg_port" --catalog 256 --var "ARMS=8" \
+    --var "SEGMENTS=device,continent" --var "HOLDOUT=0.05"
+  seg_pid=$WORKER_PID
+  local seg=http://127.0.0.1:$seg_port
+  curl -s -H "Authorization: Bearer $INGEST_TOKEN" "$seg/api/slots/home-top-pick" | python3 -c '
 import json, sys
 arms = [a["item"] for a in json.load(sys.stdin)["arms"]]
 counts = [{"item": a, "impressions": 500, "clicks": 10 + 3 * i + j % 5, "segment": f"{d}_{c}"}
@@ -306,18 +317,22 @@ counts = [{"item": a, "impressions": 500, "clicks": 10 + 3 * i + j % 5, "segment
                                      for c in ("af", "an", "as", "eu", "na", "oc", "sa", "xx"))]
 print(json.dumps({"source": "bench", "offsets": [{"topic": "bench", "partition": 0, "from": 0, "to": 0}], "counts": counts}))
 ' | curl -s -o /dev/null -w "%{http_code}" -H "Authorization: Bearer $INGEST_TOKEN" \
-        -H "content-type: application/json" --data-binary @- "$w/api/slots/home-top-pick/events" \
-        >"$RAW/ctx_segments_seed.status"
-      sleep 2 # one publication interval, so the edge reads the views
-    else
-      start_worker "ctx_$cfg" "$WORKER_PORT" --catalog 256 --var "ARMS=8"
-    fi
-    wrk -t2 -c16 -d2s -H "User-Agent: $phone" "$w/api/slots/home-top-pick/pick" >/dev/null
-    record "ctx_${cfg}_pick" "${WRK[@]}" -H "User-Agent: $phone" "$w/api/slots/home-top-pick/pick"
-    record "ctx_${cfg}_static" "${WRK[@]}" "$w/index.html"
-    curl -s -H "User-Agent: $phone" "$w/api/slots/home-top-pick/pick" >"$RAW/ctx_${cfg}_sample.out"
-    stop_pid "$WORKER_PID"
+    -H "content-type: application/json" --data-binary @- "$seg/api/slots/home-top-pick/events" \
+    >"$RAW/ctx_segments_seed.status"
+  sleep 2 # one publication interval, so the edge reads the views
+  for r in $(seq 1 "$ROUNDS"); do
+    for cfg in plain segments; do
+      local w=http://127.0.0.1:$plain_port
+      [ "$cfg" = segments ] && w=$seg
+      log "edge: contextual picks ($cfg), round $r"
+      wrk -t2 -c16 -d2s -H "User-Agent: $phone" "$w/api/slots/home-top-pick/pick" >/dev/null
+      record "ctx_${cfg}_pick_$r" "${WRK[@]}" -H "User-Agent: $phone" "$w/api/slots/home-top-pick/pick"
+      record "ctx_${cfg}_static_$r" "${WRK[@]}" "$w/index.html"
+      curl -s -H "User-Agent: $phone" "$w/api/slots/home-top-pick/pick" >"$RAW/ctx_${cfg}_sample.out"
+    done
   done
+  stop_pid "$plain_pid"
+  stop_pid "$seg_pid"
 }
 
 # --- 4. the bridge -------------------------------------------------------------------------
@@ -383,12 +398,19 @@ learning() {
 }
 
 started=$SECONDS
+if [ -n "${BENCH_ONLY:-}" ]; then
+  setup
+  for section in $BENCH_ONLY; do "$section"; done
+  python3 bench/report.py "$RAW" docs/BENCHMARKS.md
+  exit 0
+fi
 setup
 machine
 bundle
 cold_start
 pick_cpu
 edge
+edge_contextual
 python_consumers_memory
 bridge_micro
 e2e
