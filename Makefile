@@ -68,12 +68,14 @@ test-browser: build-worker
 	node --test --test-concurrency=1 tests/browser/
 
 ## evaluate-context: the contextual evaluator (segments, spread 0.5 and 0) over 40 paired
-## seeds, about 15 min; writes docs/bench/contextual-spread*.json, which the bench report reads.
+## seeds, about 15 min; writes docs/bench/contextual-spread*.json and regret-segments-*.svg,
+## which the bench report reads.
 evaluate-context: build-native
 	for spread in 0.5 0; do \
 	  target/release/collector-bridge evaluate --policy default --segments 0.6,0.3,0.1 \
 	    --segment-spread $$spread --catalog 500 --ctr beta:2,60 --arms 8 --interval 2000 \
 	    --impressions 400000 --delay 500 --seeds 40 --first-seed 1 --json \
+	    --plot docs/bench/regret-segments-spread$$spread.svg \
 	    > docs/bench/contextual-spread$$spread.json || exit 1; \
 	done
 

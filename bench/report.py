@@ -275,6 +275,21 @@ for catalog in (500, 5000):
         rows.append((f"Regret, catalog {catalog}, delay {delay}: default / shop", f2(r_shop),
                      "shop", f2(r_shop), "≤ 0.65", yes(r_shop <= 0.65)))
 
+# Feature priors (collector-bridge evaluate --categories): default+features against default.
+feat = {}
+for spread, goal in (("0.5", 0.85), ("0", 1.03)):
+    name = f"evaluate_features_{spread}"
+    if exists(name):
+        d = json.loads(text(name))
+        p = d["policies"]["default+features"]
+        feat[spread] = (name, d)
+        ratio = p["vs_first"]["ratio_of_means"]
+        lo, hi = p["vs_first"]["ratio_ci95"]
+        rows.append((f"Regret with feature priors (category spread {spread}, "
+                     f"{p['seeds']} seeds): default+features / default",
+                     f"{f2(ratio)} [{f2(lo)}, {f2(hi)}]", "default", f2(ratio), f"≤ {goal}",
+                     yes(ratio <= goal)))
+
 # Contextual picks (collector-bridge evaluate --segments): 10 seeds in the suite; the goal
 # rows use the 40-seed run of `make evaluate-context` when its files are there.
 CTX_LONG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "bench")
@@ -670,13 +685,36 @@ if ctx:
     w(cmd(next(iter(ctx.values()))[0]))
     w("```")
     w("")
+if feat:
+    w("### Feature priors")
+    w("")
+    w("`collector-bridge evaluate --categories 20 --category-spread S`: each item's rate is "
+      "its rate times its category's exp(N(0, S^2)) (mean kept), and items carry their "
+      "category; `default+features` starts fresh items from their category's shrunk estimate "
+      "(`bandit/src/features.rs`). Paired seeds, ratio of means with a 95% interval.")
+    w("")
+    w("| category spread | default | default+features | ratio | plot |")
+    w("|---|---|---|---|---|")
+    for spread, (name, d) in feat.items():
+        base = d["policies"]["default"]
+        p = d["policies"]["default+features"]
+        lo, hi = p["vs_first"]["ratio_ci95"]
+        w(f"| {spread} | {f0(base['regret_mean'])} | {f0(p['regret_mean'])} | "
+          f"{f2(p['vs_first']['ratio_of_means'])} [{f2(lo)}, {f2(hi)}] | "
+          f"![regret, category spread {spread}](bench/regret-features-spread{spread}.svg) |")
+    w("")
+    w("```")
+    w(cmd(next(iter(feat.values()))[0]))
+    w("```")
+    w("")
+
 if ctx_long:
     w("The same over 40 paired seeds (`make evaluate-context`, about 15 minutes, so not part of "
       "`make bench`; the goal rows above use these figures):")
     w("")
     w("| spread | one model | pooled | pooled / one model | in the set: pooled / one model "
-      "| pooled, all-segment round end / one model |")
-    w("|---|---|---|---|---|---|")
+      "| pooled, all-segment round end / one model | plot |")
+    w("|---|---|---|---|---|---|---|")
     for spread, report in ctx_long.items():
         p = report["policies"][0]
         lo, hi = p["pooled_over_global_ci95"] or [float("nan")] * 2
@@ -684,7 +722,8 @@ if ctx_long:
         w(f"| {spread} | {f0(p['global']['regret_mean'])} | {f0(p['pooled']['regret_mean'])} | "
           f"{f2(p['pooled_over_global'])} [{f2(lo)}, {f2(hi)}] | "
           f"{f2(p['in_set_pooled_over_global'])} | "
-          f"{f2(p['pooled_global_rotation_over_global'])} [{f2(plo)}, {f2(phi)}] |")
+          f"{f2(p['pooled_global_rotation_over_global'])} [{f2(plo)}, {f2(phi)}] | "
+          f"![regret with segments, spread {spread}](bench/regret-segments-spread{spread}.svg) |")
     w("")
 
 if cold or rust or minimal:

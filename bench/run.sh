@@ -397,6 +397,18 @@ learning() {
   done
 }
 
+# Feature priors: the default with and without `+features` on a catalog of 20 categories
+# whose rates differ (spread 0.5) and do not (spread 0); 40 paired seeds (about 20 s each).
+learning_features() {
+  for spread in 0.5 0; do
+    log "evaluate: feature priors, category spread $spread"
+    record "evaluate_features_$spread" "$BRIDGE" evaluate --policy default \
+      --policy default+features --categories 20 --category-spread "$spread" --catalog 500 \
+      --ctr beta:2,60 --arms 8 --interval 2000 --impressions 400000 --delay 500 --seeds 40 \
+      --first-seed 1 --json --plot "docs/bench/regret-features-spread$spread.svg"
+  done
+}
+
 started=$SECONDS
 if [ -n "${BENCH_ONLY:-}" ]; then
   setup
@@ -415,6 +427,7 @@ python_consumers_memory
 bridge_micro
 e2e
 learning
+learning_features
 {
   echo "seconds=$((SECONDS - started))"
   echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)"

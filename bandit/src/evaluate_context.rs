@@ -14,7 +14,7 @@ use rand_distr::{Beta, Distribution, StandardNormal};
 use crate::context::{
     carry_over, pooling_strength, segment_posterior, segment_rotation_plan, Cell, SegmentWeight,
 };
-use crate::evaluate::{catalog_ctrs, stream, EvalError, Workload};
+use crate::evaluate::{catalog_ctrs, checkpoints, stream, EvalError, Workload};
 use crate::protocol::Counted;
 use crate::{ArmSet, Posterior, PriorPolicy, RotationConfig};
 
@@ -53,6 +53,8 @@ pub struct ContextRun {
     pub regret_in_set: f64,
     /// The pooling strength at the end of the run (Pooled only).
     pub strength: Option<f64>,
+    /// Cumulative regret at each of [`crate::evaluate::checkpoints`].
+    pub curve: Vec<f64>,
 }
 
 /// Each item's rate in each segment (`rates[segment][item]`) for `seed`.
@@ -168,7 +170,9 @@ pub fn run_context(
     let mut in_batch = 0;
     let mut regret = 0.0;
     let mut regret_in_set = 0.0;
-    for _ in 0..workload.impressions {
+    let marks = checkpoints(workload);
+    let mut curve = Vec::with_capacity(marks.len());
+    for t in 1..=workload.impressions {
         // The visitor's segment.
         let u: f64 = rng.random();
         let mut s = n_seg - 1;
@@ -193,6 +197,9 @@ pub fn run_context(
         regret += best[s] - p;
         let best_in_set = items.iter().map(|&i| rates[s][i]).fold(0.0, f64::max);
         regret_in_set += best_in_set - p;
+        if marks.get(curve.len()) == Some(&t) {
+            curve.push(regret);
+        }
         let click = rng.random::<f64>() < p;
         pending[bk][s].impressions += 1;
         round_traffic[s] += 1;
@@ -274,6 +281,7 @@ pub fn run_context(
         regret,
         regret_in_set,
         strength,
+        curve,
     })
 }
 

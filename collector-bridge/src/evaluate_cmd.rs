@@ -411,29 +411,55 @@ fn truncate(s: &str, n: usize) -> &str {
 
 /// Draws the mean cumulative regret curve of each policy.
 fn plot(r: &Report, path: &Path) -> Result<()> {
-    use plotters::prelude::*;
-
-    let x_max = r.checkpoints.last().copied().unwrap_or(1) as f64;
-    let y_max = r
+    let series: Vec<(&str, &[f64])> = r
         .policies
         .iter()
-        .flat_map(|p| p.curve.iter().copied())
+        .map(|p| (p.name.as_str(), p.curve.as_slice()))
+        .collect();
+    plot_curves(
+        path,
+        &format!(
+            "Regret vs best item: {}, {} seeds",
+            workload_label(&r.workload),
+            r.seeds.len()
+        ),
+        &r.checkpoints,
+        &series,
+    )
+}
+
+/// The workload in a plot's caption.
+pub fn workload_label(w: &Workload) -> String {
+    format!(
+        "catalog {}, CTR {}, n {}, X {}, delay {}",
+        w.catalog,
+        ctr_label(&w.ctr),
+        w.arms,
+        w.interval,
+        w.delay
+    )
+}
+
+/// Draws cumulative regret curves (`series`: a name and its value at each checkpoint) as an
+/// SVG at `path`.
+pub fn plot_curves(
+    path: &Path,
+    caption: &str,
+    checkpoints: &[u64],
+    series: &[(&str, &[f64])],
+) -> Result<()> {
+    use plotters::prelude::*;
+
+    let x_max = checkpoints.last().copied().unwrap_or(1) as f64;
+    let y_max = series
+        .iter()
+        .flat_map(|(_, c)| c.iter().copied())
         .fold(0.0, f64::max)
         .max(1.0)
         * 1.05;
     let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
     let draw_err = |e: DrawingAreaErrorKind<_>| anyhow::anyhow!("{e:?}");
     root.fill(&WHITE).map_err(draw_err)?;
-    let w = &r.workload;
-    let caption = format!(
-        "Regret vs best item: catalog {}, CTR {}, n {}, X {}, delay {}, {} seeds",
-        w.catalog,
-        ctr_label(&w.ctr),
-        w.arms,
-        w.interval,
-        w.delay,
-        r.seeds.len()
-    );
     let mut chart = ChartBuilder::on(&root)
         .caption(caption, ("sans-serif", 18))
         .margin(12)
@@ -447,7 +473,7 @@ fn plot(r: &Report, path: &Path) -> Result<()> {
         .y_desc("cumulative expected regret (mean over seeds)")
         .draw()
         .map_err(draw_err)?;
-    for (i, p) in r.policies.iter().enumerate() {
+    for (i, (name, curve)) in series.iter().enumerate() {
         // Dark, distinct colours: the default palette's yellows vanish on white.
         const COLORS: [RGBColor; 10] = [
             RGBColor(214, 39, 40),
@@ -463,15 +489,15 @@ fn plot(r: &Report, path: &Path) -> Result<()> {
         ];
         let color = COLORS[i % COLORS.len()].to_rgba();
         let points = std::iter::once((0.0, 0.0)).chain(
-            r.checkpoints
+            checkpoints
                 .iter()
-                .zip(&p.curve)
+                .zip(curve.iter())
                 .map(|(&t, &v)| (t as f64, v)),
         );
         chart
             .draw_series(LineSeries::new(points, color.stroke_width(2)))
             .map_err(draw_err)?
-            .label(p.name.clone())
+            .label(name.to_string())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
     }
     chart
@@ -511,7 +537,14 @@ pub fn run(args: &EvaluateArgs) -> Result<()> {
             };
             priors.push((name.clone(), *prior));
         }
-        return run_segments(&w, &segments, &priors, &seeds, args.json);
+        return run_segments(
+            &w,
+            &segments,
+            &priors,
+            &seeds,
+            args.json,
+            args.plot.as_deref(),
+        );
     }
     let cats = categories(args)?;
     let report = run_all(&w, cats, &policies, &seeds)?;

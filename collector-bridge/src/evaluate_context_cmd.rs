@@ -2,11 +2,15 @@
 //! against per-segment pooled models, on simulated visitor segments (see
 //! `bandit::evaluate_context`), with paired ratios over seeds.
 
+use std::path::Path;
+
 use anyhow::{bail, Context, Result};
-use bandit::evaluate::{t_interval, Workload};
+use bandit::evaluate::{checkpoints, t_interval, Workload};
 use bandit::evaluate_context::{run_context, ContextMode, Segments};
 use bandit::PriorPolicy;
 use serde_json::{json, Value};
+
+use crate::evaluate_cmd::{plot_curves, workload_label};
 
 /// Parses `0.6,0.3,0.1` into traffic shares.
 pub fn parse_shares(text: &str) -> Result<Vec<f64>> {
@@ -44,11 +48,20 @@ pub fn run_segments(
     policies: &[(String, PriorPolicy)],
     seeds: &[u64],
     json_out: bool,
+    plot: Option<&Path>,
 ) -> Result<()> {
     let mut out = Vec::new();
+    let marks = checkpoints(w);
+    // Per policy and mode, the summed regret curve over seeds.
+    let mut curves: Vec<(String, Vec<f64>)> = Vec::new();
     for (name, policy) in policies {
         let mut runs = [Vec::new(), Vec::new(), Vec::new()];
         let mut in_set = [Vec::new(), Vec::new(), Vec::new()];
+        let mut sums = [
+            vec![0.0; marks.len()],
+            vec![0.0; marks.len()],
+            vec![0.0; marks.len()],
+        ];
         for &seed in seeds {
             for (k, mode) in [
                 ContextMode::Global,
@@ -62,7 +75,20 @@ pub fn run_segments(
                     .with_context(|| format!("policy {name}, seed {seed}"))?;
                 runs[k].push(r.regret);
                 in_set[k].push(r.regret_in_set);
+                for (s, v) in sums[k].iter_mut().zip(&r.curve) {
+                    *s += v;
+                }
             }
+        }
+        for (label, sum) in ["one model", "pooled", "pooled, all-segment round end"]
+            .iter()
+            .zip(sums)
+        {
+            let n = seeds.len().max(1) as f64;
+            curves.push((
+                format!("{name}: {label}"),
+                sum.iter().map(|v| v / n).collect(),
+            ));
         }
         let summary = |xs: &[f64]| {
             let t = t_interval(xs);
@@ -97,6 +123,21 @@ pub fn run_segments(
         "seeds": seeds,
         "policies": out,
     });
+    if let Some(path) = plot {
+        let series: Vec<(&str, &[f64])> = curves
+            .iter()
+            .map(|(n, c)| (n.as_str(), c.as_slice()))
+            .collect();
+        let caption = format!(
+            "Regret vs each segment's best: {}, segments {:?}, spread {}, {} seeds",
+            workload_label(w),
+            segments.shares,
+            segments.spread,
+            seeds.len()
+        );
+        plot_curves(path, &caption, &marks, &series)
+            .with_context(|| format!("writing the plot {}", path.display()))?;
+    }
     if json_out {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
