@@ -5,7 +5,7 @@ SHELL := /bin/bash
 export WRANGLER_SEND_METRICS := false
 export PATH := $(HOME)/.cargo/bin:$(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: all tools test-tools bench-tools build build-worker build-native demo test test-rust test-worker test-e2e test-browser lint fmt bench dry-run clean reliability fuzz-tools fuzz-smoke fuzz evaluate-context
+.PHONY: all tools test-tools bench-tools build build-worker build-native demo test test-rust test-worker test-e2e test-browser lint fmt bench dry-run clean reliability fuzz-tools fuzz-smoke fuzz evaluate-long
 
 all: build
 
@@ -67,16 +67,21 @@ test-e2e: build
 test-browser: build-worker
 	node --test --test-concurrency=1 tests/browser/
 
-## evaluate-context: the contextual evaluator (segments, spread 0.5 and 0) over 40 paired
-## seeds, about 15 min; writes docs/bench/contextual-spread*.json and regret-segments-*.svg,
-## which the bench report reads.
-evaluate-context: build-native
+## evaluate-long: the contextual evaluator (segments, spread 0.5 and 0) over 100 paired seeds
+## and the feature priors (category spread 0.5 and 0) over 400, about 12 min; writes
+## docs/bench/contextual-*.json, features-*.json and their plots, which the bench report reads.
+evaluate-long: build-native
 	for spread in 0.5 0; do \
 	  target/release/collector-bridge evaluate --policy default --segments 0.6,0.3,0.1 \
 	    --segment-spread $$spread --catalog 500 --ctr beta:2,60 --arms 8 --interval 2000 \
-	    --impressions 400000 --delay 500 --seeds 40 --first-seed 1 --json \
+	    --impressions 400000 --delay 500 --seeds 100 --first-seed 1 --json \
 	    --plot docs/bench/regret-segments-spread$$spread.svg \
 	    > docs/bench/contextual-spread$$spread.json || exit 1; \
+	  target/release/collector-bridge evaluate --policy default --policy default+features \
+	    --categories 20 --category-spread $$spread --catalog 500 --ctr beta:2,60 --arms 8 \
+	    --interval 2000 --impressions 400000 --delay 500 --seeds 400 --first-seed 1 --json \
+	    --plot docs/bench/regret-features-spread$$spread.svg \
+	    > docs/bench/features-spread$$spread.json || exit 1; \
 	done
 
 ## dry-run: what `wrangler deploy` would upload, checked offline, for the top level and each

@@ -275,14 +275,32 @@ for catalog in (500, 5000):
         rows.append((f"Regret, catalog {catalog}, delay {delay}: default / shop", f2(r_shop),
                      "shop", f2(r_shop), "≤ 0.65", yes(r_shop <= 0.65)))
 
-# Feature priors (collector-bridge evaluate --categories): default+features against default.
+# Feature priors (collector-bridge evaluate --categories): default+features against default,
+# 40 seeds in the suite; the goal rows use the 400-seed run of `make evaluate-long` when its
+# files are there (regret per seed is noisy: 40 seeds leave about +-0.2 on the ratio).
+LONG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "bench")
+
+
+def long_run(kind, spread):
+    path = os.path.join(LONG, f"{kind}-spread{spread}.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
 feat = {}
+feat_long = {}
 for spread, goal in (("0.5", 0.85), ("0", 1.03)):
     name = f"evaluate_features_{spread}"
     if exists(name):
-        d = json.loads(text(name))
+        feat[spread] = (name, json.loads(text(name)))
+    long = long_run("features", spread)
+    if long:
+        feat_long[spread] = long
+    d = long or (feat[spread][1] if spread in feat else None)
+    if d:
         p = d["policies"]["default+features"]
-        feat[spread] = (name, d)
         ratio = p["vs_first"]["ratio_of_means"]
         lo, hi = p["vs_first"]["ratio_ci95"]
         rows.append((f"Regret with feature priors (category spread {spread}, "
@@ -291,16 +309,14 @@ for spread, goal in (("0.5", 0.85), ("0", 1.03)):
                      yes(ratio <= goal)))
 
 # Contextual picks (collector-bridge evaluate --segments): 10 seeds in the suite; the goal
-# rows use the 40-seed run of `make evaluate-context` when its files are there.
-CTX_LONG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "bench")
+# rows use the 100-seed run of `make evaluate-long` when its files are there.
 ctx = {}
 ctx_long = {}
 for spread, goal in (("0.5", 0.75), ("0", 1.05)):
     name = f"evaluate_segments_{spread}"
-    long_path = os.path.join(CTX_LONG, f"contextual-spread{spread}.json")
-    if os.path.exists(long_path):
-        with open(long_path) as f:
-            ctx_long[spread] = json.load(f)
+    long = long_run("contextual", spread)
+    if long:
+        ctx_long[spread] = long
     if exists(name):
         ctx[spread] = (name, json.loads(text(name))["policies"][0])
     report = ctx_long.get(spread) or (json.loads(text(name)) if exists(name) else None)
@@ -688,18 +704,20 @@ if ctx:
 if feat:
     w("### Feature priors")
     w("")
-    w("`collector-bridge evaluate --categories 20 --category-spread S`: each item's rate is "
+    w("`collector-bridge evaluate --categories 20 --category-spread S` (40 seeds in the suite, "
+      "400 in `make evaluate-long`, whose run draws the plots): each item's rate is "
       "its rate times its category's exp(N(0, S^2)) (mean kept), and items carry their "
       "category; `default+features` starts fresh items from their category's shrunk estimate "
       "(`bandit/src/features.rs`). Paired seeds, ratio of means with a 95% interval.")
     w("")
-    w("| category spread | default | default+features | ratio | plot |")
-    w("|---|---|---|---|---|")
-    for spread, (name, d) in feat.items():
+    w("| category spread | seeds | default | default+features | ratio | plot |")
+    w("|---|---|---|---|---|---|")
+    runs = [(s, d) for s, (_, d) in feat.items()] + list(feat_long.items())
+    for spread, d in runs:
         base = d["policies"]["default"]
         p = d["policies"]["default+features"]
         lo, hi = p["vs_first"]["ratio_ci95"]
-        w(f"| {spread} | {f0(base['regret_mean'])} | {f0(p['regret_mean'])} | "
+        w(f"| {spread} | {p['seeds']} | {f0(base['regret_mean'])} | {f0(p['regret_mean'])} | "
           f"{f2(p['vs_first']['ratio_of_means'])} [{f2(lo)}, {f2(hi)}] | "
           f"![regret, category spread {spread}](bench/regret-features-spread{spread}.svg) |")
     w("")
@@ -709,8 +727,9 @@ if feat:
     w("")
 
 if ctx_long:
-    w("The same over 40 paired seeds (`make evaluate-context`, about 15 minutes, so not part of "
-      "`make bench`; the goal rows above use these figures):")
+    seeds = len(next(iter(ctx_long.values()))["seeds"])
+    w(f"The same over {seeds} paired seeds (`make evaluate-long`, not part of `make bench`; the "
+      "goal rows above use these figures):")
     w("")
     w("| spread | one model | pooled | pooled / one model | in the set: pooled / one model "
       "| pooled, all-segment round end / one model | plot |")
