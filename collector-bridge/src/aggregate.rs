@@ -159,6 +159,9 @@ struct SlotTp {
     range: Option<(i64, i64)>,
 }
 
+/// One version's logged impressions in one segment (none without segments), by item.
+type SegmentExposures = (Option<Box<str>>, HashMap<Box<str>, u64>);
+
 #[derive(Debug, Clone, Default)]
 struct SlotAgg {
     /// Interned item ids with their counts per group ([`GROUPS`]); zeroed rather than
@@ -168,7 +171,7 @@ struct SlotAgg {
     live_items: usize,
     /// Logged impressions by version, segment (a handful per version) and item in the
     /// pending batch.
-    exposures: HashMap<u64, Vec<(Option<Box<str>>, HashMap<Box<str>, u64>)>>,
+    exposures: HashMap<u64, Vec<SegmentExposures>>,
     /// Entries (version, segment and item) in `exposures`.
     exposure_entries: usize,
     /// JSON bytes of the pending exposures, separators excluded.
