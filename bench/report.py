@@ -712,14 +712,16 @@ if feat:
     w("")
     w("| category spread | seeds | default | default+features | ratio | plot |")
     w("|---|---|---|---|---|---|")
-    runs = [(s, d) for s, (_, d) in feat.items()] + list(feat_long.items())
-    for spread, d in runs:
+    runs = [(s, d, False) for s, (_, d) in feat.items()]
+    runs += [(s, d, True) for s, d in feat_long.items()]
+    for spread, d, long in runs:
         base = d["policies"]["default"]
         p = d["policies"]["default+features"]
         lo, hi = p["vs_first"]["ratio_ci95"]
         w(f"| {spread} | {p['seeds']} | {f0(base['regret_mean'])} | {f0(p['regret_mean'])} | "
           f"{f2(p['vs_first']['ratio_of_means'])} [{f2(lo)}, {f2(hi)}] | "
-          f"![regret, category spread {spread}](bench/regret-features-spread{spread}.svg) |")
+          + (f"![regret, category spread {spread}](bench/regret-features-spread{spread}.svg) |"
+             if long else "— |"))
     w("")
     w("```")
     w(cmd(next(iter(feat.values()))[0]))
