@@ -353,6 +353,11 @@ w(f"| load average (1, 5, 15 min) | {machine.get('loadavg_start')} at the start,
   f"{machine.get('loadavg_end', '?')} at the end: other builds and tests share the 2 cores |")
 if machine.get("seconds"):
     w(f"| suite duration | {int(machine['seconds']) // 60} min {int(machine['seconds']) % 60} s (without `make build`) |")
+# Sections re-measured afterwards (BENCH_ONLY), each on its own line of machine.env.
+with open(os.path.join(RAW, "machine.env")) as f:
+    for line in f:
+        if line.startswith("remeasured="):
+            w(f"| re-measured after the run | {line.split('=', 1)[1].strip()} |")
 if machine.get("quick") == "1":
     w("| mode | **BENCH_QUICK=1: short runs, not representative** |")
 w("")

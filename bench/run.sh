@@ -414,6 +414,8 @@ started=$SECONDS
 if [ -n "${BENCH_ONLY:-}" ]; then
   setup
   for section in $BENCH_ONLY; do "$section"; done
+  echo "remeasured=$BENCH_ONLY at $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git rev-parse --short HEAD)" \
+    >>"$RAW/machine.env"
   python3 bench/report.py "$RAW" docs/BENCHMARKS.md
   exit 0
 fi
