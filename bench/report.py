@@ -686,21 +686,26 @@ if ctx:
       "the best arm of the set (what the pick itself loses); one model for everyone against "
       "pooled segment models with the contextual round end (`SEGMENTS`: each segment's leader "
       "stays, then the arms by the traffic they would win), and pooled models with the "
-      "all-segment round end, to show what the round end adds. 10 paired seeds, ratio of "
-      "means with a 95% interval.")
+      "all-segment round end, to show what the round end adds. 10 paired seeds in the suite, "
+      "100 in `make evaluate-long` (whose run draws the plots and gives the goal rows); ratio "
+      "of means with a 95% interval.")
     w("")
-    w("| spread | one model | pooled | pooled / one model | in the set: pooled / one model "
-      "| pooled, all-segment round end / one model |")
-    w("|---|---|---|---|---|---|")
-    for spread, (name, p) in ctx.items():
+    w("| spread | seeds | one model | pooled | pooled / one model "
+      "| in the set: pooled / one model | pooled, all-segment round end / one model | plot |")
+    w("|---|---|---|---|---|---|---|---|")
+    runs = [(s, len(json.loads(text(name))["seeds"]), p, False) for s, (name, p) in ctx.items()]
+    runs += [(s, len(d["seeds"]), d["policies"][0], True) for s, d in ctx_long.items()]
+    for spread, seeds, p, long in runs:
         lo, hi = p["pooled_over_global_ci95"] or [float("nan")] * 2
         plain = p.get("pooled_global_rotation_over_global")
         plain_ci = p.get("pooled_global_rotation_over_global_ci95") or [float("nan")] * 2
         plain_cell = (f"{f2(plain)} [{f2(plain_ci[0])}, {f2(plain_ci[1])}]"
                       if plain is not None else "-")
-        w(f"| {spread} | {f0(p['global']['regret_mean'])} | {f0(p['pooled']['regret_mean'])} | "
-          f"{f2(p['pooled_over_global'])} [{f2(lo)}, {f2(hi)}] | "
-          f"{f2(p['in_set_pooled_over_global'])} | {plain_cell} |")
+        plot = (f"![regret with segments, spread {spread}](bench/regret-segments-spread{spread}.svg)"
+                if long else "—")
+        w(f"| {spread} | {seeds} | {f0(p['global']['regret_mean'])} | "
+          f"{f0(p['pooled']['regret_mean'])} | {f2(p['pooled_over_global'])} [{f2(lo)}, {f2(hi)}] | "
+          f"{f2(p['in_set_pooled_over_global'])} | {plain_cell} | {plot} |")
     w("")
     w("```")
     w(cmd(next(iter(ctx.values()))[0]))
@@ -731,25 +736,6 @@ if feat:
     w("```")
     w(cmd(next(iter(feat.values()))[0]))
     w("```")
-    w("")
-
-if ctx_long:
-    seeds = len(next(iter(ctx_long.values()))["seeds"])
-    w(f"The same over {seeds} paired seeds (`make evaluate-long`, not part of `make bench`; the "
-      "goal rows above use these figures):")
-    w("")
-    w("| spread | one model | pooled | pooled / one model | in the set: pooled / one model "
-      "| pooled, all-segment round end / one model | plot |")
-    w("|---|---|---|---|---|---|---|")
-    for spread, report in ctx_long.items():
-        p = report["policies"][0]
-        lo, hi = p["pooled_over_global_ci95"] or [float("nan")] * 2
-        plo, phi = p["pooled_global_rotation_over_global_ci95"] or [float("nan")] * 2
-        w(f"| {spread} | {f0(p['global']['regret_mean'])} | {f0(p['pooled']['regret_mean'])} | "
-          f"{f2(p['pooled_over_global'])} [{f2(lo)}, {f2(hi)}] | "
-          f"{f2(p['in_set_pooled_over_global'])} | "
-          f"{f2(p['pooled_global_rotation_over_global'])} [{f2(plo)}, {f2(phi)}] | "
-          f"![regret with segments, spread {spread}](bench/regret-segments-spread{spread}.svg) |")
     w("")
 
 if cold or rust or minimal:
