@@ -140,33 +140,34 @@ impl Health {
             });
         }
         // Per version and segment: the decisions logged, then each item's share of them
-        // (an item's tally sums its segments: independent binomials add up).
-        let mut groups: BTreeMap<(u64, Option<&str>), u64> = BTreeMap::new();
+        // (an item's tally sums its segments: independent binomials add up). Grouped once, so
+        // forged versions or segment names cost linear work, not a pass per group.
+        let mut groups: BTreeMap<(u64, Option<&str>), Vec<&Exposure>> = BTreeMap::new();
         for e in &batch.exposures {
-            let n = groups.entry((e.version, e.segment.as_deref())).or_default();
-            *n = n.saturating_add(e.impressions);
+            groups
+                .entry((e.version, e.segment.as_deref()))
+                .or_default()
+                .push(e);
         }
-        for ((version, segment), decisions) in groups {
+        for ((version, segment), exposures) in groups {
+            let decisions = exposures
+                .iter()
+                .fold(0u64, |n, e| n.saturating_add(e.impressions));
             let Some(published) = odds.get(version) else {
                 self.unchecked_impressions = self.unchecked_impressions.saturating_add(decisions);
                 continue;
             };
             let served = published.odds_in(segment);
-            let in_group = |e: &&Exposure| e.version == version && e.segment.as_deref() == segment;
-            let shown = |item: &str| {
-                batch
-                    .exposures
-                    .iter()
-                    .filter(in_group)
-                    .filter(|e| e.item == item)
-                    .map(|e| e.impressions)
-                    .sum::<u64>()
-            };
             for (item, q) in served {
-                self.tally(item).add(decisions, *q, shown(item));
+                // Validated batches hold one entry per version, segment and item.
+                let shown = exposures
+                    .iter()
+                    .find(|e| e.item == *item)
+                    .map_or(0, |e| e.impressions);
+                self.tally(item).add(decisions, *q, shown);
             }
             // An item the version could not show: all observed, none expected.
-            for e in batch.exposures.iter().filter(in_group) {
+            for e in exposures {
                 if !served.iter().any(|(i, _)| *i == e.item) {
                     self.tally(&e.item).add(decisions, 0.0, e.impressions);
                 }
