@@ -680,6 +680,9 @@ mod tests {
             d(1, "a", 0.5, 2, false, true),
             d(2, "c", 0.5, 2, false, true),
             d(2, "d", 0.5, 2, false, false),
+            // A second miss for "b": under the 2015 rule "a" (2 of 2) is Beta(2, 2), and "b"
+            // with one miss would be Beta(1, 1), whose P(best) is exactly 1/2 each.
+            d(1, "b", 0.5, 2, false, false),
         ];
         let ix = Indexed::new(&log);
         let p = always(&ix, 0);
