@@ -21,7 +21,8 @@ bench-tools:
 fuzz-tools:
 	@bash scripts/bootstrap.sh --fuzz
 
-## build: the worker bundle in build/ and the native bridge binary.
+## build: the worker bundles (build/: the full worker with the Durable Objects; build/edge/: the
+## edge worker and its generated config) and the native bridge binary.
 build: tools build-worker build-native
 
 build-worker: tools
@@ -30,7 +31,7 @@ build-worker: tools
 build-native:
 	cargo build --release -p collector-bridge
 
-## demo: the worker under `wrangler dev` with simulated Divolte traffic (KAFKA=1: through the broker).
+## demo: the edge and objects workers under `wrangler dev` with simulated Divolte traffic (KAFKA=1: through the broker).
 demo: build
 	bash scripts/demo.sh
 
@@ -41,6 +42,7 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --exclude top-pick-worker --all-targets -- -D warnings
 	cargo clippy -p top-pick-worker --target wasm32-unknown-unknown -- -D warnings
+	cargo clippy -p top-pick-worker --target wasm32-unknown-unknown --no-default-features -- -D warnings
 
 test-rust:
 	cargo test --workspace --exclude top-pick-worker
@@ -84,8 +86,8 @@ evaluate-long: build-native
 	    > docs/bench/features-spread$$spread.json || exit 1; \
 	done
 
-## dry-run: what `wrangler deploy` would upload, checked offline, for the top level and each
-## environment (staging, production) of wrangler.toml.
+## dry-run: what `wrangler deploy` would upload, checked offline, for both workers at the top
+## level and in each environment (staging, production) of wrangler.toml.
 dry-run: build-worker
 	@bash scripts/dry-run.sh
 

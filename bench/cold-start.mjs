@@ -1,7 +1,7 @@
 // Cold start of worker bundles, the project's against a minimal Rust worker built the same way
 // (bench/minimal-worker/): one JSON object on stdout.
 //
-//   node bench/cold-start.mjs --bundle build --bundle bench-out/minimal-worker [--runs N]
+//   node bench/cold-start.mjs --bundle build/edge --bundle bench-out/minimal-worker [--runs N]
 //        [--node PATH] [--assets]
 //
 // Per bundle (a directory holding index.js + index_bg.wasm):
@@ -20,10 +20,11 @@
 //  - workerd through Miniflare: t0 just before `new Miniflare(...)`, ready when `mf.ready`
 //    resolves (workerd up and the script loaded, which instantiates the wasm), t1 when the
 //    first response to `GET /` has been fully read; in a fresh node child process (this node)
-//    and so a fresh workerd per run. The project's bundle (build/, or a copy: a directory whose
-//    package.json names top-pick-worker) is configured as tests/lib/worker.mjs does
-//    (wrangler.toml through unstable_getMiniflareWorkerOptions, its assets, the CompiledWasm
-//    rule, the tests' tokens) and has no catalog imported: `/` is the homepage from the assets with the slot as a fresh
+//    and so a fresh workerd per run. The project's bundles (build/edge/ or build/: a directory
+//    whose package.json names top-pick-worker) are configured as tests/lib/worker.mjs does
+//    (the edge bundle starts with the objects' worker behind it, as deployed; wrangler.toml
+//    through unstable_getMiniflareWorkerOptions, its assets, the CompiledWasm rule, the tests'
+//    tokens) and have no catalog imported: `/` is the homepage from the assets with the slot as a fresh
 //    worker has it. Any other bundle runs alone: no bindings, wrangler.toml's compatibility date;
 //    with --assets it gets the project's static assets and asset router too (wrangler.toml's
 //    [assets]), so both start the same router and asset-server workers in front.
@@ -71,16 +72,12 @@ export async function miniflareOptions(dir, { port = 0, assets = false } = {}) {
     modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"] }],
   };
   if (isProjectBundle(abs)) {
-    const { unstable_getMiniflareWorkerOptions } = await import("wrangler");
-    const { TOKEN } = await import("../tests/lib/worker.mjs");
-    const { workerOptions } = unstable_getMiniflareWorkerOptions(path.join(ROOT, "wrangler.toml"));
-    const main = {
-      ...workerOptions,
-      name: "top-pick",
-      ...base,
-      bindings: { ...workerOptions.bindings, INGEST_TOKEN: TOKEN, OPERATOR_TOKEN: "" },
-    };
-    return { host: "127.0.0.1", port, workers: [main] };
+    // As deployed: the edge bundle (build/edge/) in front of the objects' worker (build/), or
+    // the full bundle alone; both from the build in this checkout.
+    const { TOKEN, workerOptions } = await import("../tests/lib/worker.mjs");
+    const bundle = existsSync(path.join(abs, "wrangler.jsonc")) ? "edge" : "full";
+    const workers = workerOptions({ bundle, bindings: { INGEST_TOKEN: TOKEN, OPERATOR_TOKEN: "" } });
+    return { host: "127.0.0.1", port, workers };
   }
   if (assets) {
     const { unstable_getMiniflareWorkerOptions } = await import("wrangler");

@@ -179,12 +179,17 @@ rows.append(("Pick CPU, 64 arms (wasm in V8)", f"{f2(pick[64]['wasm'] / 1000)} �
 
 # --- 3. bundle -----------------------------------------------------------------------------
 size = last_json("wasm_size")
-dry = text("dry_run") + text("dry_run", "err")
-up = re.search(r"Total Upload:\s*([\d.]+)\s*KiB\s*/\s*gzip:\s*([\d.]+)\s*KiB", dry)
-rows.append(("Wasm bundle, gzipped", f"{f0(size['gzip'] / 1000)} KB ({f0(size['raw'] / 1000)} KB raw)",
+size_full = last_json("wasm_size_full") if exists("wasm_size_full") else None
+UPLOAD = r"Total Upload:\s*([\d.]+)\s*KiB\s*/\s*gzip:\s*([\d.]+)\s*KiB"
+up = re.search(UPLOAD, text("dry_run") + text("dry_run", "err"))
+up_full = re.search(UPLOAD, text("dry_run_full") + text("dry_run_full", "err")) if exists("dry_run_full") else None
+rows.append(("Edge wasm bundle, gzipped", f"{f0(size['gzip'] / 1000)} KB ({f0(size['raw'] / 1000)} KB raw)",
              "goal 300 KB", f2(size["gzip"] / 300_000), "≤ 1.00", yes(size["gzip"] <= 300_000)))
+if size_full:
+    rows.append(("Objects' (full) wasm bundle, gzipped", f"{f0(size_full['gzip'] / 1000)} KB",
+                 f"edge {f0(size['gzip'] / 1000)} KB", f2(size_full["gzip"] / size["gzip"]), "—", "—"))
 if up:
-    rows.append(("`wrangler deploy --dry-run` upload", f"{up.group(1)} KiB / gzip {up.group(2)} KiB",
+    rows.append(("`wrangler deploy --dry-run` upload, edge worker", f"{up.group(1)} KiB / gzip {up.group(2)} KiB",
                  "—", "—", "—", "—"))
 
 # Cold start (bench/cold-start.mjs): the project's bundle against the minimal Rust worker.
@@ -519,10 +524,20 @@ w("")
 
 w("## 3. The bundle")
 w("")
-w(f"`build/index_bg.wasm`: **{f0(size['raw'])} bytes raw, {f0(size['gzip'])} bytes gzipped** "
+w("Two bundles come from the worker crate: the edge bundle (`build/edge/`, built without the "
+  "`objects` feature: routes, snapshot, pick and render) that every request's isolate compiles, "
+  "and the full bundle (`build/`) of the worker that holds the Durable Objects (and serves "
+  "everything when a shop deploys it alone); the edge worker reaches the objects through "
+  "`script_name` bindings.")
+w("")
+w(f"`build/edge/index_bg.wasm`: **{f0(size['raw'])} bytes raw, {f0(size['gzip'])} bytes gzipped** "
   f"(gzip -9). Goal ≤ 300 KB gzipped: {yes(size['gzip'] <= 300_000)}, "
   f"{f2(size['gzip'] / 300_000)}× the goal.")
 w("")
+if size_full:
+    w(f"`build/index_bg.wasm` (the objects' worker): {f0(size_full['raw'])} bytes raw, "
+      f"{f0(size_full['gzip'])} bytes gzipped.")
+    w("")
 wc = size["without_custom_sections"]
 name_sec = size["sections"].get("custom:name", 0)
 w(f"The module carries a `name` custom section of {f0(name_sec)} bytes (function names, not "
@@ -555,12 +570,17 @@ w(f"| (other {len(size['code_by_crate']) - len(top)} crates) | {f0(rest)} | {res
 w(f"| bundle's data section (strings and tables) | {f0(size['sections'].get('data', 0))} | |")
 w("")
 if up:
-    w(f"`wrangler deploy --dry-run`: **Total Upload {up.group(1)} KiB / gzip {up.group(2)} KiB** "
-      "(the wasm plus the JS shim; static assets are uploaded separately).")
+    w(f"`wrangler deploy --dry-run` of the edge worker: **Total Upload {up.group(1)} KiB / gzip "
+      f"{up.group(2)} KiB** (the wasm plus the JS shim; static assets are uploaded separately)"
+      + (f"; of the objects' worker: {up_full.group(1)} KiB / gzip {up_full.group(2)} KiB." if up_full else "."))
     w("")
 w("```")
 w(cmd("wasm_size"))
+if size_full:
+    w(cmd("wasm_size_full"))
 w(cmd("dry_run").replace(ROOT, "."))
+if up_full:
+    w(cmd("dry_run_full").replace(ROOT, "."))
 w("```")
 w("")
 

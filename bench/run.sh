@@ -126,7 +126,8 @@ setup() {
   cargo build --release -p bandit --example pick_loop
   (cd bench/wasm-pick && CARGO_TARGET_DIR="$ROOT/target" cargo build --release --target wasm32-wasip1)
   [ -x "$BRIDGE" ] || cargo build --release -p collector-bridge
-  [ -f build/index_bg.wasm ] || { echo "bench: build/ is missing: run make build" >&2; exit 1; }
+  [ -f build/index_bg.wasm ] && [ -f build/edge/index_bg.wasm ] \
+    || { echo "bench: build/ is missing: run make build" >&2; exit 1; }
   log "building the minimal Rust worker (bench/minimal-worker/), the Rust ceiling"
   sh bench/minimal-worker/build.sh "$MINIMAL"
 }
@@ -152,16 +153,20 @@ machine() {
 # --- 3. the bundle -------------------------------------------------------------------------
 bundle() {
   log "bundle size"
-  # The bundle's function names are stripped; for the crate breakdown, link a copy with names
-  # in a separate target directory (so the project's own build stays as it is).
+  # The edge bundle (build/edge/) is what a request's isolate compiles; the full one (build/)
+  # runs the Durable Objects. The bundles' function names are stripped; for the edge bundle's
+  # crate breakdown, link a copy with names in a separate target directory (so the project's own
+  # build stays as it is).
   CARGO_TARGET_DIR=target/bench-names CARGO_PROFILE_WORKER_STRIP=none \
-    cargo build -p top-pick-worker --lib --target wasm32-unknown-unknown --profile worker
-  record wasm_size node bench/wasm-size.mjs build/index_bg.wasm \
+    cargo build -p top-pick-worker --lib --target wasm32-unknown-unknown --profile worker --no-default-features
+  record wasm_size node bench/wasm-size.mjs build/edge/index_bg.wasm \
     target/bench-names/wasm32-unknown-unknown/worker/top_pick_worker.wasm
+  record wasm_size_full node bench/wasm-size.mjs build/index_bg.wasm
   # wrangler runs the [build] command first: up to date after `make build`, so it only relinks.
   local dir=$OUT/dry-run
   rm -rf "$dir"
-  record dry_run wrangler deploy --dry-run --outdir "$dir"
+  record dry_run wrangler deploy --dry-run -c build/edge/wrangler.jsonc --outdir "$dir/edge"
+  record dry_run_full wrangler deploy --dry-run --outdir "$dir/full"
 }
 
 # Cold start against the minimal Rust worker: V8 compile and instantiate of each wasm, and a
@@ -172,12 +177,12 @@ COLD_START_NODE=${COLD_START_NODE:-$ROOT/.tools/node26/node_modules/node-linux-x
 [ -x "$COLD_START_NODE" ] || COLD_START_NODE=
 cold_start() {
   log "cold start: the bundle against the minimal Rust worker"
-  record cold_start node bench/cold-start.mjs --bundle build --bundle "$MINIMAL" --runs "$COLD_RUNS" \
+  record cold_start node bench/cold-start.mjs --bundle build/edge --bundle "$MINIMAL" --runs "$COLD_RUNS" \
     ${COLD_START_NODE:+--node "$COLD_START_NODE"}
   # The same, with the project's asset router and asset server in front of the minimal worker
   # too: what remains is the bundle's own cost, not the harness's configuration.
   log "cold start: the same, both behind the asset router"
-  record cold_start_router node bench/cold-start.mjs --bundle build --bundle "$MINIMAL" \
+  record cold_start_router node bench/cold-start.mjs --bundle build/edge --bundle "$MINIMAL" \
     --runs "$COLD_RUNS" --assets ${COLD_START_NODE:+--node "$COLD_START_NODE"}
 }
 

@@ -1,7 +1,9 @@
-// Serves the built bundle (build/) with Miniflare directly on a loopback port, for load tests.
+// Serves the built bundles (the edge worker, build/edge/, in front of the objects' worker, build/)
+// with Miniflare directly on a loopback port, for load tests.
 // Not through `wrangler dev`: its local proxy caps any worker at about 1,200 requests/s here.
 //
 //   node bench/serve-worker.mjs --port 18787 [--catalog demo|N] [--var KEY=VALUE ...] [--no-assets]
+//     [--bundle edge|full]
 //
 // Configured from wrangler.toml as tests/lib/worker.mjs does. --no-assets leaves out the static
 // assets, so requests reach the worker without passing Miniflare's asset router first (the
@@ -12,8 +14,7 @@ import { readFileSync } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { Miniflare } from "miniflare";
-import { unstable_getMiniflareWorkerOptions } from "wrangler";
-import { ROOT, TOKEN, importItems, makeItems } from "../tests/lib/worker.mjs";
+import { ROOT, TOKEN, importItems, makeItems, workerOptions } from "../tests/lib/worker.mjs";
 
 const { values } = parseArgs({
   options: {
@@ -21,6 +22,7 @@ const { values } = parseArgs({
     catalog: { type: "string", default: "demo" },
     var: { type: "string", multiple: true, default: [] },
     "no-assets": { type: "boolean", default: false },
+    bundle: { type: "string", default: "edge" },
   },
 });
 
@@ -32,21 +34,15 @@ const vars = Object.fromEntries(
   }),
 );
 
-const { workerOptions } = unstable_getMiniflareWorkerOptions(path.join(ROOT, "wrangler.toml"));
-const main = {
-  ...workerOptions,
-  name: "top-pick",
-  scriptPath: path.join(ROOT, "build/index.js"),
-  modulesRoot: path.join(ROOT, "build"),
-  modules: true,
-  modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"] }],
-  // The harness's token, whatever a developer's .dev.vars holds: an empty OPERATOR_TOKEN lets
-  // the ingest token serve the operator reads too.
-  bindings: { ...workerOptions.bindings, INGEST_TOKEN: TOKEN, OPERATOR_TOKEN: "", ...vars },
-};
-if (values["no-assets"]) delete main.assets;
-
-const mf = new Miniflare({ host: "127.0.0.1", port: Number(values.port), workers: [main] });
+// The edge worker in front of the objects' worker, as deployed (--bundle full: the one worker).
+// The harness's token, whatever a developer's .dev.vars holds: an empty OPERATOR_TOKEN lets the
+// ingest token serve the operator reads too.
+const workers = workerOptions({
+  bundle: values.bundle,
+  bindings: { INGEST_TOKEN: TOKEN, OPERATOR_TOKEN: "", ...vars },
+  assets: !values["no-assets"],
+});
+const mf = new Miniflare({ host: "127.0.0.1", port: Number(values.port), workers });
 const base = (await mf.ready).toString().replace(/\/$/, "");
 const w = { fetch: (p, init) => mf.dispatchFetch(new URL(p, base + "/"), init) };
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job, locally: the worker under `wrangler dev` (embedded Durable Object and KV
-# storage), the demo catalog, and simulated Divolte visitors feeding it. KAFKA=1 sends the same
+# The main job, locally: the edge worker and the one holding the Durable Objects under `wrangler
+# dev` (embedded Durable Object and KV storage), the demo catalog, and simulated Divolte visitors
+# feeding it. KAFKA=1 sends the same
 # traffic through the test broker and `collector-bridge run` instead of straight to the worker.
 # Ctrl-C stops everything.
 set -euo pipefail
@@ -59,9 +60,13 @@ cleanup() {
 trap 'cleanup; exit 130' INT TERM
 trap cleanup EXIT
 
-echo "demo: starting the worker on $URL (wrangler dev; logs in $logs/worker.log)"
-setsid wrangler dev --ip 127.0.0.1 --port "$PORT" --persist-to .wrangler/state --var "HOLDOUT:$HOLDOUT" \
-  >"$logs/worker.log" 2>&1 &
+echo "demo: starting the workers on $URL (wrangler dev: the edge worker in front of the one holding"
+echo "      the Durable Objects, as deployed; logs in $logs/worker.log)"
+# The pair's configs come from wrangler.toml with the demo's vars in both (a `--var` would reach
+# only the first worker) and link .dev.vars, so both read the tokens above.
+node scripts/edge-config.mjs --dev .wrangler/demo --var "HOLDOUT=$HOLDOUT"
+setsid wrangler dev -c .wrangler/demo/edge.jsonc -c .wrangler/demo/objects.jsonc --ip 127.0.0.1 \
+  --port "$PORT" --persist-to .wrangler/state >"$logs/worker.log" 2>&1 &
 servers+=($!)
 for _ in $(seq 1 240); do
   curl -fsS "$URL/api/catalog" >/dev/null 2>&1 && break

@@ -1,5 +1,6 @@
-// Starts the built worker bundle (build/) in workerd through Miniflare, configured from
-// wrangler.toml exactly as `wrangler dev` would be, with in-memory storage per instance.
+// Starts the built worker bundles in workerd through Miniflare, configured from wrangler.toml
+// (and the edge worker's generated config) exactly as `wrangler dev` would be, with in-memory
+// storage per instance.
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
@@ -10,9 +11,51 @@ export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "
 export const TOKEN = "test-token-0123456789";
 export const SLOT = "home-top-pick";
 
+/** The workers' names: the edge worker reaches the objects in the one named OBJECTS_WORKER. */
+export const OBJECTS_WORKER = "top-pick";
+export const EDGE_WORKER = "top-pick-edge";
+
+/**
+ * Miniflare options for the built bundles, configured as `wrangler dev` would configure them:
+ * with `bundle: "edge"` (the default, the production shape) the edge worker (build/edge/, its
+ * generated build/edge/wrangler.jsonc) first, then the worker of wrangler.toml (build/) holding
+ * the Durable Objects; with `bundle: "full"` only the latter, serving everything itself. The first
+ * worker is the entry. `bindings` are added to every worker (the settings must agree).
+ * @param {object} [opts]
+ * @param {"edge"|"full"} [opts.bundle]
+ * @param {Record<string,string>} [opts.bindings]
+ * @param {object} [opts.durableObjects] overrides of the entry worker's Durable Object bindings
+ * @param {boolean} [opts.assets] false leaves out the static assets (requests skip the router)
+ */
+export function workerOptions(opts = {}) {
+  const bundle = opts.bundle ?? "edge";
+  const dirs = bundle === "edge" ? [["build/edge", "build/edge/wrangler.jsonc"], ["build", "wrangler.toml"]] : [["build", "wrangler.toml"]];
+  return dirs.map(([dir, config], i) => {
+    const script = path.join(ROOT, dir, "index.js");
+    if (!existsSync(script) || !existsSync(path.join(ROOT, config))) {
+      throw new Error(`${script} (or ${config}) is missing: run \`make build\` first`);
+    }
+    const { workerOptions: wo } = unstable_getMiniflareWorkerOptions(path.join(ROOT, config));
+    const worker = {
+      ...wo,
+      name: i === 0 && bundle === "edge" ? EDGE_WORKER : OBJECTS_WORKER,
+      scriptPath: script,
+      modulesRoot: path.join(ROOT, dir),
+      modules: true,
+      modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"] }],
+      bindings: { ...wo.bindings, ...(opts.bindings ?? {}) },
+      durableObjects: { ...wo.durableObjects, ...(i === 0 ? (opts.durableObjects ?? {}) : {}) },
+    };
+    if (opts.assets === false || i > 0) delete worker.assets;
+    return worker;
+  });
+}
+
 /**
  * @param {object} [opts]
  * @param {Record<string,string>} [opts.vars] overrides of wrangler.toml [vars]
+ * @param {"edge"|"full"} [opts.bundle] the edge worker in front of the objects' (default), or
+ *   the full worker alone
  * @param {object[]} [opts.extraWorkers] more workers in the same Miniflare (e.g. a failing store)
  * @param {object} [opts.durableObjects] overrides of the Durable Object bindings
  * @param {number} [opts.port] listen on this port (0: none needed; dispatchFetch works without)
@@ -20,28 +63,18 @@ export const SLOT = "home-top-pick";
  *   worker started again on it finds what the last one stored (a restart)
  */
 export async function startWorker(opts = {}) {
-  const bundle = path.join(ROOT, "build/index.js");
-  if (!existsSync(bundle)) {
-    throw new Error(`${bundle} is missing: run \`make build\` first`);
-  }
-  const { workerOptions } = unstable_getMiniflareWorkerOptions(path.join(ROOT, "wrangler.toml"));
-  const main = {
-    ...workerOptions,
-    name: "top-pick",
-    scriptPath: bundle,
-    modulesRoot: path.join(ROOT, "build"),
-    modules: true,
-    modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"] }],
+  const workers = workerOptions({
+    bundle: opts.bundle,
     // The tests' own tokens, whatever a developer's .dev.vars (read by wrangler) holds: an empty
     // OPERATOR_TOKEN lets the ingest token serve operators too.
-    bindings: { ...workerOptions.bindings, INGEST_TOKEN: TOKEN, OPERATOR_TOKEN: "", ...(opts.vars ?? {}) },
-    durableObjects: { ...workerOptions.durableObjects, ...(opts.durableObjects ?? {}) },
-  };
+    bindings: { INGEST_TOKEN: TOKEN, OPERATOR_TOKEN: "", ...(opts.vars ?? {}) },
+    durableObjects: opts.durableObjects,
+  });
   const mf = new Miniflare({
     host: "127.0.0.1",
     port: opts.port ?? 0,
     ...(opts.persistTo ? { defaultPersistRoot: opts.persistTo } : {}),
-    workers: [main, ...(opts.extraWorkers ?? [])],
+    workers: [...workers, ...(opts.extraWorkers ?? [])],
   });
   const url = await mf.ready;
   const base = url.toString().replace(/\/$/, "");

@@ -2,7 +2,7 @@
 // escaping of catalog text, and the fallback when the store fails.
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startWorker, importItems, makeItems, batch, postBatch, state, eventually, SLOT } from "../lib/worker.mjs";
+import { startWorker, importItems, makeItems, batch, postBatch, state, eventually, SLOT, TOKEN } from "../lib/worker.mjs";
 
 const pickOf = (html) => html.match(/data-top-pick-item="([^"]+)"/)?.[1];
 
@@ -202,5 +202,32 @@ describe("fallback", () => {
     } finally {
       await w.dispose();
     }
+  });
+});
+
+describe("deployed as one worker", () => {
+  // wrangler.toml's worker alone (build/, with the objects) serves everything the edge worker
+  // does: a shop may deploy just that one.
+  let w;
+  before(async () => {
+    w = await startWorker({ bundle: "full", vars: { ARMS: "4", ROUND_IMPRESSIONS: "1000000", SNAPSHOT_MAX_AGE_MS: "0" } });
+    await importItems(w, makeItems(4));
+  });
+  after(() => w?.dispose());
+
+  test("renders the pick, learns from a batch and shows the dashboard", async () => {
+    const html = await (await w.fetch("/")).text();
+    assert.ok(makeItems(4).some((i) => i.id === pickOf(html)), `picked ${pickOf(html)}`);
+    const s0 = await state(w);
+    const best = s0.arms[1].item;
+    const counts = s0.arms.map((a) => ({ item: a.item, impressions: 500, clicks: a.item === best ? 200 : 0 }));
+    assert.equal((await postBatch(w, batch(counts))).status, 200);
+    await eventually(async () => {
+      const picks = await Promise.all(Array.from({ length: 20 }, () => w.fetch("/").then((r) => r.text())));
+      return picks.filter((h) => pickOf(h) === best).length >= 18;
+    }, 5000, "the pick to follow the batch");
+    const dash = await w.fetch("/dashboard", { headers: { authorization: `Bearer ${TOKEN}` } });
+    assert.equal(dash.status, 200);
+    assert.match(await dash.text(), new RegExp(best));
   });
 });

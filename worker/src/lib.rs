@@ -1,5 +1,10 @@
 //! The top-pick edge worker: renders the homepage with a Thompson-sampled pick, serves the
 //! pick and state APIs, and ingests event batches into per-slot Durable Objects.
+//!
+//! With the `objects` feature (the default) the bundle also defines the Durable Object classes;
+//! without it (the edge bundle, build/edge/) it reaches them in the worker that does, through
+//! the same bindings, and every cold isolate on the request path compiles only routes, snapshot,
+//! pick and render.
 
 pub mod catalog;
 pub mod catalog_client;
@@ -21,7 +26,7 @@ pub mod template;
 
 #[cfg(target_arch = "wasm32")]
 mod api;
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "objects"))]
 mod catalog_do;
 #[cfg(target_arch = "wasm32")]
 mod edge;
@@ -31,11 +36,13 @@ mod object_call;
 mod rng;
 #[cfg(target_arch = "wasm32")]
 mod routes;
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "objects"))]
 mod slot_do;
 
 #[cfg(target_arch = "wasm32")]
-pub use wasm::*;
+pub(crate) use wasm::now_ms;
+#[cfg(all(target_arch = "wasm32", feature = "objects"))]
+pub use wasm::{CatalogObject, SlotObject};
 
 #[cfg(target_arch = "wasm32")]
 mod wasm {
@@ -47,7 +54,9 @@ mod wasm {
     use crate::api::ApiError;
     use crate::config::Settings;
 
+    #[cfg(feature = "objects")]
     pub use crate::catalog_do::CatalogObject;
+    #[cfg(feature = "objects")]
     pub use crate::slot_do::SlotObject;
 
     /// Milliseconds since the Unix epoch, from the runtime's clock.

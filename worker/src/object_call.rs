@@ -58,6 +58,7 @@ fn actor_name(actor: Actor) -> &'static str {
 }
 
 /// Who asked for the operation `req` carries (the worker itself when no client said).
+#[cfg(feature = "objects")]
 pub fn actor_of(req: &Request) -> Actor {
     match req.headers().get(ACTOR_HEADER).ok().flatten().as_deref() {
         Some("operator") => Actor::Operator,
