@@ -24,6 +24,7 @@ export const EDGE_WORKER = "top-pick-edge";
  * @param {object} [opts]
  * @param {"edge"|"full"} [opts.bundle]
  * @param {Record<string,string>} [opts.bindings]
+ * @param {Record<string,string>} [opts.objectsBindings] added to the objects' worker only (last)
  * @param {object} [opts.durableObjects] overrides of the entry worker's Durable Object bindings
  * @param {boolean} [opts.assets] false leaves out the static assets (requests skip the router)
  */
@@ -43,7 +44,11 @@ export function workerOptions(opts = {}) {
       modulesRoot: path.join(ROOT, dir),
       modules: true,
       modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"] }],
-      bindings: { ...wo.bindings, ...(opts.bindings ?? {}) },
+      bindings: {
+        ...wo.bindings,
+        ...(opts.bindings ?? {}),
+        ...(dir === "build" ? (opts.objectsBindings ?? {}) : {}),
+      },
       durableObjects: { ...wo.durableObjects, ...(i === 0 ? (opts.durableObjects ?? {}) : {}) },
     };
     if (opts.assets === false || i > 0) delete worker.assets;
@@ -54,6 +59,8 @@ export function workerOptions(opts = {}) {
 /**
  * @param {object} [opts]
  * @param {Record<string,string>} [opts.vars] overrides of wrangler.toml [vars]
+ * @param {Record<string,string>} [opts.objectsVars] more, for the objects' worker only (to test
+ *   two workers deployed with different settings)
  * @param {"edge"|"full"} [opts.bundle] the edge worker in front of the objects' (default), or
  *   the full worker alone
  * @param {object[]} [opts.extraWorkers] more workers in the same Miniflare (e.g. a failing store)
@@ -68,6 +75,7 @@ export async function startWorker(opts = {}) {
     // The tests' own tokens, whatever a developer's .dev.vars (read by wrangler) holds: an empty
     // OPERATOR_TOKEN lets the ingest token serve operators too.
     bindings: { INGEST_TOKEN: TOKEN, OPERATOR_TOKEN: "", ...(opts.vars ?? {}) },
+    objectsBindings: opts.objectsVars,
     durableObjects: opts.durableObjects,
   });
   const mf = new Miniflare({

@@ -29,7 +29,25 @@ describe("dashboard", () => {
       assert.ok(html.includes("PRIOR_POLICY=default+features"));
       assert.ok(!html.includes("data-feature-group="));
       assert.equal(s1.feature_priors, null);
+      assert.ok(!html.includes("data-settings-differ"), "both workers run with the same settings");
       assert.equal((await w.fetch("/dashboard?slot=nope", { headers: operatorAuth() })).status, 404);
+    } finally {
+      await w.dispose();
+    }
+  });
+
+  test("says so when the edge worker runs with other settings than the objects' worker", async () => {
+    // A deploy of only one of the two workers after a change of vars: the slot object's
+    // published odds (HOLDOUT) would no longer be the edge's.
+    const w = await startWorker({ vars: { ARMS: "4" }, objectsVars: { HOLDOUT: "0.2" } });
+    try {
+      await importItems(w, makeItems(6, "diff"));
+      const html = await (await w.fetch("/dashboard", { headers: operatorAuth() })).text();
+      assert.match(html, /<li data-settings-differ><strong>Settings differ<\/strong>: the edge worker runs with other settings/);
+      assert.ok(html.includes("wrangler deploy -c build/edge/wrangler.jsonc"));
+      // It still serves: the picks and the state API go on.
+      assert.equal((await w.fetch("/")).status, 200);
+      assert.equal((await state(w)).arms.length, 4);
     } finally {
       await w.dispose();
     }

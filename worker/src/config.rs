@@ -92,6 +92,18 @@ pub fn is_valid_slot(s: &str) -> bool {
 }
 
 impl Settings {
+    /// A short digest of these settings as this build reads them. The edge worker sends it with
+    /// every call to a slot object, which compares it with its own: an edge and an objects'
+    /// worker deployed with different vars (or from different builds) are noticed, not silent.
+    pub fn fingerprint(&self) -> String {
+        let text = format!("{}:{self:?}", env!("CARGO_PKG_VERSION"));
+        // FNV-1a: stable across builds and platforms, unlike std's hasher.
+        let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        format!("{hash:016x}")
+    }
+
     /// Parses settings from a variable lookup (the worker's `Env`, or a map in tests).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings, SettingError> {
         let var = |name: &'static str| {
@@ -378,6 +390,26 @@ mod tests {
         ] {
             let err = parse(&[(k, v)]).unwrap_err();
             assert_eq!(err.name, k);
+        }
+    }
+
+    #[test]
+    fn fingerprint_follows_every_setting() {
+        let base = parse(&[("ARMS", "8")]).unwrap();
+        assert_eq!(base.fingerprint(), parse(&[]).unwrap().fingerprint());
+        assert_eq!(base.fingerprint().len(), 16);
+        for (k, v) in [
+            ("HOLDOUT", "0.1"),
+            ("SEGMENTS", "device"),
+            ("ARMS", "9"),
+            ("SLOTS", "home-top-pick,side"),
+            ("PRIOR_POLICY", "post2015"),
+        ] {
+            assert_ne!(
+                base.fingerprint(),
+                parse(&[(k, v)]).unwrap().fingerprint(),
+                "{k}"
+            );
         }
     }
 

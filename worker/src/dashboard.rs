@@ -460,6 +460,7 @@ pub fn page(
     now_ms: f64,
     slots: &[String],
     audit: &[AuditEntry],
+    settings_differ: Option<&str>,
 ) -> String {
     let posteriors = st.arms.posteriors(&rotation.policy);
     let mut out = String::with_capacity(32 * 1024);
@@ -468,6 +469,13 @@ pub fn page(
     out.push_str("<link rel=\"stylesheet\" href=\"/style.css\"></head><body>");
     out.push_str("<header class=\"masthead\"><a class=\"brand\" href=\"/\">Photon<span>Prints</span></a><nav class=\"nav\"><a href=\"/dashboard\">Dashboard</a><a href=\"/\">Shop</a></nav></header><main class=\"dash\">");
     let _ = write!(out, "<h1>Slot <code>{}</code></h1>", html(&st.slot));
+    if let Some(fix) = settings_differ {
+        let _ = write!(
+            out,
+            "<ul class=\"dash__alerts\"><li data-settings-differ><strong>Settings differ</strong>: {}.</li></ul>",
+            html(fix)
+        );
+    }
     if slots.len() > 1 {
         out.push_str("<nav class=\"dash__slots\">Slots: ");
         for slot in slots {
@@ -632,6 +640,7 @@ mod tests {
             4_500.0,
             &[],
             &[],
+            None,
         );
         assert_eq!(page.matches("<path ").count(), 2);
         assert!(page.contains("data-item=\"a\""));
@@ -647,8 +656,17 @@ mod tests {
     #[test]
     fn the_holdout_comparison_is_shown_with_its_verdict() {
         let (mut st, rotation) = state_with_arms();
-        let shown =
-            |st: &SlotState| page(st, &rotation, &st.operator_view(&rotation), 0.0, &[], &[]);
+        let shown = |st: &SlotState| {
+            page(
+                st,
+                &rotation,
+                &st.operator_view(&rotation),
+                0.0,
+                &[],
+                &[],
+                None,
+            )
+        };
         assert!(!shown(&st).contains("Bandit against holdout"));
         st.totals.bandit = bandit::protocol::Counted {
             impressions: 9_000,
@@ -672,8 +690,17 @@ mod tests {
     #[test]
     fn health_shows_mismatches_with_reasons_and_the_lag() {
         let (mut st, rotation) = state_with_arms();
-        let shown =
-            |st: &SlotState| page(st, &rotation, &st.operator_view(&rotation), 0.0, &[], &[]);
+        let shown = |st: &SlotState| {
+            page(
+                st,
+                &rotation,
+                &st.operator_view(&rotation),
+                0.0,
+                &[],
+                &[],
+                None,
+            )
+        };
         assert!(shown(&st).contains("not enough logged impressions"));
         let mut odds = crate::health::PublishedOdds::default();
         odds.push(crate::health::PublishedVersion {
@@ -714,7 +741,15 @@ mod tests {
     fn empty_slot_says_what_to_do() {
         let rotation = RotationConfig::default();
         let st = SlotState::new("home-top-pick", &rotation);
-        let page = page(&st, &rotation, &st.operator_view(&rotation), 0.0, &[], &[]);
+        let page = page(
+            &st,
+            &rotation,
+            &st.operator_view(&rotation),
+            0.0,
+            &[],
+            &[],
+            None,
+        );
         assert!(page.contains("import a catalog"));
         assert!(page.contains("no feedback yet"));
     }
@@ -766,6 +801,7 @@ mod tests {
             2_000.0,
             &slots,
             &audit,
+            None,
         );
         assert!(
             html.contains(r#"data-pinned="p1">&lt;Pinned&gt;"#),
@@ -783,15 +819,28 @@ mod tests {
             10_000.0,
             &slots,
             &[],
+            Some("deploy both <from> the same wrangler.toml"),
         );
         assert!(later.contains("nothing: the bandit picks"));
         assert!(later.contains("No operator writes yet."));
+        assert!(!html.contains("data-settings-differ"));
+        assert!(later.contains(
+            "<li data-settings-differ><strong>Settings differ</strong>: deploy both &lt;from&gt; the same wrangler.toml.</li>"
+        ));
     }
 
     #[test]
     fn feature_priors_say_how_to_turn_them_on() {
         let (st, rotation) = state_with_arms();
-        let p = page(&st, &rotation, &st.operator_view(&rotation), 0.0, &[], &[]);
+        let p = page(
+            &st,
+            &rotation,
+            &st.operator_view(&rotation),
+            0.0,
+            &[],
+            &[],
+            None,
+        );
         assert!(p.contains("<h2>Feature priors</h2>"));
         assert!(p.contains("data-feature-priors=\"off\""), "{p}");
         assert!(p.contains("<code>PRIOR_POLICY=default+features</code>"));
@@ -804,8 +853,17 @@ mod tests {
         let (mut st, mut rotation) = state_with_arms();
         rotation.policy = "default+features".parse().unwrap();
         // Nothing fitted yet: the section says so.
-        let shown =
-            |st: &SlotState| page(st, &rotation, &st.operator_view(&rotation), 0.0, &[], &[]);
+        let shown = |st: &SlotState| {
+            page(
+                st,
+                &rotation,
+                &st.operator_view(&rotation),
+                0.0,
+                &[],
+                &[],
+                None,
+            )
+        };
         assert!(shown(&st).contains("data-feature-priors=\"waiting\""));
         // 96 past arms: three categories with clearly different rates (one named with markup
         // and one very long), crossed with 12 photographers (each with every category in

@@ -66,6 +66,12 @@ mod wasm {
 
     thread_local! {
         static SETTINGS: RefCell<Option<Rc<Settings>>> = const { RefCell::new(None) };
+        static FINGERPRINT: RefCell<Option<Rc<str>>> = const { RefCell::new(None) };
+    }
+
+    /// The fingerprint of this isolate's settings, once they have been read.
+    pub(crate) fn settings_fingerprint() -> Option<Rc<str>> {
+        FINGERPRINT.with(|f| f.borrow().clone())
     }
 
     /// The worker's settings, parsed once per isolate (vars cannot change within one).
@@ -76,6 +82,7 @@ mod wasm {
         let parsed = Settings::from_lookup(|name| env.var(name).ok().map(|v| v.to_string()))
             .map_err(|e| ApiError::internal(format!("worker misconfigured: {e}")))?;
         let parsed = Rc::new(parsed);
+        FINGERPRINT.with(|f| *f.borrow_mut() = Some(Rc::from(parsed.fingerprint())));
         SETTINGS.with(|s| *s.borrow_mut() = Some(Rc::clone(&parsed)));
         Ok(parsed)
     }

@@ -9,6 +9,8 @@ use worker::{js_sys, Error, Headers, Method, Request, RequestInit, Response, Res
 /// Internal header naming the credential behind an operator write (set by the clients only:
 /// the objects are not reachable from outside the worker).
 const ACTOR_HEADER: &str = "x-top-pick-actor";
+/// Internal header carrying the caller's settings fingerprint (`Settings::fingerprint`).
+const SETTINGS_HEADER: &str = "x-top-pick-settings";
 
 /// Sends one operation to an object.
 pub async fn call(
@@ -23,11 +25,14 @@ pub async fn call(
     if let Some(b) = body {
         init.with_body(Some(js_sys::Uint8Array::from(b).into()));
     }
+    let headers = Headers::new();
     if let Some(actor) = actor {
-        let headers = Headers::new();
         headers.set(ACTOR_HEADER, actor_name(actor))?;
-        init.with_headers(headers);
     }
+    if let Some(fingerprint) = crate::wasm::settings_fingerprint() {
+        headers.set(SETTINGS_HEADER, &fingerprint)?;
+    }
+    init.with_headers(headers);
     stub.fetch_with_request(Request::new_with_init(url, &init)?)
         .await
 }
@@ -55,6 +60,17 @@ fn actor_name(actor: Actor) -> &'static str {
         Actor::Ingest => "ingest",
         Actor::Worker => "worker",
     }
+}
+
+/// Whether the caller of `req` named settings other than `own` (a fingerprint): the edge worker
+/// and the objects' worker were deployed with different vars or builds.
+#[cfg(feature = "objects")]
+pub fn settings_differ(req: &Request, own: &str) -> bool {
+    req.headers()
+        .get(SETTINGS_HEADER)
+        .ok()
+        .flatten()
+        .is_some_and(|theirs| theirs != own)
 }
 
 /// Who asked for the operation `req` carries (the worker itself when no client said).

@@ -18,11 +18,14 @@ use crate::config::Settings;
 use crate::controls::CatalogChange;
 use crate::health::{PublishedOdds, PublishedVersion, PUBLISHED_KEY};
 use crate::now_ms;
-use crate::object_call::actor_of;
+use crate::object_call::{actor_of, settings_differ};
 use crate::page_headers::{security_headers, PageKind};
 use crate::slot_client::{PinBody, SlotOp, KV_BINDING};
 use crate::snapshot::kv_key;
 use crate::state::{OffsetEdit, OperatorView, SlotState, AUDIT_KEY, STATE_KEY};
+
+/// What to do when the edge worker's settings are not this worker's.
+const SETTINGS_DIFFER: &str = "the edge worker runs with other settings (vars or build) than the worker holding the objects: deploy both from the same wrangler.toml and build (wrangler deploy, then wrangler deploy -c build/edge/wrangler.jsonc)";
 
 #[durable_object]
 pub struct SlotObject {
@@ -39,6 +42,8 @@ pub struct SlotObject {
     /// What the recently published versions serve (stored under [`PUBLISHED_KEY`]), for the
     /// sample-ratio check; kept apart from the state, which a concurrent write replaces whole.
     published: RefCell<Option<PublishedOdds>>,
+    /// Whether a caller with other settings than this worker's was seen (logged once).
+    settings_differ_seen: Cell<bool>,
 }
 
 impl SlotObject {
@@ -440,6 +445,16 @@ impl SlotObject {
         };
         let settings = self.settings()?;
         let rotation = &settings.rotation;
+        // The edge worker's settings should be this worker's: the published serving odds (and
+        // so the sample-ratio check) use HOLDOUT and SEGMENTS on both sides.
+        let differ =
+            crate::wasm::settings_fingerprint().is_some_and(|own| settings_differ(&req, &own));
+        if differ && !self.settings_differ_seen.replace(true) {
+            crate::log::error(
+                "settings_mismatch",
+                &[("slot", &slot), ("fix", SETTINGS_DIFFER)],
+            );
+        }
         // Reads never take the lock; every write does.
         match op {
             SlotOp::State => {
@@ -469,6 +484,7 @@ impl SlotObject {
                     now_ms(),
                     &settings.slots,
                     &audit,
+                    differ.then_some(SETTINGS_DIFFER),
                 ))?;
                 resp.headers().set("cache-control", "no-store")?;
                 for (name, value) in security_headers(PageKind::Dashboard, None, None) {
@@ -527,6 +543,7 @@ impl DurableObject for SlotObject {
             last_published_ms: Cell::new(f64::NEG_INFINITY),
             operator_view: RefCell::new(None),
             published: RefCell::new(None),
+            settings_differ_seen: Cell::new(false),
         }
     }
 
