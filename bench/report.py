@@ -247,13 +247,18 @@ if spec:
     rows.append(("Bridge per core vs the 2015 consumer loop, in memory", f"{f0(spec['rps'])} records/s",
                  f"Python {f0(py_mem['records_per_s'])} records/s", f"{f0(spec['rps'] / py_mem['records_per_s'])}×",
                  "≥ 100×", yes(spec["rps"] / py_mem["records_per_s"] >= 100)))
-rows.append(("Bridge end to end, broker → worker state", f"{f0(tp['events_per_s'])} events/s",
-             "goal 100k events/s (aim 500k)", f2(tp["events_per_s"] / 1e5), "≥ 1.00",
+# Sustained: from the first applied batch (the Python loop's clock also starts at its first
+# message); from bridge start adds the process start and the broker's group-join delay.
+sustained = tp["events_per_s_after_group_join"]
+rows.append(("Bridge end to end, broker → worker state, sustained", f"{f0(sustained)} events/s",
+             "goal 500k events/s", f2(sustained / 5e5), "≥ 1.00", yes(sustained >= 5e5)))
+rows.append(("Bridge end to end, from bridge start (group join included)", f"{f0(tp['events_per_s'])} events/s",
+             "goal 100k events/s", f2(tp["events_per_s"] / 1e5), "≥ 1.00",
              yes(tp["events_per_s"] >= 1e5)))
-rows.append(("Bridge end to end vs the 2015 consumer loop from the broker", f"{f0(tp['events_per_s'])} events/s",
+rows.append(("Bridge end to end vs the 2015 consumer loop from the broker", f"{f0(sustained)} events/s",
              f"Python {f0(py_kafka['events_per_s'])} events/s",
-             f"{f0(tp['events_per_s'] / py_kafka['events_per_s'])}×", "≥ 100×",
-             yes(tp["events_per_s"] / py_kafka["events_per_s"] >= 100)))
+             f"{f0(sustained / py_kafka['events_per_s'])}×", "≥ 150×",
+             yes(sustained / py_kafka["events_per_s"] >= 150)))
 
 # --- 5. latency ----------------------------------------------------------------------------
 if lat["state_p95_s"] is not None:
@@ -627,11 +632,12 @@ w("")
 w("| | value |")
 w("|---|---|")
 w(f"| wall time from bridge start (includes the consumer-group join) | {f2(tp['seconds_from_start'])} s |")
-w(f"| events/s from bridge start | **{f0(tp['events_per_s'])}** |")
+w(f"| events/s from bridge start | {f0(tp['events_per_s'])} |")
 w(f"| records/s from bridge start | {f0(tp['records_per_s'])} |")
-w(f"| events/s from the first applied batch | {f0(tp['events_per_s_after_group_join'])} |")
+w(f"| time to the first applied batch (process start, the broker's group-join delay) | {f2(tp['seconds_to_first_batch'])} s |" if "seconds_to_first_batch" in tp else "| time to the first applied batch | — |")
+w(f"| events/s from the first applied batch (sustained; the events it counted left out) | **{f0(sustained)}** |")
 w(f"| events the worker counted / produced | {tp['events_counted_by_worker']:,} / {tp['events']:,} ({'exact' if tp['exact'] else 'MISMATCH'}) |")
-w(f"| against the 2015 loop from the broker | **{f0(tp['events_per_s'] / py_kafka['events_per_s'])}×** events/s (goal ≥ 100×) |")
+w(f"| against the 2015 loop from the broker (sustained; its clock starts at its first message) | **{f0(sustained / py_kafka['events_per_s'])}×** events/s (goal ≥ 150×) |")
 w("")
 w("```")
 w(cmd("pipeline_criterion"))

@@ -25,7 +25,7 @@ fn the_example_file_resolves_to_its_values() {
     assert_eq!(cfg.group, "top-pick");
     assert_eq!(cfg.worker_url, "http://127.0.0.1:8787");
     assert_eq!(cfg.token_env, "INGEST_TOKEN");
-    assert_eq!(cfg.flush.max_events, 10_000);
+    assert_eq!(cfg.flush.max_events, 100_000);
     assert_eq!(cfg.flush.max_age.as_millis(), 500);
     assert_eq!(cfg.metrics_addr.as_deref(), Some("127.0.0.1:9898"));
     // The schema path is taken relative to the file.
