@@ -32,7 +32,7 @@ KAFKA_PORT=$(free_port)
 if [ "$QUICK" = 1 ]; then
   WRK_SECONDS=3; ROUNDS=1; E2E_RECORDS=200000; TRIALS=10; PY_RECORDS=20000; COLD_RUNS=5
 else
-  WRK_SECONDS=5; ROUNDS=3; E2E_RECORDS=1000000; TRIALS=50; PY_RECORDS=50000; COLD_RUNS=15
+  WRK_SECONDS=5; ROUNDS=3; E2E_RECORDS=1000000; TRIALS=30; PY_RECORDS=50000; COLD_RUNS=9
 fi
 WRK=(wrk -t2 -c16 "-d${WRK_SECONDS}s" --latency -s bench/wrk-report.lua)
 VENV=$ROOT/.tools/bench-venv
@@ -130,6 +130,14 @@ setup() {
     || { echo "bench: build/ is missing: run make build" >&2; exit 1; }
   log "building the minimal Rust worker (bench/minimal-worker/), the Rust ceiling"
   sh bench/minimal-worker/build.sh "$MINIMAL"
+  # Built here, so the sections time what they measure, not a compiler.
+  log "building the criterion benches and a copy of the edge bundle with names"
+  cargo bench --no-run -p bandit --bench pick
+  cargo bench --no-run -p collector-bridge --bench pipeline
+  # The bundles' function names are stripped; for the edge bundle's crate breakdown, a copy
+  # linked with names in a separate target directory (the project's own build stays as it is).
+  CARGO_TARGET_DIR=target/bench-names CARGO_PROFILE_WORKER_STRIP=none \
+    cargo build -p top-pick-worker --lib --target wasm32-unknown-unknown --profile worker --no-default-features
 }
 
 machine() {
@@ -154,11 +162,7 @@ machine() {
 bundle() {
   log "bundle size"
   # The edge bundle (build/edge/) is what a request's isolate compiles; the full one (build/)
-  # runs the Durable Objects. The bundles' function names are stripped; for the edge bundle's
-  # crate breakdown, link a copy with names in a separate target directory (so the project's own
-  # build stays as it is).
-  CARGO_TARGET_DIR=target/bench-names CARGO_PROFILE_WORKER_STRIP=none \
-    cargo build -p top-pick-worker --lib --target wasm32-unknown-unknown --profile worker --no-default-features
+  # runs the Durable Objects. The crate breakdown comes from the named copy setup built.
   record wasm_size node bench/wasm-size.mjs build/edge/index_bg.wasm \
     target/bench-names/wasm32-unknown-unknown/worker/top_pick_worker.wasm
   record wasm_size_full node bench/wasm-size.mjs build/index_bg.wasm
@@ -425,7 +429,9 @@ if [ -n "${BENCH_ONLY:-}" ]; then
   exit 0
 fi
 setup
+setup_seconds=$((SECONDS - started))
 machine
+echo "setup_seconds=$setup_seconds" >>"$RAW/machine.env"
 bundle
 cold_start
 pick_cpu
