@@ -391,7 +391,7 @@ if missed:
 
 w("## 1. Homepage and pick API at the edge")
 w("")
-w("The built bundle (`build/`) served by Miniflare directly (`bench/serve-worker.mjs`, demo "
+w("The edge worker (`build/edge/`, in front of the worker holding the objects, `build/`) served by Miniflare directly (`bench/serve-worker.mjs`, demo "
   "catalog, wrangler.toml's vars), not through `wrangler dev`, whose proxy caps any worker at "
   "about 1,200 requests/s. `/index.html` is served by the static asset server as is: the "
   "baseline. `/` reads the slot snapshot (isolate cache), draws one Beta sample per arm and "
@@ -790,8 +790,11 @@ if cold:
       "first call), `--no-wasm-lazy-compilation` compiles every function up front. Miniflare: "
       "from just before `new Miniflare(...)` in a fresh node process (a fresh workerd) until the "
       "first response to `GET /` is fully read; *ready* is when workerd is up with the script "
-      "loaded (which instantiates the wasm). The project's worker runs with wrangler.toml's "
-      f"config, its assets and no catalog imported; the minimal one as a {cmin['config']}.")
+      "loaded (which instantiates the wasm). The project's edge bundle starts as deployed, in "
+      "front of the worker holding the Durable Objects (both configured from wrangler.toml, its "
+      "assets, no catalog imported), so workerd compiles both bundles before the first `/` and "
+      "the slot object answers it; a deployed edge isolate compiles only its own (the V8 rows). "
+      f"The minimal one runs as a {cmin['config']}.")
     w("")
     w(f"| | project (`{cproj['bundle']}`) | minimal Rust worker | ratio |")
     w("|---|---|---|---|")
