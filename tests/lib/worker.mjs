@@ -30,6 +30,7 @@ export const EDGE_WORKER = "top-pick-edge";
  */
 export function workerOptions(opts = {}) {
   const bundle = opts.bundle ?? "edge";
+  if (bundle !== "edge" && bundle !== "full") throw new Error(`bundle is edge or full, not ${bundle}`);
   const dirs = bundle === "edge" ? [["build/edge", "build/edge/wrangler.jsonc"], ["build", "wrangler.toml"]] : [["build", "wrangler.toml"]];
   return dirs.map(([dir, config], i) => {
     const script = path.join(ROOT, dir, "index.js");
