@@ -22,9 +22,10 @@
 //    first response to `GET /` has been fully read; in a fresh node child process (this node)
 //    and so a fresh workerd per run. The project's bundles (build/edge/ or build/: a directory
 //    whose package.json names top-pick-worker) are configured as tests/lib/worker.mjs does
-//    (the edge bundle starts with the objects' worker behind it, as deployed; wrangler.toml
-//    through unstable_getMiniflareWorkerOptions, its assets, the CompiledWasm rule, the tests'
-//    tokens) and have no catalog imported: `/` is the homepage from the assets with the slot as a fresh
+//    (their configs through unstable_getMiniflareWorkerOptions, the assets, the CompiledWasm
+//    rule, the tests' tokens; the edge bundle alone, its Durable Objects in the full worker run
+//    warm in this parent process and reached through Miniflare's dev registry, as a deployed
+//    edge isolate reaches warm objects) and have no catalog imported: `/` is the homepage from the assets with the slot as a fresh
 //    worker has it. Any other bundle runs alone: no bindings, wrangler.toml's compatibility date;
 //    with --assets it gets the project's static assets and asset router too (wrangler.toml's
 //    [assets]), so both start the same router and asset-server workers in front.
@@ -33,8 +34,8 @@
 // `ratios` divides the first bundle's medians by the second's.
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, readFileSync } from "node:fs";
-import { loadavg } from "node:os";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { loadavg, tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -47,6 +48,25 @@ const SELF = fileURLToPath(import.meta.url);
 export function compatibilityDate() {
   const m = readFileSync(path.join(ROOT, "wrangler.toml"), "utf8").match(/^compatibility_date\s*=\s*"([^"]+)"/m);
   return m ? m[1] : "2026-04-01";
+}
+
+/** Whether a bundle directory holds the project's edge bundle (it has the generated config). */
+function isEdgeBundle(dir) {
+  return existsSync(path.join(dir, "wrangler.jsonc"));
+}
+
+/**
+ * Starts the worker holding the Durable Objects in this process, registered in `registry` for
+ * the edge bundle's children, and wakes its objects once (a deployed edge reaches warm ones).
+ */
+async function startObjectsHost(registry) {
+  const { Miniflare } = await import("miniflare");
+  const { TOKEN, workerOptions } = await import("../tests/lib/worker.mjs");
+  const objects = workerOptions({ bindings: { INGEST_TOKEN: TOKEN, OPERATOR_TOKEN: "" } })[1];
+  const mf = new Miniflare({ host: "127.0.0.1", port: 0, unsafeDevRegistryPath: registry, workers: [objects] });
+  const url = await mf.ready;
+  await (await mf.dispatchFetch(new URL("/", url))).arrayBuffer();
+  return mf;
 }
 
 /** Whether a bundle directory holds the project's worker (build/ or a copy of it). */
@@ -63,7 +83,7 @@ export function isProjectBundle(dir) {
  * worker; with `assets`, the lone worker gets the project's static assets and asset router
  * config from wrangler.toml, so its requests pass the same router as the project's.
  */
-export async function miniflareOptions(dir, { port = 0, assets = false } = {}) {
+export async function miniflareOptions(dir, { port = 0, assets = false, registry = null } = {}) {
   const abs = path.resolve(dir);
   const base = {
     scriptPath: path.join(abs, "index.js"),
@@ -72,12 +92,18 @@ export async function miniflareOptions(dir, { port = 0, assets = false } = {}) {
     modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"] }],
   };
   if (isProjectBundle(abs)) {
-    // As deployed: the edge bundle (build/edge/) in front of the objects' worker (build/), or
-    // the full bundle alone; both from the build in this checkout.
+    // The edge bundle (build/edge/) alone, its objects reached through the dev registry in
+    // another (warm) process as a deployed edge isolate reaches them; or the full bundle alone.
     const { TOKEN, workerOptions } = await import("../tests/lib/worker.mjs");
-    const bundle = existsSync(path.join(abs, "wrangler.jsonc")) ? "edge" : "full";
+    const bundle = isEdgeBundle(abs) ? "edge" : "full";
+    if (bundle === "edge" && !registry) throw new Error("the edge bundle needs --registry DIR");
     const workers = workerOptions({ bundle, bindings: { INGEST_TOKEN: TOKEN, OPERATOR_TOKEN: "" } });
-    return { host: "127.0.0.1", port, workers };
+    return {
+      host: "127.0.0.1",
+      port,
+      workers: bundle === "edge" ? [workers[0]] : workers,
+      ...(bundle === "edge" ? { unsafeDevRegistryPath: registry } : {}),
+    };
   }
   if (assets) {
     const { unstable_getMiniflareWorkerOptions } = await import("wrangler");
@@ -124,9 +150,9 @@ async function childCompile(file) {
   return { compile_ms: t1 - t0, instantiate_ms, has_start: hasStart, imports_called: calls };
 }
 
-async function childMiniflare(dir, assets) {
+async function childMiniflare(dir, assets, registry) {
   const { Miniflare } = await import("miniflare");
-  const opts = await miniflareOptions(dir, { assets });
+  const opts = await miniflareOptions(dir, { assets, registry });
   const t0 = performance.now();
   const mf = new Miniflare(opts);
   const url = await mf.ready;
@@ -179,12 +205,13 @@ async function main() {
       node: { type: "string", default: process.env.COLD_START_NODE || process.execPath },
       child: { type: "string" },
       assets: { type: "boolean", default: false },
+      registry: { type: "string" },
     },
     allowPositionals: true,
   });
   if (values.child) {
     const target = process.argv[process.argv.length - 1];
-    const r = values.child === "compile" ? await childCompile(target) : await childMiniflare(target, values.assets);
+    const r = values.child === "compile" ? await childCompile(target) : await childMiniflare(target, values.assets, values.registry);
     process.stdout.write(JSON.stringify(r) + "\n");
     process.exit(0);
   }
@@ -229,10 +256,13 @@ async function main() {
       }
     }
   }
-  // (b) workerd through Miniflare, fresh child and workerd per run, alternating bundles.
+  // (b) workerd through Miniflare, fresh child and workerd per run, alternating bundles; the
+  // edge bundle's objects run warm in this process meanwhile.
+  const registry = mkdtempSync(path.join(tmpdir(), "cold-start-registry-"));
+  const host = bundles.some((b) => b.project && isEdgeBundle(b.dir)) ? await startObjectsHost(registry) : null;
   for (let i = 0; i < runs; i++) {
     for (const b of bundles) {
-      const flags = values.assets ? ["--assets"] : [];
+      const flags = [...(values.assets ? ["--assets"] : []), "--registry", registry];
       const r = await run(process.execPath, [SELF, "--child", "miniflare", ...flags, b.dir], 120_000);
       if (r.error) { b.mf.errors.push(r.error); continue; }
       b.mf.ready.push(r.ready_ms);
@@ -240,6 +270,9 @@ async function main() {
       Object.assign(b.mf, { status: r.status, content_type: r.content_type, bytes: r.bytes });
     }
   }
+
+  await host?.dispose();
+  rmSync(registry, { recursive: true, force: true });
 
   const report = bundles.map((b) => {
     const v8 = {};
@@ -256,7 +289,10 @@ async function main() {
     }
     return {
       bundle: b.dir,
-      config: b.project ? "project (wrangler.toml, assets, no catalog)"
+      config: b.project
+        ? (isEdgeBundle(b.dir)
+          ? "project's edge worker (its generated config, assets, no catalog; the objects warm in another process)"
+          : "project (wrangler.toml, assets, no catalog)")
         : values.assets ? "lone worker with the project's assets and asset router" : "lone worker",
       wasm: { file: b.wasm, raw: b.raw, gzip: b.gzip, sha256_16: b.sha256 },
       v8: { ...v8, has_start_section: b.has_start, imports_called_during_instantiate: b.imports_called },

@@ -790,11 +790,11 @@ if cold:
       "first call), `--no-wasm-lazy-compilation` compiles every function up front. Miniflare: "
       "from just before `new Miniflare(...)` in a fresh node process (a fresh workerd) until the "
       "first response to `GET /` is fully read; *ready* is when workerd is up with the script "
-      "loaded (which instantiates the wasm). The project's edge bundle starts as deployed, in "
-      "front of the worker holding the Durable Objects (both configured from wrangler.toml, its "
-      "assets, no catalog imported), so workerd compiles both bundles before the first `/` and "
-      "the slot object answers it; a deployed edge isolate compiles only its own (the V8 rows). "
-      f"The minimal one runs as a {cmin['config']}.")
+      "loaded (which instantiates the wasm). The project's edge worker starts alone in the fresh "
+      "workerd (its generated config, the assets, no catalog imported); the worker holding the "
+      "Durable Objects runs warm in another process, reached through Miniflare's dev registry, "
+      "as a deployed edge isolate reaches warm objects; its first `/` waits for the slot object "
+      f"within the read budget. The minimal one runs as a {cmin['config']}.")
     w("")
     w(f"| | project (`{cproj['bundle']}`) | minimal Rust worker | ratio |")
     w("|---|---|---|---|")
