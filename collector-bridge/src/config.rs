@@ -381,6 +381,14 @@ impl WorkerArgs {
             .clone()
             .or_else(|| file.worker_url.clone())
             .ok_or_else(|| ConfigError::Invalid("--worker-url is required".into()))?;
+        if !url.is_ascii() {
+            // The bridge parses URLs without Unicode tables (idna's ASCII-only adapter, which
+            // keeps the worker's bundle small; one lock file serves both).
+            return Err(ConfigError::Invalid(format!(
+                "--worker-url {url:?}: write the host in its ASCII form (punycode, e.g. \
+                 https://xn--bcher-kva.example for bücher.example) and escape the path"
+            )));
+        }
         let token_env = self
             .token_env
             .clone()

@@ -86,3 +86,30 @@ fn unknown_keys_are_errors_that_name_the_file() {
     assert!(err.contains("flush_event"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn a_unicode_worker_host_says_to_write_it_in_ascii() {
+    let path = example();
+    let cli = Cli::try_parse_from([
+        "run",
+        "--config",
+        path.to_str().unwrap(),
+        "--worker-url",
+        "https://bücher.example",
+    ])
+    .unwrap();
+    let err = cli.run.resolve().unwrap_err().to_string();
+    assert!(err.contains("punycode"), "{err}");
+    let cli = Cli::try_parse_from([
+        "run",
+        "--config",
+        path.to_str().unwrap(),
+        "--worker-url",
+        "https://xn--bcher-kva.example",
+    ])
+    .unwrap();
+    assert_eq!(
+        cli.run.resolve().unwrap().worker_url,
+        "https://xn--bcher-kva.example"
+    );
+}
