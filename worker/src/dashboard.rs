@@ -630,6 +630,19 @@ mod tests {
         (st, rotation)
     }
 
+    /// The page at time 0, one slot, no audit, settings that agree.
+    fn plain_page(st: &SlotState, rotation: &RotationConfig) -> String {
+        page(
+            st,
+            rotation,
+            &st.operator_view(rotation),
+            0.0,
+            &[],
+            &[],
+            None,
+        )
+    }
+
     #[test]
     fn renders_every_arm_escaped_with_its_curve() {
         let (st, rotation) = state_with_arms();
@@ -656,17 +669,7 @@ mod tests {
     #[test]
     fn the_holdout_comparison_is_shown_with_its_verdict() {
         let (mut st, rotation) = state_with_arms();
-        let shown = |st: &SlotState| {
-            page(
-                st,
-                &rotation,
-                &st.operator_view(&rotation),
-                0.0,
-                &[],
-                &[],
-                None,
-            )
-        };
+        let shown = |st: &SlotState| plain_page(st, &rotation);
         assert!(!shown(&st).contains("Bandit against holdout"));
         st.totals.bandit = bandit::protocol::Counted {
             impressions: 9_000,
@@ -690,17 +693,7 @@ mod tests {
     #[test]
     fn health_shows_mismatches_with_reasons_and_the_lag() {
         let (mut st, rotation) = state_with_arms();
-        let shown = |st: &SlotState| {
-            page(
-                st,
-                &rotation,
-                &st.operator_view(&rotation),
-                0.0,
-                &[],
-                &[],
-                None,
-            )
-        };
+        let shown = |st: &SlotState| plain_page(st, &rotation);
         assert!(shown(&st).contains("not enough logged impressions"));
         let mut odds = crate::health::PublishedOdds::default();
         odds.push(crate::health::PublishedVersion {
@@ -741,15 +734,7 @@ mod tests {
     fn empty_slot_says_what_to_do() {
         let rotation = RotationConfig::default();
         let st = SlotState::new("home-top-pick", &rotation);
-        let page = page(
-            &st,
-            &rotation,
-            &st.operator_view(&rotation),
-            0.0,
-            &[],
-            &[],
-            None,
-        );
+        let page = plain_page(&st, &rotation);
         assert!(page.contains("import a catalog"));
         assert!(page.contains("no feedback yet"));
     }
@@ -832,15 +817,7 @@ mod tests {
     #[test]
     fn feature_priors_say_how_to_turn_them_on() {
         let (st, rotation) = state_with_arms();
-        let p = page(
-            &st,
-            &rotation,
-            &st.operator_view(&rotation),
-            0.0,
-            &[],
-            &[],
-            None,
-        );
+        let p = plain_page(&st, &rotation);
         assert!(p.contains("<h2>Feature priors</h2>"));
         assert!(p.contains("data-feature-priors=\"off\""), "{p}");
         assert!(p.contains("<code>PRIOR_POLICY=default+features</code>"));
@@ -853,17 +830,7 @@ mod tests {
         let (mut st, mut rotation) = state_with_arms();
         rotation.policy = "default+features".parse().unwrap();
         // Nothing fitted yet: the section says so.
-        let shown = |st: &SlotState| {
-            page(
-                st,
-                &rotation,
-                &st.operator_view(&rotation),
-                0.0,
-                &[],
-                &[],
-                None,
-            )
-        };
+        let shown = |st: &SlotState| plain_page(st, &rotation);
         assert!(shown(&st).contains("data-feature-priors=\"waiting\""));
         // 96 past arms: three categories with clearly different rates (one named with markup
         // and one very long), crossed with 12 photographers (each with every category in
