@@ -20,7 +20,7 @@ import { experimental_readRawConfig } from "wrangler";
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 
 /** The suffix of the edge worker's name: `top-pick` deploys beside `top-pick-edge`. */
-export const EDGE_SUFFIX = "-edge";
+const EDGE_SUFFIX = "-edge";
 
 /** The bindings of one section (top level or an environment), with the objects in `objectsScript`. */
 function edgeBindings(section, objectsScript, where) {

@@ -15,10 +15,18 @@ fn example() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bridge.example.toml")
 }
 
+/// `run --config <the example> ARGS...`, parsed.
+fn with_example(args: &[&str]) -> Cli {
+    let path = example();
+    let mut argv = vec!["run", "--config", path.to_str().unwrap()];
+    argv.extend_from_slice(args);
+    Cli::try_parse_from(argv).unwrap()
+}
+
 #[test]
 fn the_example_file_resolves_to_its_values() {
     let path = example();
-    let cli = Cli::try_parse_from(["run", "--config", path.to_str().unwrap()]).unwrap();
+    let cli = with_example(&[]);
     let cfg = cli.run.resolve().unwrap();
     assert_eq!(cfg.brokers, "127.0.0.1:9092");
     assert_eq!(cfg.topics, vec!["divolte"]);
@@ -43,11 +51,7 @@ fn the_example_file_resolves_to_its_values() {
 
 #[test]
 fn flags_win_over_the_file() {
-    let path = example();
-    let cli = Cli::try_parse_from([
-        "run",
-        "--config",
-        path.to_str().unwrap(),
+    let cli = with_example(&[
         "--group",
         "other-group",
         "--flush-events",
@@ -56,8 +60,7 @@ fn flags_win_over_the_file() {
         "2h",
         "--reward",
         "event:addToBasket:product",
-    ])
-    .unwrap();
+    ]);
     let cfg = cli.run.resolve().unwrap();
     assert_eq!(cfg.group, "other-group");
     assert_eq!(cfg.flush.max_events, 7);
@@ -89,25 +92,10 @@ fn unknown_keys_are_errors_that_name_the_file() {
 
 #[test]
 fn a_unicode_worker_host_says_to_write_it_in_ascii() {
-    let path = example();
-    let cli = Cli::try_parse_from([
-        "run",
-        "--config",
-        path.to_str().unwrap(),
-        "--worker-url",
-        "https://bücher.example",
-    ])
-    .unwrap();
+    let cli = with_example(&["--worker-url", "https://bücher.example"]);
     let err = cli.run.resolve().unwrap_err().to_string();
     assert!(err.contains("punycode"), "{err}");
-    let cli = Cli::try_parse_from([
-        "run",
-        "--config",
-        path.to_str().unwrap(),
-        "--worker-url",
-        "https://xn--bcher-kva.example",
-    ])
-    .unwrap();
+    let cli = with_example(&["--worker-url", "https://xn--bcher-kva.example"]);
     assert_eq!(
         cli.run.resolve().unwrap().worker_url,
         "https://xn--bcher-kva.example"

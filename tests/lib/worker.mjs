@@ -5,15 +5,11 @@ import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 import { Miniflare } from "miniflare";
-import { unstable_getMiniflareWorkerOptions } from "wrangler";
+import { unstable_getMiniflareWorkerOptions, unstable_readConfig } from "wrangler";
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 export const TOKEN = "test-token-0123456789";
 export const SLOT = "home-top-pick";
-
-/** The workers' names: the edge worker reaches the objects in the one named OBJECTS_WORKER. */
-export const OBJECTS_WORKER = "top-pick";
-export const EDGE_WORKER = "top-pick-edge";
 
 /**
  * Miniflare options for the built bundles, configured as `wrangler dev` would configure them:
@@ -37,10 +33,12 @@ export function workerOptions(opts = {}) {
     if (!existsSync(script) || !existsSync(path.join(ROOT, config))) {
       throw new Error(`${script} (or ${config}) is missing: run \`make build\` first`);
     }
-    const { workerOptions: wo } = unstable_getMiniflareWorkerOptions(path.join(ROOT, config));
+    const file = path.join(ROOT, config);
+    const { workerOptions: wo } = unstable_getMiniflareWorkerOptions(file);
     const worker = {
       ...wo,
-      name: i === 0 && bundle === "edge" ? EDGE_WORKER : OBJECTS_WORKER,
+      // The configs' own names: the edge's bindings name the objects' worker as deployed.
+      name: unstable_readConfig({ config: file }).name,
       scriptPath: script,
       modulesRoot: path.join(ROOT, dir),
       modules: true,

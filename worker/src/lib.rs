@@ -65,25 +65,26 @@ mod wasm {
     }
 
     thread_local! {
-        static SETTINGS: RefCell<Option<Rc<Settings>>> = const { RefCell::new(None) };
-        static FINGERPRINT: RefCell<Option<Rc<str>>> = const { RefCell::new(None) };
+        /// The isolate's settings with their fingerprint (computed once, sent with every
+        /// object call).
+        static SETTINGS: RefCell<Option<(Rc<Settings>, Rc<str>)>> = const { RefCell::new(None) };
     }
 
     /// The fingerprint of this isolate's settings, once they have been read.
     pub(crate) fn settings_fingerprint() -> Option<Rc<str>> {
-        FINGERPRINT.with(|f| f.borrow().clone())
+        SETTINGS.with(|s| s.borrow().as_ref().map(|(_, f)| Rc::clone(f)))
     }
 
     /// The worker's settings, parsed once per isolate (vars cannot change within one).
     pub(crate) fn settings(env: &Env) -> std::result::Result<Rc<Settings>, ApiError> {
-        if let Some(s) = SETTINGS.with(|s| s.borrow().clone()) {
+        if let Some(s) = SETTINGS.with(|s| s.borrow().as_ref().map(|(s, _)| Rc::clone(s))) {
             return Ok(s);
         }
         let parsed = Settings::from_lookup(|name| env.var(name).ok().map(|v| v.to_string()))
             .map_err(|e| ApiError::internal(format!("worker misconfigured: {e}")))?;
         let parsed = Rc::new(parsed);
-        FINGERPRINT.with(|f| *f.borrow_mut() = Some(Rc::from(parsed.fingerprint())));
-        SETTINGS.with(|s| *s.borrow_mut() = Some(Rc::clone(&parsed)));
+        let fingerprint = Rc::from(parsed.fingerprint());
+        SETTINGS.with(|s| *s.borrow_mut() = Some((Rc::clone(&parsed), fingerprint)));
         Ok(parsed)
     }
 
