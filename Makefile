@@ -69,10 +69,19 @@ test-e2e: build
 test-browser: build-worker
 	node --test --test-concurrency=1 tests/browser/
 
-## evaluate-long: the contextual evaluator (segments, spread 0.5 and 0) over 100 paired seeds
-## and the feature priors (category spread 0.5 and 0) over 400, about 12 min; writes
-## docs/bench/contextual-*.json, features-*.json and their plots, which the bench report reads.
+## evaluate-long: the four published learning workloads (catalog 500 and 5,000, delay 0 and 500)
+## over 40 paired seeds, the contextual evaluator (segments, spread 0.5 and 0) over 100 and the
+## feature priors (category spread 0.5 and 0) over 400, about 21 min; writes
+## docs/bench/learning-*.json, contextual-*.json, features-*.json and their plots, which the
+## bench report reads.
 evaluate-long: build-native
+	for catalog in 500 5000; do for delay in 0 500; do \
+	  target/release/collector-bridge evaluate --policy post2015 --policy shop --policy default \
+	    --policy screen --catalog $$catalog --ctr beta:2,60 --arms 8 --interval 2000 \
+	    --impressions 400000 --delay $$delay --seeds 40 --first-seed 1 --json \
+	    --plot docs/bench/regret-catalog$$catalog-delay$$delay.svg \
+	    > docs/bench/learning-c$$catalog-d$$delay.json || exit 1; \
+	done; done
 	for spread in 0.5 0; do \
 	  target/release/collector-bridge evaluate --policy default --segments 0.6,0.3,0.1 \
 	    --segment-spread $$spread --catalog 500 --ctr beta:2,60 --arms 8 --interval 2000 \

@@ -79,8 +79,8 @@ pub struct RotationPlan {
     /// The ranking score of every current arm, by index (a posterior draw under
     /// [`crate::policy::Ranking::Draw`], the posterior mean or quantile otherwise).
     pub draws: Vec<f64>,
-    /// How many fresh items would refill the set to n (n - floor(n/2), or more under
-    /// [`crate::policy::Ranking::Race`]).
+    /// How many fresh items would refill the set to n (n - floor(n/2), more under
+    /// [`crate::policy::Ranking::Race`], as few as 0 under [`crate::policy::Ranking::Screen`]).
     pub fresh_needed: usize,
 }
 
@@ -335,7 +335,8 @@ impl ArmSet {
     }
 
     /// Ranks the arms by the policy's ranking score (one posterior draw each under the 2015
-    /// rule, [`crate::policy::Ranking::Draw`]): the top floor(n/2) survive.
+    /// rule, [`crate::policy::Ranking::Draw`]): the top floor(n/2) survive (see
+    /// [`crate::policy::Ranking`] for the rankings that keep fewer or more).
     pub fn plan_rotation<R: Rng + ?Sized>(
         &self,
         config: &RotationConfig,
@@ -351,13 +352,16 @@ impl ArmSet {
         order.sort_by(|&a, &b| draws[b].total_cmp(&draws[a]));
         let keep_n = (config.arms / 2).min(order.len());
         if let Ranking::Screen { .. } = ranking {
-            // `draws` are posterior means: drop the screened-out arms, then keep the best
-            // floor(n/2) of the rest, so every round still brings fresh items in.
+            // `draws` are posterior means: every arm not confidently behind stays, best
+            // first, up to n (an operator may have lowered n). Keeping only floor(n/2), as
+            // the other rankings do, retired good arms that had not yet pulled ahead (a
+            // top-10 item dozens of times a run in the evaluation) and screened no more: the
+            // slots of condemned arms are refilled after every batch anyway.
             let behind = self.behind(&config.policy, true);
             let (mut keep, mut retire): (Vec<usize>, Vec<usize>) =
                 order.iter().partition(|i| !behind.contains(i));
-            if keep.len() > keep_n {
-                let rest = keep.split_off(keep_n);
+            if keep.len() > config.arms {
+                let rest = keep.split_off(config.arms);
                 retire.splice(0..0, rest);
             }
             return RotationPlan {
@@ -1005,6 +1009,39 @@ mod tests {
         assert_eq!(plan.retire, vec![1]);
         assert_eq!(plan.keep, vec![0, 2]);
         assert_eq!(plan.fresh_needed, 2);
+    }
+
+    #[test]
+    fn screening_round_ends_keep_every_arm_not_behind_up_to_n() {
+        let mut config = screening();
+        // Four arms, none behind: all stay, best mean first, and nothing is fetched.
+        let s = set(
+            vec![
+                arm("a", Posterior::UNIFORM, 30, 200, 1),
+                arm("b", Posterior::UNIFORM, 36, 200, 1),
+                arm("c", WEAK, 0, 0, 1),
+                arm("d", Posterior::UNIFORM, 33, 200, 1),
+            ],
+            1,
+        );
+        assert!(s.behind(&config.policy, true).is_empty());
+        let plan = s.plan_rotation(&config, &mut SmallRng::seed_from_u64(1));
+        assert_eq!(plan.keep, vec![1, 3, 0, 2]);
+        assert!(plan.retire.is_empty());
+        assert_eq!(plan.fresh_needed, 0);
+        // An operator lowered n to 2: the best two by mean stay.
+        config.arms = 2;
+        let plan = s.plan_rotation(&config, &mut SmallRng::seed_from_u64(1));
+        assert_eq!(plan.keep, vec![1, 3]);
+        assert_eq!(plan.retire, vec![0, 2]);
+        assert_eq!(plan.fresh_needed, 0);
+        // Rotating keeps the round's evidence (decayed) and starts the next round.
+        let mut s = s;
+        config.arms = 4;
+        let plan = s.plan_rotation(&config, &mut SmallRng::seed_from_u64(1));
+        let summary = s.rotate(&config, &plan, Vec::new());
+        assert_eq!((s.round, s.arms.len()), (2, 4));
+        assert!(summary.retired.is_empty() && summary.added.is_empty());
     }
 
     #[test]

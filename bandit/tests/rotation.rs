@@ -539,3 +539,32 @@ fn exclude_list_is_sorted_and_covers_arms_and_cooling_retirees() {
     // The four arms and the two items retired one round ago (cool-down 2), in order.
     assert_eq!(list, expected);
 }
+
+#[test]
+fn screening_beats_the_2015_rule_on_a_rotating_catalog() {
+    // Paired seeds (same catalog, same decision stream seed) on a catalog the set must rotate
+    // through. The claim is only the direction: the whole 95% interval of the paired ratio of
+    // mean regrets lies below 1 (a t interval: false failure about 2.5% if screening were no
+    // better; on these seeds it is 0.58 with the interval up to 0.86).
+    let w = Workload {
+        catalog: 300,
+        ctr: CtrSource::Beta { a: 2.0, b: 60.0 },
+        arms: 8,
+        interval: 1_000,
+        impressions: 40_000,
+        delay: 0,
+        cooldown: 5,
+        checkpoints: 10,
+    };
+    let regrets = |name: &str| -> Vec<f64> {
+        let policy: EvalPolicy = name.parse().unwrap();
+        (1..=12)
+            .map(|seed| evaluate::run_one(&w, policy, seed).unwrap().regret)
+            .collect()
+    };
+    let base = regrets("post2015");
+    let screen = regrets("screen");
+    let r = evaluate::paired_ratio(&screen, &base);
+    let (_, hi) = r.ci95.unwrap();
+    assert!(hi < 1.0, "screen / post2015 = {} {:?}", r.ratio, r.ci95);
+}

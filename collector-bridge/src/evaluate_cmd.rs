@@ -26,12 +26,12 @@ use serde_json::{json, Map, Value};
 /// Flags of `evaluate`.
 #[derive(Debug, clap::Args)]
 pub struct EvaluateArgs {
-    /// Policy to evaluate (repeat for several): post2015, shop, uniform, default, reset, eb,
-    /// weakS, carry[:DECAY], carry-eb[:DECAY], carry-weakS[:DECAY], oracle-in-set; the
-    /// reset/eb/weak/carry names take a ranking suffix -mean, -qQ, -raceEPS or -screenEPS
-    /// before the decay (e.g. carry-eb-race0.01:0.7, carry-weak20-screen0.2:0.7); default
-    /// and the eb/weak names take a final +features (priors from the items' categories, e.g.
-    /// default+features; see --categories).
+    /// Policy to evaluate (repeat for several): post2015, shop, uniform, default, screen,
+    /// reset, eb, weakS, carry[:DECAY], carry-eb[:DECAY], carry-weakS[:DECAY], oracle-in-set;
+    /// the reset/eb/weak/carry names take a ranking suffix -mean, -qQ, -raceEPS or -screenEPS
+    /// before the decay (e.g. carry-eb-race0.01:0.7, carry-weak40-screen0.3:0.85); default,
+    /// screen and the eb/weak names take a final +features (priors from the items'
+    /// categories, e.g. default+features; see --categories).
     /// Simulation mode; not with --logged or --logged-topic.
     #[arg(
         long = "policy",
@@ -173,14 +173,9 @@ fn parse_policies(names: &[String]) -> Result<Vec<(String, EvalPolicy)>> {
         if !seen.insert(name.to_string()) {
             continue;
         }
-        let policy: EvalPolicy = name.parse().map_err(|_| {
-            anyhow::anyhow!(
-                "unknown policy {name:?}: use one of post2015, shop, uniform, default, reset, \
-                 eb, weakS, carry[:DECAY], carry-eb[:DECAY], carry-weakS[:DECAY], \
-                 oracle-in-set (DECAY in (0, 1]), with an optional ranking suffix -mean, -qQ, \
-                 -raceEPS or -screenEPS before the decay, e.g. --policy carry-eb-race0.01:0.7, \
-                 and a final +features on default or eb/weak names, e.g. default+features"
-            )
+        // The policy names are listed once, in the parser's error.
+        let policy: EvalPolicy = name.parse().map_err(|e| {
+            anyhow::anyhow!("{e}; the evaluator also takes uniform and oracle-in-set")
         })?;
         out.push((name.to_string(), policy));
     }
@@ -315,6 +310,16 @@ fn to_json(r: &Report, cats: Option<Categories>) -> Value {
             "regret_per_seed": p.per_seed,
             "curve": p.curve,
         });
+        // Paired against every other policy too, so any two can be compared with an interval.
+        let mut vs = Map::new();
+        for b in r.policies.iter().filter(|b| b.name != p.name) {
+            let pr = paired(&p.per_seed, &b.per_seed);
+            vs.insert(
+                b.name.clone(),
+                json!({"ratio_of_means": pr.ratio, "ratio_ci95": ci_json(pr.ci95)}),
+            );
+        }
+        v["vs"] = Value::Object(vs);
         if let Some(b) = base.filter(|b| b.name != p.name) {
             let pr = paired(&p.per_seed, &b.per_seed);
             v["vs_first"] = json!({
@@ -869,12 +874,46 @@ mod tests {
     }
 
     #[test]
+    fn json_pairs_every_policy_with_every_other() {
+        let w = Workload {
+            catalog: 50,
+            impressions: 2_000,
+            interval: 500,
+            ..Workload::default()
+        };
+        let policies =
+            parse_policies(&["post2015".into(), "shop".into(), "screen".into()]).unwrap();
+        let report = run_all(&w, None, &policies, &[1, 2, 3]).unwrap();
+        let v = to_json(&report, None);
+        let pol = &v["policies"];
+        let mean = |n: &str| pol[n]["regret_mean"].as_f64().unwrap();
+        let screen = &pol["screen"];
+        for base in ["post2015", "shop"] {
+            let ratio = screen["vs"][base]["ratio_of_means"].as_f64().unwrap();
+            assert!(
+                (ratio - mean("screen") / mean(base)).abs() < 1e-12,
+                "{base}"
+            );
+            let ci = screen["vs"][base]["ratio_ci95"].as_array().unwrap();
+            let (lo, hi) = (ci[0].as_f64().unwrap(), ci[1].as_f64().unwrap());
+            assert!(lo <= ratio && ratio <= hi, "{base}: {lo} {ratio} {hi}");
+        }
+        assert!(screen["vs"].get("screen").is_none());
+        assert_eq!(pol["shop"]["vs"].as_object().unwrap().len(), 2);
+        // The first policy stays the baseline of vs_first.
+        assert_eq!(screen["vs_first"]["baseline"], "post2015");
+        assert!(pol["post2015"].get("vs_first").is_none());
+    }
+
+    #[test]
     fn unknown_policy_says_what_to_use() {
         let e = parse_policies(&["thompson".into()])
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("unknown policy") && e.contains("carry-eb"),
+            e.contains("unknown prior policy \"thompson\"")
+                && e.contains("screen")
+                && e.contains("oracle-in-set"),
             "{e}"
         );
         let p = parse_policies(&["shop".into(), "shop".into(), "uniform".into()]).unwrap();

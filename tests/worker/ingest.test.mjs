@@ -183,4 +183,38 @@ describe("rotation", () => {
       }
     });
   }
+
+  test("policy screen retires an arm far behind after its batch and keeps every other arm at the round's end", async () => {
+    const w = await startWorker({ vars: { ARMS: "4", ROUND_IMPRESSIONS: "1000", PRIOR_POLICY: "screen", COOLDOWN_ROUNDS: "2" } });
+    try {
+      await importItems(w, makeItems(30));
+      const ids0 = (await state(w)).arms.map((a) => a.item);
+      assert.equal(ids0.length, 4);
+      // Three arms at 20%, one never clicked in 100 impressions: far behind the bar.
+      const dud = ids0[3];
+      const r1 = await postBatch(w, batch(ids0.map((item) => ({ item, impressions: 100, clicks: item === dud ? 0 : 20 }))));
+      assert.equal(r1.body.rotated, false, JSON.stringify(r1));
+      const s1 = await state(w);
+      assert.equal(s1.round, 1, "mid-round");
+      assert.equal(s1.arms.length, 4, "the slot is refilled at once");
+      assert.ok(!s1.arms.some((a) => a.item === dud), "the dud left");
+      const fresh = s1.arms.find((a) => !ids0.includes(a.item));
+      assert.ok(fresh, "a fresh item took its place");
+      assert.equal(fresh.impressions, 0);
+      // The round ends with every arm doing well: none is behind, so all four stay.
+      const r2 = await postBatch(w, batch(s1.arms.map((a) => ({ item: a.item, impressions: 200, clicks: 40 }))));
+      assert.equal(r2.body.rotated, true, JSON.stringify(r2));
+      const s2 = await state(w);
+      assert.equal(s2.round, 2);
+      assert.deepEqual(s2.arms.map((a) => a.item).sort(), s1.arms.map((a) => a.item).sort());
+      assert.equal(s2.rounds[0].retired.length, 0);
+      assert.equal(s2.rounds[0].added.length, 0);
+      // Survivors carry about 85% of their 300 impressions' evidence into the next round's prior.
+      const a0 = s2.arms.find((a) => a.item === ids0[0]);
+      assert.equal(a0.impressions, 0);
+      assert.ok(a0.prior.alpha + a0.prior.beta > 0.8 * 300 && a0.prior.alpha + a0.prior.beta < 300 + 2, JSON.stringify(a0.prior));
+    } finally {
+      await w.dispose();
+    }
+  });
 });

@@ -591,7 +591,7 @@ pub(crate) mod tests {
     #[test]
     fn a_screening_policy_retires_an_arm_far_behind_mid_round() {
         let mut rot = rotation(3);
-        rot.policy = "carry-weak20-screen0.3:0.7".parse().unwrap();
+        rot.policy = "screen".parse().unwrap();
         let mut st = SlotState::new("s", &rot);
         st.add_fresh(items(&["a", "b", "c"]), &rot);
         let before = st.version;
