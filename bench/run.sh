@@ -409,14 +409,14 @@ learning() {
 }
 
 # Feature priors: the default with and without `+features` on a catalog of 20 categories
-# whose rates differ (spread 0.5) and do not (spread 0); 40 paired seeds (about 20 s each;
+# whose rates differ (spread 0.5) and do not (spread 0); 20 paired seeds (about 8 s each;
 # `make evaluate-long` runs 400 and draws the plots).
 learning_features() {
   for spread in 0.5 0; do
     log "evaluate: feature priors, category spread $spread"
     record "evaluate_features_$spread" "$BRIDGE" evaluate --policy default \
       --policy default+features --categories 20 --category-spread "$spread" --catalog 500 \
-      --ctr beta:2,60 --arms 8 --interval 2000 --impressions 400000 --delay 500 --seeds 40 \
+      --ctr beta:2,60 --arms 8 --interval 2000 --impressions 400000 --delay 500 --seeds 20 \
       --first-seed 1 --json
   done
 }
