@@ -277,8 +277,9 @@ LONG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "b
 LEARN_GOALS = {"post2015": 0.4, "shop": 0.5}
 
 
-def long_learning(catalog, delay):
-    path = os.path.join(LONG, f"learning-c{catalog}-d{delay}.json")
+def long_file(name):
+    """A `make evaluate-long` result from docs/bench, or None when it has not been run."""
+    path = os.path.join(LONG, f"{name}.json")
     if not os.path.exists(path):
         return None
     with open(path) as f:
@@ -299,7 +300,7 @@ for catalog in (500, 5000):
     for delay in (0, 500):
         name = f"evaluate_c{catalog}_d{delay}"
         suite = json.loads(text(name))["policies"]
-        long = long_learning(catalog, delay)
+        long = long_file(f"learning-c{catalog}-d{delay}")
         learn.append((catalog, delay, name, suite, long["policies"] if long else None,
                       len(long["policies"]["default"]["regret_per_seed"]) if long else 0))
         pol = long["policies"] if long else suite
@@ -314,11 +315,7 @@ for catalog in (500, 5000):
 # 20 seeds in the suite; the goal rows use the 400-seed run of `make evaluate-long` when its
 # files are there (regret per seed is noisy: 20 seeds leave about +-0.4 on the ratio).
 def long_run(kind, spread):
-    path = os.path.join(LONG, f"{kind}-spread{spread}.json")
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
+    return long_file(f"{kind}-spread{spread}")
 
 
 feat = {}
