@@ -301,8 +301,7 @@ for catalog in (500, 5000):
         name = f"evaluate_c{catalog}_d{delay}"
         suite = json.loads(text(name))["policies"]
         long = long_file(f"learning-c{catalog}-d{delay}")
-        learn.append((catalog, delay, name, suite, long["policies"] if long else None,
-                      len(long["policies"]["default"]["regret_per_seed"]) if long else 0))
+        learn.append((catalog, delay, name, suite, long["policies"] if long else None))
         pol = long["policies"] if long else suite
         seeds = pol["default"]["seeds"]
         for base, goal in LEARN_GOALS.items():
@@ -314,17 +313,13 @@ for catalog in (500, 5000):
 # Feature priors (collector-bridge evaluate --categories): default+features against default,
 # 20 seeds in the suite; the goal rows use the 400-seed run of `make evaluate-long` when its
 # files are there (regret per seed is noisy: 20 seeds leave about +-0.4 on the ratio).
-def long_run(kind, spread):
-    return long_file(f"{kind}-spread{spread}")
-
-
 feat = {}
 feat_long = {}
 for spread, goal in (("0.5", 0.85), ("0", 1.03)):
     name = f"evaluate_features_{spread}"
     if exists(name):
         feat[spread] = (name, json.loads(text(name)))
-    long = long_run("features", spread)
+    long = long_file(f"features-spread{spread}")
     if long:
         feat_long[spread] = long
     d = long or (feat[spread][1] if spread in feat else None)
@@ -343,7 +338,7 @@ ctx = {}
 ctx_long = {}
 for spread, goal in (("0.5", 0.75), ("0", 1.05)):
     name = f"evaluate_segments_{spread}"
-    long = long_run("contextual", spread)
+    long = long_file(f"contextual-spread{spread}")
     if long:
         ctx_long[spread] = long
     if exists(name):
@@ -709,10 +704,11 @@ w("")
 w("| catalog | delay | seeds | post2015 | shop | default | screen | default / post2015 (≤ 0.4) "
   "| default / shop (≤ 0.5) | screen / post2015 | screen / shop |")
 w("|---|---|---|---|---|---|---|---|---|---|---|")
-for catalog, delay, name, suite, long, long_seeds in learn:
-    for pol, seeds in ((suite, suite["default"]["seeds"]), (long, long_seeds)):
+for catalog, delay, name, suite, long in learn:
+    for pol in (suite, long):
         if not pol:
             continue
+        seeds = pol["default"]["seeds"]
 
         def cell(p):
             lo, hi = pol[p]["regret_ci95"]
@@ -729,25 +725,27 @@ for catalog, delay, name, suite, long, long_seeds in learn:
           f"{rcell('default', 'post2015', 0.4)} | {rcell('default', 'shop', 0.5)} | "
           f"{rcell('screen', 'post2015')} | {rcell('screen', 'shop')} |")
 w("")
-if any(long for *_, long, _ in learn):
-    w("Regret over time (mean cumulative regret per policy, 40 seeds):")
+long_rows = [long for *_, long in learn if long]
+long_seeds = long_rows[0]["default"]["seeds"] if long_rows else 0
+if long_rows:
+    w(f"Regret over time (mean cumulative regret per policy, {long_seeds} seeds):")
     w("")
     for catalog, delay, *_ in learn:
         w(f"- catalog {catalog}, delay {delay}: [docs/bench/regret-catalog{catalog}-delay{delay}.svg]"
           f"(bench/regret-catalog{catalog}-delay{delay}.svg)")
     w("")
-long_rows = [long for *_, long, _ in learn if long]
 below = sum(1 for pol in long_rows if pol["screen"]["regret_mean"] < pol["default"]["regret_mean"])
 big = [min(paired_ratio(long, p, "post2015")[0] for p in ("default", "screen"))
-       for catalog, _, _, _, long, _ in learn if long and catalog == 5000]
+       for catalog, _, _, _, long in learn if long and catalog == 5000]
 if long_rows and big:
-    w(f"What the figures suggest: in the 40-seed runs `screen` is below `default` on {below} of "
+    w(f"What the figures suggest: in the {long_seeds}-seed runs `screen` is below `default` on "
+      f"{below} of "
       f"{len(long_rows)} workloads. The difference is mostly the round end: the default keeps at "
       "most half the arms, so it also retires good arms that have not yet pulled ahead, and they "
       "come back only by a random redraw; `screen` retires only what the evidence condemns, and "
       "its wider fresh prior tries new items sooner. On 5,000 items the best rule here is at "
-      f"{f2(min(big))}x `post2015`; 0.4x would be about 11,000 regret: an average shortfall of 0.028 from the catalog's best (about 0.17 for "
-      "5,000 draws of Beta(2, 60)), so the set would have to show an item above about 0.14 almost "
+      f"{f2(min(big))}x `post2015`; 0.4x would be about 11,000 regret: an average shortfall "
+      "of 0.028 from the catalog's best (about 0.17 for 5,000 draws of Beta(2, 60)), so the set would have to show an item above about 0.14 almost "
       "from the start. About 1 item in 900 is that good, and telling a typical candidate (0.03) "
       "from it takes some 15 to 25 impressions at about 0.14 regret each, so finding one costs on "
       "the order of 2,000 to 3,000 regret in screening alone, before the impressions a lesser "

@@ -81,8 +81,8 @@ pub enum Ranking {
     /// probability of beating the bar (the best lower bound, mean - sd, among the arms) to
     /// below `eps` times what it was when the round began; so a weak prior alone never
     /// condemns a fresh arm, and by Ville's inequality an arm that truly beats the bar is
-    /// retired so with probability at most `eps`. At a round's end every arm stays, best mean
-    /// first, except those screened out and any survivor from an earlier round whose
+    /// retired so with probability at most `eps`. At a round's end every arm stays (up to n),
+    /// best mean first, except those screened out and any survivor from an earlier round whose
     /// probability of beating the bar is below `eps`: the round end only moves the evidence
     /// (the carry decay) and the cool-down on, the refill being continuous.
     Screen {
@@ -177,8 +177,8 @@ impl PriorPolicy {
     /// sampling tries them soon), an arm leaves after any batch once the evidence has cut its
     /// chance of beating the best lower bound to under 0.3 of its start-of-round value (the
     /// slot refilled at once), every other arm stays at a round's end, and survivors keep 85%
-    /// of their evidence. In the offline evaluation it has the lowest regret of the rules
-    /// tried on all four published workloads (docs/BENCHMARKS.md); it is not the default
+    /// of their evidence. In the offline evaluation it has lower regret than the default on
+    /// all four published workloads (docs/BENCHMARKS.md); it is not the default
     /// because its screening reads the all-segment posterior, so with `SEGMENTS` it retires
     /// arms that lead a segment (pooled segment models lost to one model with it).
     pub const CARRY_WEAK_SCREEN: PriorPolicy = PriorPolicy {
