@@ -77,7 +77,7 @@ test-browser: build-worker
 evaluate-long: build-native
 	for catalog in 500 5000; do for delay in 0 500; do \
 	  target/release/collector-bridge evaluate --policy post2015 --policy shop --policy default \
-	    --policy screen --catalog $$catalog --ctr beta:2,60 --arms 8 --interval 2000 \
+	    --policy race --catalog $$catalog --ctr beta:2,60 --arms 8 --interval 2000 \
 	    --impressions 400000 --delay $$delay --seeds 40 --first-seed 1 --json \
 	    --plot docs/bench/regret-catalog$$catalog-delay$$delay.svg \
 	    > docs/bench/learning-c$$catalog-d$$delay.json || exit 1; \

@@ -171,6 +171,19 @@ if ctx_rounds:
                  "≥ 0.9", yes(rel >= 0.9)))
     # The measured request used a segment (Miniflare's request.cf names a continent).
     assert sample["decision"]["segment"].startswith("mobile_"), sample
+# The default policy's screening per event batch in the slot object, against recording the
+# batch (what every policy does per batch).
+screen_cpu = {}
+for n in (8, 64):
+    for what in ("record", "behind", "segments24"):
+        path = os.path.join(RAW, f"screen_criterion_{what}_{n}.json")
+        if os.path.exists(path):
+            screen_cpu[(what, n)] = estimate_ns(path)
+if ("behind", 64) in screen_cpu and ("record", 64) in screen_cpu:
+    rows.append(("Screening per batch, 64 arms (native, criterion)",
+                 f"{f2(screen_cpu[('behind', 64)][0] / 1000)} µs",
+                 f"recording the batch {f2(screen_cpu[('record', 64)][0] / 1000)} µs",
+                 f"{f1(screen_cpu[('behind', 64)][0] / screen_cpu[('record', 64)][0])}×", "—", "—"))
 rows.append(("Pick CPU, 64 arms (native, criterion)", f"{f2(pick[64]['ns'] / 1000)} µs",
              f"4 arms {f2(pick[4]['ns'] / 1000)} µs", f"{f1(pick[64]['ns'] / pick[4]['ns'])}×", "—", "—"))
 rows.append(("Pick CPU, 64 arms (wasm in V8)", f"{f2(pick[64]['wasm'] / 1000)} µs",
@@ -534,8 +547,26 @@ w(f"At 64 arms the pick costs about {f1(pick[64]['wasm'] / 1000)} µs of wasm CP
   "pick API request at that worker's throughput, which is why the wrk figures for 4, 16 and 64 "
   "arms differ by no more than run-to-run noise (wrk and workerd share the 2 cores).")
 w("")
+if screen_cpu:
+    w("The default policy (`screen`) also does work per event batch in the slot object: after "
+      "recording the batch it looks for arms confidently behind (two incomplete-beta "
+      "evaluations per arm), and with `SEGMENTS` it fits the pooling and judges every arm in "
+      "every segment's view (`bandit/benches/screen.rs`; 24 segments). The earlier default only "
+      "recorded the batch. Native, criterion, mean with its 95% interval:")
+    w("")
+    w("| arms | recording the batch µs | finding the arms behind µs | with 24 segments µs |")
+    w("|---|---|---|---|")
+    for n in (8, 64):
+        cells = []
+        for what in ("record", "behind", "segments24"):
+            e = screen_cpu.get((what, n))
+            cells.append(f"{f2(e[0] / 1000)} ({f2(e[1] / 1000)}–{f2(e[2] / 1000)})" if e else "—")
+        w(f"| {n} | " + " | ".join(cells) + " |")
+    w("")
 w("```")
 w(cmd("pick_criterion"))
+if screen_cpu:
+    w(cmd("screen_criterion"))
 w(cmd("pick_callgrind_16_0"))
 w(cmd("pick_callgrind_16_10000"))
 w(cmd("pick_wasm_16_1"))
@@ -695,14 +726,14 @@ w("## 6. Learning (offline evaluation)")
 w("")
 w("`collector-bridge evaluate`: regret against always showing the catalog's best item; CTRs ~ "
   "Beta(2, 60), 8 arms, rounds of 2,000 impressions, 400,000 impressions per run. `default` is "
-  "the project's default prior policy, `screen` the continuous screening rotation "
-  "(`bandit/src/policy.rs`). 5 seeds in the suite; 40 paired seeds (1 to 40; the rules were "
+  "the project's default prior policy (`screen`, the continuous screening rotation), `race` the "
+  "earlier default (`bandit/src/policy.rs`). 5 seeds in the suite; 40 paired seeds (1 to 40; the rules were "
   "tuned on seeds 101 to 120) in `make evaluate-long`, whose run draws the regret curves and "
   "gives the goal rows. Mean regret with a 95% Student t interval; ratios are ratios of mean "
   "regret with the paired 95% interval.")
 w("")
-w("| catalog | delay | seeds | post2015 | shop | default | screen | default / post2015 (≤ 0.4) "
-  "| default / shop (≤ 0.5) | screen / post2015 | screen / shop |")
+w("| catalog | delay | seeds | post2015 | shop | default | race | default / post2015 (≤ 0.4) "
+  "| default / shop (≤ 0.5) | default / race | race / post2015 |")
 w("|---|---|---|---|---|---|---|---|---|---|---|")
 for catalog, delay, name, suite, long in learn:
     for pol in (suite, long):
@@ -721,9 +752,9 @@ for catalog, delay, name, suite, long in learn:
 
         w(f"| {catalog} | {delay} | {seeds} | {cell('post2015')} | {cell('shop')} | "
           f"{cell('default')} ({pol['default'].get('policy', 'default')}) | "
-          f"{cell('screen')} ({pol['screen'].get('policy', 'screen')}) | "
+          f"{cell('race')} ({pol['race'].get('policy', 'race')}) | "
           f"{rcell('default', 'post2015', 0.4)} | {rcell('default', 'shop', 0.5)} | "
-          f"{rcell('screen', 'post2015')} | {rcell('screen', 'shop')} |")
+          f"{rcell('default', 'race')} | {rcell('race', 'post2015')} |")
 w("")
 long_rows = [long for *_, long in learn if long]
 long_seeds = long_rows[0]["default"]["seeds"] if long_rows else 0
@@ -734,13 +765,13 @@ if long_rows:
         w(f"- catalog {catalog}, delay {delay}: [docs/bench/regret-catalog{catalog}-delay{delay}.svg]"
           f"(bench/regret-catalog{catalog}-delay{delay}.svg)")
     w("")
-below = sum(1 for pol in long_rows if pol["screen"]["regret_mean"] < pol["default"]["regret_mean"])
-big = [min(paired_ratio(long, p, "post2015")[0] for p in ("default", "screen"))
+below = sum(1 for pol in long_rows if pol["default"]["regret_mean"] < pol["race"]["regret_mean"])
+big = [min(paired_ratio(long, p, "post2015")[0] for p in ("default", "race"))
        for catalog, _, _, _, long in learn if long and catalog == 5000]
 if long_rows and big:
-    w(f"What the figures suggest: in the {long_seeds}-seed runs `screen` is below `default` on "
-      f"{below} of "
-      f"{len(long_rows)} workloads. The difference is mostly the round end: the default keeps at "
+    w(f"What the figures suggest: in the {long_seeds}-seed runs the default (`screen`) is below "
+      f"`race` on {below} of "
+      f"{len(long_rows)} workloads. The difference is mostly the round end: `race` keeps at "
       "most half the arms, so it also retires good arms that have not yet pulled ahead, and they "
       "come back only by a random redraw; `screen` retires only what the evidence condemns, and "
       "its wider fresh prior tries new items sooner. On 5,000 items the best rule here is at "
@@ -756,7 +787,7 @@ if long_rows and big:
 w("```")
 w(cmd(learn[0][2]))
 w("target/release/collector-bridge evaluate --policy post2015 --policy shop --policy default "
-  "--policy screen --catalog 500 --ctr beta:2,60 --arms 8 --interval 2000 --impressions 400000 "
+  "--policy race --catalog 500 --ctr beta:2,60 --arms 8 --interval 2000 --impressions 400000 "
   "--delay 0 --seeds 40 --first-seed 1 --json --plot docs/bench/regret-catalog500-delay0.svg   "
   "# make evaluate-long")
 w("```")
@@ -770,15 +801,16 @@ if ctx:
     w("`collector-bridge evaluate --segments 0.6,0.3,0.1 --segment-spread S`: visitor segments "
       "with those traffic shares; an item's rate in a segment is its rate times "
       "exp(S z - S^2/2). Regret against each segment's best item of the catalog, and against "
-      "the best arm of the set (what the pick itself loses); one model for everyone against "
-      "pooled segment models with the contextual round end (`SEGMENTS`: each segment's leader "
-      "stays, then the arms by the traffic they would win), and pooled models with the "
-      "all-segment round end, to show what the round end adds. 10 paired seeds in the suite, "
+      "the best arm of the set (what the pick itself loses), under the default policy; one "
+      "model for everyone against pooled segment models with the contextual rotation "
+      "(`SEGMENTS`: each segment's leader stays, and screening averages an arm's chances over "
+      "the segments by traffic), and pooled models with the all-segment rotation, to show what "
+      "the contextual one adds. 10 paired seeds in the suite, "
       "100 in `make evaluate-long` (whose run draws the plots and gives the goal rows); ratio "
       "of means with a 95% interval.")
     w("")
     w("| spread | seeds | one model | pooled | pooled / one model "
-      "| in the set: pooled / one model | pooled, all-segment round end / one model | plot |")
+      "| in the set: pooled / one model | pooled, all-segment rotation / one model | plot |")
     w("|---|---|---|---|---|---|---|---|")
     runs = [(s, len(json.loads(text(name))["seeds"]), p, False) for s, (name, p) in ctx.items()]
     runs += [(s, len(d["seeds"]), d["policies"][0], True) for s, d in ctx_long.items()]
@@ -805,7 +837,9 @@ if feat:
       "400 in `make evaluate-long`, whose run draws the plots): each item's rate is "
       "its rate times its category's exp(N(0, S^2)) (mean kept), and items carry their "
       "category; `default+features` starts fresh items from their category's shrunk estimate "
-      "(`bandit/src/features.rs`). Paired seeds, ratio of means with a 95% interval.")
+      "(`bandit/src/features.rs`), and screening measures a fresh item against the prior it "
+      "would have had without its category, so a poor category leaves before it costs "
+      "impressions. Paired seeds, ratio of means with a 95% interval.")
     w("")
     w("| category spread | seeds | default | default+features | ratio | plot |")
     w("|---|---|---|---|---|---|")

@@ -132,7 +132,7 @@ setup() {
   sh bench/minimal-worker/build.sh "$MINIMAL"
   # Built here, so the sections time what they measure, not a compiler.
   log "building the criterion benches and a copy of the edge bundle with names"
-  cargo bench --no-run -p bandit --bench pick
+  cargo bench --no-run -p bandit --bench pick --bench screen
   cargo bench --no-run -p collector-bridge --bench pipeline
   # The bundles' function names are stripped; for the edge bundle's crate breakdown, a copy
   # linked with names in a separate target directory (the project's own build stays as it is).
@@ -195,6 +195,14 @@ pick_cpu() {
   log "pick: criterion (native)"
   rm -rf target/criterion/pick
   record pick_criterion cargo bench -p bandit --bench pick
+  log "screening per batch: criterion (native)"
+  rm -rf target/criterion/screen
+  record screen_criterion cargo bench -p bandit --bench screen
+  for f in target/criterion/screen/*/*/new/estimates.json; do
+    what=$(basename "$(dirname "$(dirname "$(dirname "$f")")")")
+    n=$(basename "$(dirname "$(dirname "$f")")")
+    cp "$f" "$RAW/screen_criterion_${what}_$n.json"
+  done
   for n in 4 16 64; do
     cp "target/criterion/pick/$n/new/estimates.json" "$RAW/pick_criterion_$n.json"
     log "pick: callgrind, $n arms"
@@ -393,7 +401,7 @@ learning() {
     for delay in 0 500; do
       log "evaluate: catalog $catalog, delay $delay"
       record "evaluate_c${catalog}_d$delay" "$BRIDGE" evaluate \
-        --policy post2015 --policy shop --policy default --policy screen \
+        --policy post2015 --policy shop --policy default --policy race \
         --catalog "$catalog" --ctr beta:2,60 --arms 8 --interval 2000 --impressions 400000 \
         --delay "$delay" --seeds 5 --json
     done

@@ -125,7 +125,9 @@ cat <<MSG
   Slot state as JSON:                 curl -H "Authorization: Bearer \$OPERATOR_TOKEN" $URL/api/slots/home-top-pick
   The pick as JSON:                   $URL/api/slots/home-top-pick/pick
 
-  Rounds end every 2,000 impressions (ROUND_IMPRESSIONS in wrangler.toml). Ctrl-C stops.
+  Rounds end every 2,000 impressions (ROUND_IMPRESSIONS in wrangler.toml); in between, the
+  default policy swaps an arm out for a fresh item as soon as it falls confidently behind
+  (the dashboard's round history lists these mid-round swaps). Ctrl-C stops.
   A holdout of $HOLDOUT of the decisions is served uniformly (HOLDOUT=0 make demo turns it off):
   the dashboard's "Bandit against holdout" shows the uplift and whether it is significant yet.
   Every pick logs its decision and probability; see docs/IS-IT-WORKING.md.

@@ -97,6 +97,24 @@ pub struct RoundSummary {
     pub retired: Vec<RetiredArm>,
     /// Items that entered the set.
     pub added: Vec<String>,
+    /// Arms a screening policy retired during the round (the first
+    /// [`MAX_LISTED_MID_ROUND`]), with their posterior mean as the draw.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub screened: Vec<RetiredArm>,
+    /// Items that joined during the round to fill a place (the first
+    /// [`MAX_LISTED_MID_ROUND`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refilled: Vec<String>,
+    /// Mid-round changes past those lists' bound.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unlisted: u64,
+}
+
+/// Most arms screened out, and most items refilled, one round's summary lists.
+pub const MAX_LISTED_MID_ROUND: usize = 32;
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// An arm that left the set at a rotation.
@@ -358,18 +376,7 @@ impl ArmSet {
             // top-10 item dozens of times a run in the evaluation) and screened no more: the
             // slots of condemned arms are refilled after every batch anyway.
             let behind = self.behind(&config.policy, true);
-            let (mut keep, mut retire): (Vec<usize>, Vec<usize>) =
-                order.iter().partition(|i| !behind.contains(i));
-            if keep.len() > config.arms {
-                let rest = keep.split_off(config.arms);
-                retire.splice(0..0, rest);
-            }
-            return RotationPlan {
-                fresh_needed: config.arms.saturating_sub(keep.len()),
-                keep,
-                retire,
-                draws,
-            };
+            return screen_plan(&order, &behind, config.arms, draws);
         }
         let mut retire = order.split_off(keep_n);
         if let Ranking::Race { eps } = ranking {
@@ -405,41 +412,62 @@ impl ArmSet {
         let Ranking::Screen { eps } = policy.ranking else {
             return Vec::new();
         };
-        let z = SCREEN_BAR_SD;
-        let posteriors = self.posteriors(policy);
-        let Some((lead, bar)) = posteriors
+        let Some(standing) = self.standing(&self.posteriors(policy), policy) else {
+            return Vec::new();
+        };
+        (0..self.arms.len())
+            .filter(|&i| i != standing.lead && self.condemned(i, standing.odds[i], eps, round_end))
+            .collect()
+    }
+
+    /// Each arm's [`Standing`] against the screening bar set on `posteriors` (one per arm, in
+    /// order: the arms' own, or a visitor segment's view of them); `None` without a bar.
+    pub fn standing(&self, posteriors: &[Posterior], policy: &PriorPolicy) -> Option<Standing> {
+        if posteriors.len() != self.arms.len() {
+            return None;
+        }
+        let (lead, bar) = posteriors
             .iter()
             .zip(&self.arms)
             .map(|(p, arm)| {
                 // A prior alone must not set the bar: Beta(1, 1) has mean - sd = 0.21.
                 if arm.total_impressions >= SCREEN_BAR_MIN_IMPRESSIONS {
-                    p.mean() - z * p.variance().sqrt()
+                    p.mean() - SCREEN_BAR_SD * p.variance().sqrt()
                 } else {
                     f64::NEG_INFINITY
                 }
             })
             .enumerate()
             .filter(|(_, bar)| bar.is_finite())
-            .max_by(|a, b| a.1.total_cmp(&b.1))
-        else {
-            return Vec::new();
-        };
-        posteriors
+            .max_by(|a, b| a.1.total_cmp(&b.1))?;
+        // Under feature priors a fresh arm's odds are measured against the prior it would
+        // have had without its features: a category that predicts a poor rate then condemns
+        // an item before it costs impressions, while evidence must still condemn the rest.
+        let base = policy.features.then(|| self.fresh_prior(policy));
+        let odds = posteriors
             .iter()
             .zip(&self.arms)
-            .enumerate()
-            .filter(|&(i, (p, arm))| {
-                if i == lead {
-                    return false;
+            .map(|(p, arm)| {
+                let prior = match base {
+                    Some(b) if arm.since_round == self.round => b,
+                    _ => arm.prior,
+                };
+                Odds {
+                    now: 1.0 - p.cdf(bar),
+                    before: 1.0 - prior.cdf(bar),
                 }
-                let tail = 1.0 - p.cdf(bar);
-                // Evidence, not the prior, must condemn an arm: its odds of beating the bar
-                // must have fallen by the factor eps since the round began.
-                let before = 1.0 - arm.prior.cdf(bar);
-                tail < eps * before || (round_end && arm.since_round < self.round && tail < eps)
             })
-            .map(|(i, _)| i)
-            .collect()
+            .collect();
+        Some(Standing { lead, odds })
+    }
+
+    /// Whether arm `i` with `odds` of beating the bar is confidently behind (see
+    /// [`ArmSet::behind`]).
+    pub fn condemned(&self, i: usize, odds: Odds, eps: f64, round_end: bool) -> bool {
+        // Evidence, not the prior, must condemn an arm: its odds of beating the bar must have
+        // fallen by the factor eps since the round began.
+        let kept = self.arms.get(i).is_some_and(|a| a.since_round < self.round);
+        odds.now < eps * odds.before || (round_end && kept && odds.now < eps)
     }
 
     /// Retires now every arm [`ArmSet::behind`] names, mid-round: their evidence joins the
@@ -447,11 +475,18 @@ impl ArmSet {
     /// caller to refill with [`ArmSet::add_fresh`]. Returns them, in arm order.
     pub fn retire_behind(&mut self, config: &RotationConfig) -> Vec<RetiredArm> {
         let behind = self.behind(&config.policy, false);
-        if behind.is_empty() {
+        self.retire_now(config, &behind)
+    }
+
+    /// Retires the arms at indices `which` mid-round, as [`ArmSet::retire_behind`] does with
+    /// the ones it finds (a contextual slot finds them per segment:
+    /// `crate::context::segment_behind`). Returns them, in arm order.
+    pub fn retire_now(&mut self, config: &RotationConfig, which: &[usize]) -> Vec<RetiredArm> {
+        if which.is_empty() {
             return Vec::new();
         }
         let posteriors = self.posteriors(&config.policy);
-        let mut out = Vec::with_capacity(behind.len());
+        let mut out = Vec::with_capacity(which.len());
         let mut k = 0;
         let round = self.round;
         let history = &mut self.history;
@@ -460,7 +495,7 @@ impl ArmSet {
         self.arms.retain(|arm| {
             let i = k;
             k += 1;
-            if !behind.contains(&i) {
+            if !which.contains(&i) {
                 return true;
             }
             let f = features.remove(&arm.item).unwrap_or_default();
@@ -642,6 +677,9 @@ impl ArmSet {
             survivors,
             retired,
             added,
+            screened: Vec::new(),
+            refilled: Vec::new(),
+            unlisted: 0,
         }
     }
 
@@ -850,6 +888,47 @@ fn choose_fresh<'a>(
         }
     }
     out
+}
+
+/// Where the arms stand against a screening bar ([`ArmSet::standing`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Standing {
+    /// The arm whose lower bound sets the bar (never behind).
+    pub lead: usize,
+    /// Each arm's odds of beating the bar, in the set's order.
+    pub odds: Vec<Odds>,
+}
+
+/// An arm's probability of exceeding a screening bar, under its posterior and its prior of
+/// this round.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Odds {
+    /// Under the posterior.
+    pub now: f64,
+    /// Under the arm's prior of this round.
+    pub before: f64,
+}
+
+/// A screening round end's plan: the arms of `order` (best first) not `behind` stay, up to
+/// `n`; the rest retire, those cut by `n` first.
+pub(crate) fn screen_plan(
+    order: &[usize],
+    behind: &[usize],
+    n: usize,
+    draws: Vec<f64>,
+) -> RotationPlan {
+    let (mut keep, mut retire): (Vec<usize>, Vec<usize>) =
+        order.iter().partition(|i| !behind.contains(i));
+    if keep.len() > n {
+        let rest = keep.split_off(n);
+        retire.splice(0..0, rest);
+    }
+    RotationPlan {
+        fresh_needed: n.saturating_sub(keep.len()),
+        keep,
+        retire,
+        draws,
+    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,8 @@
 
 use rand::Rng;
 
-use crate::policy::{Ranking, SurvivorPrior};
+use crate::armset::Odds;
+use crate::policy::{PriorPolicy, Ranking, SurvivorPrior};
 use crate::protocol::Counted;
 use crate::{ArmSet, Posterior, RotationConfig, RotationPlan};
 
@@ -124,15 +125,66 @@ pub struct SegmentWeight<'a> {
     pub p_best: &'a [f64],
 }
 
+/// The arms a screening policy finds confidently behind in a slot with segments, given each
+/// segment's weight and view of the arms (in the set's order: [`segment_posterior`]). Each
+/// segment sets its own bar ([`ArmSet::standing`]); an arm's odds of beating it, now and
+/// under its prior, are averaged over the segments by weight, and the arm is behind when
+/// that average condemns it ([`ArmSet::condemned`]). A segment's leader is never behind.
+/// Screening on the all-segment posterior retires the arms that lead a segment but are
+/// middling overall, the ones contextual picks need; requiring an arm to be behind in every
+/// segment instead screens no faster than the lightest segment learns. Without a segment
+/// with a bar, [`ArmSet::behind`].
+pub fn segment_behind<'a>(
+    set: &ArmSet,
+    policy: &PriorPolicy,
+    round_end: bool,
+    segments: impl IntoIterator<Item = (f64, &'a [Posterior])>,
+) -> Vec<usize> {
+    let Ranking::Screen { eps } = policy.ranking else {
+        return Vec::new();
+    };
+    let n = set.arms.len();
+    let mut leads = vec![false; n];
+    let mut odds = vec![Odds::default(); n];
+    let mut total = 0.0;
+    for (weight, view) in segments {
+        if weight <= 0.0 || !weight.is_finite() {
+            continue;
+        }
+        let Some(standing) = set.standing(view, policy) else {
+            continue;
+        };
+        leads[standing.lead] = true;
+        total += weight;
+        for (sum, o) in odds.iter_mut().zip(&standing.odds) {
+            sum.now += weight * o.now;
+            sum.before += weight * o.before;
+        }
+    }
+    if total == 0.0 {
+        return set.behind(policy, round_end);
+    }
+    (0..n)
+        .filter(|&i| {
+            let mean = Odds {
+                now: odds[i].now / total,
+                before: odds[i].before / total,
+            };
+            !leads[i] && set.condemned(i, mean, eps, round_end)
+        })
+        .collect()
+}
+
 /// The round end of a slot with segments: a ranking by the all-segment posterior retires
 /// exactly the arms contextual picks need (one that wins a segment but is middling overall).
 /// Arms leading a segment (by its posterior mean) come first, heavier segments' leaders
 /// before lighter ones'; then the rest by the share of the traffic Thompson sampling would
 /// give them (the sum over segments of weight times P(best) there), ties by the all-segment
 /// mean. At most floor(n/2) stay; under `-raceEPS` an arm also leaves when in every segment
-/// its chance of beating that segment's leading mean is below eps. The plan's `draws` are
-/// the traffic shares. Other rankings (the 2015 draw, quantiles, screening), and a round
-/// without segment weights, keep the all-segment plan.
+/// its chance of beating that segment's leading mean is below eps. Under `-screenEPS` every
+/// arm not [`segment_behind`] stays, in that order, up to n. The plan's `draws` are the
+/// traffic shares. Other rankings (the 2015 draw, quantiles), and a round without segment
+/// weights, keep the all-segment plan.
 pub fn segment_rotation_plan<R: Rng + ?Sized>(
     set: &ArmSet,
     config: &RotationConfig,
@@ -142,7 +194,7 @@ pub fn segment_rotation_plan<R: Rng + ?Sized>(
     let n = set.arms.len();
     let eps = match config.policy.ranking {
         Ranking::Race { eps } => Some(eps),
-        Ranking::Mean => None,
+        Ranking::Mean | Ranking::Screen { .. } => None,
         _ => return set.plan_rotation(config, rng),
     };
     let total: f64 = segments.iter().map(|s| s.weight.max(0.0)).sum();
@@ -192,6 +244,11 @@ pub fn segment_rotation_plan<R: Rng + ?Sized>(
             .then(share[b].total_cmp(&share[a]))
             .then(global[b].total_cmp(&global[a]))
     });
+    if let Ranking::Screen { .. } = config.policy.ranking {
+        let weighted = segments.iter().map(|s| (s.weight, s.posteriors));
+        let behind = segment_behind(set, &config.policy, true, weighted);
+        return crate::armset::screen_plan(&order, &behind, config.arms, share);
+    }
     let mut retire = order.split_off((config.arms / 2).min(n));
     if eps.is_some() {
         let (keep, out): (Vec<usize>, Vec<usize>) = order.iter().partition(|&&i| contending[i]);
@@ -324,7 +381,7 @@ mod tests {
     #[test]
     fn the_contextual_round_end_keeps_segment_leaders_and_retires_arms_behind_everywhere() {
         use crate::{ArmSet, PriorPolicy, RotationConfig};
-        let policy = PriorPolicy::default_policy();
+        let policy = PriorPolicy::CARRY_EB_RACE;
         // Room for 8 arms, so floor(8/2) = 4 may stay: the race decides how many do.
         let config = RotationConfig {
             arms: 8,
@@ -386,5 +443,66 @@ mod tests {
             segment_rotation_plan(&set, &post2015, &weights, &mut a),
             set.plan_rotation(&post2015, &mut b)
         );
+    }
+
+    #[test]
+    fn screening_with_segments_keeps_segment_leaders_and_weighs_the_rest_by_traffic() {
+        use crate::{ArmSet, PriorPolicy, RotationConfig};
+        let policy = PriorPolicy::CARRY_WEAK_SCREEN;
+        let config = RotationConfig {
+            arms: 8,
+            round_impressions: 1,
+            policy,
+            cooldown_rounds: 0,
+        };
+        let items: Vec<String> = (0..4).map(|i| i.to_string()).collect();
+        let mut set = ArmSet::new(items, &policy);
+        // Overall arm 0 leads and 1-3 are 5 sd behind it: all-segment screening retires 1-3.
+        for i in 0..4 {
+            set.record(&i.to_string(), 10_000, if i == 0 { 600 } else { 450 });
+        }
+        assert_eq!(set.behind(&policy, false), [1, 2, 3]);
+        let at = |clicks: [u64; 4]| -> Vec<Posterior> {
+            clicks
+                .iter()
+                .map(|&c| Posterior::UNIFORM.observe(c, 10_000))
+                .collect()
+        };
+        // Segment x is led by arm 0, y by arm 1 with arm 2 close behind (about 0.6 odds of
+        // beating y's bar of 0.06 - 1 sd); arm 3 is far behind in both.
+        let x = at([600, 450, 450, 450]);
+        let y = at([450, 600, 590, 450]);
+        // Arm 2's mean odds: about 0.06 when y has a tenth of the traffic, under eps (0.3)
+        // times its prior odds (near 1); about 0.5 when y has nine tenths.
+        let light_y = [(0.9, x.as_slice()), (0.1, y.as_slice())];
+        let heavy_y = [(0.1, x.as_slice()), (0.9, y.as_slice())];
+        assert_eq!(segment_behind(&set, &policy, false, light_y), [2, 3]);
+        assert_eq!(segment_behind(&set, &policy, false, heavy_y), [3]);
+        // Without segments (or without weight), the arms' own posteriors decide.
+        let none: [(f64, &[Posterior]); 0] = [];
+        assert_eq!(segment_behind(&set, &policy, false, none), [1, 2, 3]);
+        assert_eq!(
+            segment_behind(&set, &policy, false, [(0.0, y.as_slice())]),
+            [1, 2, 3]
+        );
+        // The round end keeps every arm not behind, segment leaders first, by weight.
+        let (px, py) = (crate::p_best(&x), crate::p_best(&y));
+        let weights = [
+            SegmentWeight {
+                weight: 0.9,
+                posteriors: &x,
+                p_best: &px,
+            },
+            SegmentWeight {
+                weight: 0.1,
+                posteriors: &y,
+                p_best: &py,
+            },
+        ];
+        let mut rng = SmallRng::seed_from_u64(3);
+        let plan = segment_rotation_plan(&set, &config, &weights, &mut rng);
+        assert_eq!(plan.keep, [0, 1]);
+        assert_eq!(plan.retire.len(), 2);
+        assert_eq!(plan.fresh_needed, 6);
     }
 }

@@ -12,9 +12,11 @@ use rand::Rng;
 use rand_distr::{Beta, Distribution, StandardNormal};
 
 use crate::context::{
-    carry_over, pooling_strength, segment_posterior, segment_rotation_plan, Cell, SegmentWeight,
+    carry_over, pooling_strength, segment_behind, segment_posterior, segment_rotation_plan, Cell,
+    SegmentWeight,
 };
 use crate::evaluate::{catalog_ctrs, checkpoints, stream, EvalError, Workload};
+use crate::policy::Ranking;
 use crate::protocol::Counted;
 use crate::{ArmSet, Posterior, PriorPolicy, RotationConfig};
 
@@ -223,7 +225,20 @@ pub fn run_context(
             }
         }
         let before: Vec<String> = set.arms.iter().map(|a| a.item.clone()).collect();
-        if !set.retire_behind(&config).is_empty() {
+        let screened =
+            if mode == ContextMode::Pooled && matches!(policy.ranking, Ranking::Screen { .. }) {
+                // Screen on the segment views with this batch's counts, as the worker does.
+                rebuild(&set, &seg_counts, &mut views, &mut samplers, &mut strength);
+                let weighted = views
+                    .iter()
+                    .zip(&round_traffic)
+                    .map(|(v, &t)| (t as f64, v.as_slice()));
+                let which = segment_behind(&set, &policy, false, weighted);
+                set.retire_now(&config, &which)
+            } else {
+                set.retire_behind(&config)
+            };
+        if !screened.is_empty() {
             set.refill_from(&config, &ids, &mut rng);
         }
         let rotated = set.round_complete(&config);

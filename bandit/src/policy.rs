@@ -81,7 +81,10 @@ pub enum Ranking {
     /// probability of beating the bar (the best lower bound, mean - sd, among the arms) to
     /// below `eps` times what it was when the round began; so a weak prior alone never
     /// condemns a fresh arm, and by Ville's inequality an arm that truly beats the bar is
-    /// retired so with probability at most `eps`. At a round's end every arm stays (up to n),
+    /// retired so with probability at most `eps`. Under feature priors a fresh arm's start
+    /// is taken under the prior without its features, so a category predicted poor can
+    /// condemn it before any impression: the bound above then holds only for items whose
+    /// features did not lower their odds. At a round's end every arm stays (up to n),
     /// best mean first, except those screened out and any survivor from an earlier round whose
     /// probability of beating the bar is below `eps`: the round end only moves the evidence
     /// (the carry decay) and the cool-down on, the refill being continuous.
@@ -126,7 +129,7 @@ pub struct PriorPolicy {
 
 /// A policy name that does not parse.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("unknown prior policy {0:?}: expected post2015, shop, default, screen, or one of reset, eb, weakS, carry[:DECAY], carry-eb[:DECAY], carry-weakS[:DECAY] with an optional ranking suffix -mean, -qQ, -raceEPS or -screenEPS before the decay (e.g. carry-eb-mean:0.7, carry-weak20-screen0.2:0.7); default, screen and the eb/weak names take a final +features (feature priors, e.g. default+features)")]
+#[error("unknown prior policy {0:?}: expected post2015, shop, default (= screen), race, or one of reset, eb, weakS, carry[:DECAY], carry-eb[:DECAY], carry-weakS[:DECAY] with an optional ranking suffix -mean, -qQ, -raceEPS or -screenEPS before the decay (e.g. carry-eb-mean:0.7, carry-weak20-screen0.2:0.7); default, screen, race and the eb/weak names take a final +features (feature priors, e.g. default+features)")]
 pub struct UnknownPolicy(pub String);
 
 impl PriorPolicy {
@@ -164,7 +167,8 @@ impl PriorPolicy {
         features: false,
     };
 
-    /// `carry-eb-race0.01:0.7`: as `carry-eb:0.7`, but the arms are ranked by posterior
+    /// `carry-eb-race0.01:0.7` (also named `race`; the default before `screen`): as
+    /// `carry-eb:0.7`, but the arms are ranked by posterior
     /// mean at rotation and any arm of the top half with less than a 1% chance of beating the
     /// leader's mean is retired too, so its slot screens another fresh item.
     pub const CARRY_EB_RACE: PriorPolicy = PriorPolicy {
@@ -172,15 +176,13 @@ impl PriorPolicy {
         ..PriorPolicy::CARRY_EB_07
     };
 
-    /// `carry-weak40-screen0.3:0.85` (also named `screen`): continuous screening. Fresh
-    /// items enter with the fitted prior's mean at strength 40 (wide enough that Thompson
-    /// sampling tries them soon), an arm leaves after any batch once the evidence has cut its
-    /// chance of beating the best lower bound to under 0.3 of its start-of-round value (the
-    /// slot refilled at once), every other arm stays at a round's end, and survivors keep 85%
-    /// of their evidence. In the offline evaluation it has lower regret than the default on
-    /// all four published workloads (docs/BENCHMARKS.md); it is not the default
-    /// because its screening reads the all-segment posterior, so with `SEGMENTS` it retires
-    /// arms that lead a segment (pooled segment models lost to one model with it).
+    /// `carry-weak40-screen0.3:0.85` (also named `screen`, and the default): continuous
+    /// screening. Fresh items enter with the fitted prior's mean at strength 40 (wide enough
+    /// that Thompson sampling tries them soon), an arm leaves after any batch once the
+    /// evidence has cut its chance of beating the best lower bound to under 0.3 of its
+    /// start-of-round value (the slot refilled at once; with segments, that chance averaged
+    /// over the segments by traffic, and a segment's leader stays), every other arm stays at a
+    /// round's end, and survivors keep 85% of their evidence.
     pub const CARRY_WEAK_SCREEN: PriorPolicy = PriorPolicy {
         survivors: SurvivorPrior::Carry { decay: 0.85 },
         fresh: FreshPrior::WeakEmpiricalBayes { strength: 40.0 },
@@ -191,13 +193,11 @@ impl PriorPolicy {
 
     /// The project's default, chosen by offline evaluation (`collector-bridge evaluate`,
     /// catalogs of 500 and 5,000 items, CTRs from Beta(2, 60), n = 8, X = 2,000, delays 0
-    /// and 500, paired seeds): `carry-eb-race0.01:0.7`. Against `carry-eb:0.7` (one draw
-    /// each) it had lower mean regret on all four workloads, clearly so on the 500-item
-    /// catalog; on 5,000 items every rule that keeps survivors is near the limit set by
-    /// how few fresh items a round can screen. The decay keeps survivors from locking the
-    /// set once their evidence is large, so fresh items can still displace them.
+    /// and 500, 40 paired seeds; `make evaluate-long`): `screen`. It had lower mean regret
+    /// than the earlier default `race` (`carry-eb-race0.01:0.7`) on all four workloads, and
+    /// with segments and feature priors too (docs/BENCHMARKS.md).
     pub fn default_policy() -> PriorPolicy {
-        PriorPolicy::CARRY_EB_RACE
+        PriorPolicy::CARRY_WEAK_SCREEN
     }
 
     /// The posterior of an arm with this policy's scoring rule.
@@ -298,12 +298,13 @@ impl FromStr for PriorPolicy {
                 Ok(p)
             }
         };
-        // The 2015 names and `default` take no ranking suffix.
+        // The 2015 names and the named policies take no ranking suffix.
         match base {
             "post2015" => return fixed(PriorPolicy::POST2015),
             "shop" => return fixed(PriorPolicy::RESET),
             "default" => return fixed(PriorPolicy::default_policy()),
             "screen" => return fixed(PriorPolicy::CARRY_WEAK_SCREEN),
+            "race" => return fixed(PriorPolicy::CARRY_EB_RACE),
             _ => {}
         }
         let (base, ranking) = split_ranking(base)?;
@@ -434,6 +435,12 @@ mod tests {
         assert_eq!("shop".parse::<PriorPolicy>().unwrap(), PriorPolicy::RESET);
         assert_eq!(
             "default".parse::<PriorPolicy>().unwrap(),
+            "carry-weak40-screen0.3:0.85"
+                .parse::<PriorPolicy>()
+                .unwrap()
+        );
+        assert_eq!(
+            "race".parse::<PriorPolicy>().unwrap(),
             "carry-eb-race0.01:0.7".parse::<PriorPolicy>().unwrap()
         );
     }
@@ -509,15 +516,22 @@ mod tests {
 
     #[test]
     fn feature_policies_parse_and_store() {
-        let p: PriorPolicy = "default+features".parse().unwrap();
+        let p: PriorPolicy = "race+features".parse().unwrap();
         assert_eq!(
             p,
+            PriorPolicy {
+                features: true,
+                ..PriorPolicy::CARRY_EB_RACE
+            }
+        );
+        assert_eq!(p.to_string(), "carry-eb-race0.01:0.7+features");
+        assert_eq!(
+            "default+features".parse::<PriorPolicy>().unwrap(),
             PriorPolicy {
                 features: true,
                 ..PriorPolicy::default_policy()
             }
         );
-        assert_eq!(p.to_string(), "carry-eb-race0.01:0.7+features");
         assert!(!PriorPolicy::default_policy().features);
         // New JSON round-trips; old JSON (no field) loads as off and is written unchanged.
         let json = serde_json::to_string(&p).unwrap();
@@ -525,13 +539,13 @@ mod tests {
         assert_eq!(serde_json::from_str::<PriorPolicy>(&json).unwrap(), p);
         let old = r#"{"survivors":{"kind":"carry","decay":0.7},"fresh":"empirical_bayes","scoring":"standard","ranking":{"kind":"race","eps":0.01}}"#;
         let q: PriorPolicy = serde_json::from_str(old).unwrap();
-        assert_eq!(q, PriorPolicy::default_policy());
+        assert_eq!(q, PriorPolicy::CARRY_EB_RACE);
         assert_eq!(serde_json::to_string(&q).unwrap(), old);
     }
 
     #[test]
     fn screening_policies_parse_and_store() {
-        for name in ["screen", "carry-weak40-screen0.3:0.85"] {
+        for name in ["screen", "default", "carry-weak40-screen0.3:0.85"] {
             assert_eq!(
                 name.parse::<PriorPolicy>().unwrap(),
                 PriorPolicy::CARRY_WEAK_SCREEN

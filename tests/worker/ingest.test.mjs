@@ -209,10 +209,47 @@ describe("rotation", () => {
       assert.deepEqual(s2.arms.map((a) => a.item).sort(), s1.arms.map((a) => a.item).sort());
       assert.equal(s2.rounds[0].retired.length, 0);
       assert.equal(s2.rounds[0].added.length, 0);
+      // The round's summary lists what changed between its ends, and so does the dashboard.
+      assert.deepEqual(s2.rounds[0].screened.map((a) => [a.item, a.clicks, a.impressions]), [[dud, 0, 100]]);
+      assert.ok(s2.rounds[0].refilled.includes(fresh.item), JSON.stringify(s2.rounds[0]));
+      const dash = await (await w.fetch("/dashboard", { headers: operatorAuth() })).text();
+      assert.match(dash, new RegExp(`<span data-screened>mid-round: ${dud} \\(0/100, `));
+      assert.match(dash, new RegExp(`<span data-refilled>mid-round: [^<]*${fresh.item}`));
+      assert.ok(dash.includes("After every batch an arm whose chance"), "the note says how screening rotates");
       // Survivors carry about 85% of their 300 impressions' evidence into the next round's prior.
       const a0 = s2.arms.find((a) => a.item === ids0[0]);
       assert.equal(a0.impressions, 0);
       assert.ok(a0.prior.alpha + a0.prior.beta > 0.8 * 300 && a0.prior.alpha + a0.prior.beta < 300 + 2, JSON.stringify(a0.prior));
+    } finally {
+      await w.dispose();
+    }
+  });
+
+  test("with segments, screening keeps an arm that leads a segment though it is far behind over all", async () => {
+    // The default policy screens; SEGMENTS gives each device its own view of the arms.
+    const w = await startWorker({ vars: { ARMS: "4", ROUND_IMPRESSIONS: "100000", SEGMENTS: "device", COOLDOWN_ROUNDS: "2" } });
+    try {
+      await importItems(w, makeItems(30));
+      const [lead, niche, close, dud] = (await state(w)).arms.map((a) => a.item);
+      // Desktop (90% of the traffic) clicks lead and close at about 19%; mobile clicks niche
+      // at 30%, which leaves niche at 3.9% over all, far under the all-segment bar (about
+      // 17%): screening on the arms' own posteriors would retire it with the dud.
+      const rows = [
+        [lead, 180, 5],
+        [niche, 9, 30],
+        [close, 170, 5],
+        [dud, 9, 1],
+      ].flatMap(([item, desktop, mobile]) => [
+        { item, impressions: 900, clicks: desktop, segment: "desktop" },
+        { item, impressions: 100, clicks: mobile, segment: "mobile" },
+      ]);
+      const r = await postBatch(w, batch(rows));
+      assert.equal(r.status, 200, JSON.stringify(r));
+      assert.equal(r.body.rotated, false);
+      const ids = (await state(w)).arms.map((a) => a.item);
+      assert.equal(ids.length, 4, "the slot is refilled at once");
+      assert.ok(!ids.includes(dud), "the dud, behind in both segments, left");
+      for (const kept of [lead, niche, close]) assert.ok(ids.includes(kept), `${kept} stays: ${ids}`);
     } finally {
       await w.dispose();
     }

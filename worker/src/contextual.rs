@@ -4,9 +4,10 @@
 use std::collections::BTreeMap;
 
 use bandit::context::{
-    carry_over, pooling_strength, segment_posterior, segment_rotation_plan, Cell, SegmentWeight,
+    carry_over, pooling_strength, segment_behind, segment_posterior, segment_rotation_plan, Cell,
+    SegmentWeight,
 };
-use bandit::policy::SurvivorPrior;
+use bandit::policy::{Ranking, SurvivorPrior};
 use bandit::protocol::Counted;
 use bandit::{ArmSet, EventBatch, Posterior, RotationConfig, RotationPlan};
 use rand::Rng;
@@ -120,6 +121,45 @@ impl SegmentCounts {
         segment_rotation_plan(set, rotation, &weights, rng)
     }
 
+    /// The arms a screening policy retires mid-round: behind on average over the segments
+    /// with counts, each weighted by its impressions here (`bandit::context::segment_behind`);
+    /// without counts, the policy's own [`ArmSet::behind`].
+    pub fn behind(&self, set: &ArmSet, rotation: &RotationConfig) -> Vec<usize> {
+        let policy = &rotation.policy;
+        if self.is_empty() || !matches!(policy.ranking, Ranking::Screen { .. }) {
+            return set.behind(policy, false);
+        }
+        let posteriors = set.posteriors(policy);
+        let arms: Vec<(&str, Posterior)> = set
+            .arms
+            .iter()
+            .map(|a| a.item.as_str())
+            .zip(posteriors)
+            .collect();
+        let k = self.strength(&arms);
+        let views: Vec<(f64, Vec<Posterior>)> = self
+            .segments()
+            .into_iter()
+            .map(|name| {
+                let weight = self.traffic(name) as f64;
+                (weight, self.posteriors_in(name, &arms, k))
+            })
+            .collect();
+        segment_behind(
+            set,
+            policy,
+            false,
+            views.iter().map(|(w, v)| (*w, v.as_slice())),
+        )
+    }
+
+    /// Each arm's posterior in `segment`, pooled with strength `k`.
+    fn posteriors_in(&self, segment: &str, arms: &[(&str, Posterior)], k: f64) -> Vec<Posterior> {
+        arms.iter()
+            .map(|(item, p)| segment_posterior(p, self.get(item, segment), k))
+            .collect()
+    }
+
     /// Every segment with counts, sorted.
     pub fn segments(&self) -> Vec<&str> {
         let mut out: Vec<&str> = self
@@ -154,10 +194,7 @@ impl SegmentCounts {
         }
         let k = self.strength(arms);
         let view = |name: &str| {
-            let posteriors: Vec<Posterior> = arms
-                .iter()
-                .map(|(item, p)| segment_posterior(p, self.get(item, name), k))
-                .collect();
+            let posteriors = self.posteriors_in(name, arms, k);
             SegmentView {
                 segment: name.to_string(),
                 p_best: bandit::p_best(&posteriors),
@@ -245,7 +282,7 @@ mod tests {
 
     #[test]
     fn the_round_end_keeps_the_arm_a_segment_prefers() {
-        let policy = bandit::PriorPolicy::default_policy();
+        let policy = bandit::PriorPolicy::CARRY_EB_RACE;
         let rotation = RotationConfig {
             arms: 4,
             round_impressions: 40_000,
@@ -275,5 +312,15 @@ mod tests {
         // Without segment counts the round end is the policy's own.
         let plain = SegmentCounts::default().plan_rotation(&set, &rotation, &mut rng);
         assert_eq!(plain.keep, global.keep);
+        // The default screens: over all d is confidently behind and would leave, but it leads
+        // mobile, so with segment counts it stays (screening judged per segment).
+        let screen = RotationConfig {
+            policy: bandit::PriorPolicy::default_policy(),
+            ..rotation
+        };
+        assert!(set.behind(&screen.policy, true).contains(&3));
+        assert!(!set.plan_rotation(&screen, &mut rng).keep.contains(&3));
+        assert!(!c.behind(&set, &screen).contains(&3));
+        assert!(c.plan_rotation(&set, &screen, &mut rng).keep.contains(&3));
     }
 }

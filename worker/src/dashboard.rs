@@ -3,10 +3,11 @@
 
 use std::fmt::Write;
 
+use bandit::armset::RetiredArm;
 use bandit::features::{KeySummary, MAX_FEATURES};
 use bandit::history::{MIN_ARMS_FOR_FIT, MIN_IMPRESSIONS_FOR_FIT};
 use bandit::operator::{format_utc as utc, AuditEntry};
-use bandit::policy::FreshPrior;
+use bandit::policy::{FreshPrior, Ranking};
 use bandit::{Posterior, RotationConfig};
 
 use crate::escape::html;
@@ -451,6 +452,17 @@ fn density_svg(posteriors: &[Posterior]) -> String {
     out
 }
 
+/// How the policy's rotation works, in the operators' words, under the round history.
+fn rotation_note(ranking: &Ranking) -> String {
+    match *ranking {
+        Ranking::Draw => "At the end of a round every arm gets one posterior draw; the top half by draw is kept (the score shown), the rest retire and fresh catalog items take their places.".into(),
+        Ranking::Mean => "At the end of a round the top half by posterior mean is kept (the score shown); the rest retire and fresh catalog items take their places.".into(),
+        Ranking::Quantile { q } => format!("At the end of a round the top half by the posterior's {q} quantile is kept (the score shown); the rest retire and fresh catalog items take their places."),
+        Ranking::Race { eps } => format!("At the end of a round the top half by posterior mean is kept (the score shown), less any arm with under a {eps} chance of beating the leader's mean; fresh catalog items take the free places."),
+        Ranking::Screen { eps } => format!("After every batch an arm whose chance of beating the best lower bound in the set (mean - sd) has fallen under {eps} of its start-of-round value retires, and a fresh catalog item takes its place at once (mid-round); at the end of a round every other arm stays (the score shown is its posterior mean)."),
+    }
+}
+
 /// The whole dashboard page for one slot; `slots` are every slot of the worker (linked),
 /// `audit` the newest operator writes.
 pub fn page(
@@ -552,27 +564,42 @@ pub fn page(
     if st.rounds.is_empty() {
         out.push_str("<p>No round has ended yet.</p>");
     } else {
-        out.push_str("<table class=\"dash__rounds\"><thead><tr><th>Round</th><th>Impressions</th><th>Kept (ranking draw)</th><th>Retired (clicks/impressions, draw)</th><th>Added</th></tr></thead><tbody>");
+        out.push_str("<table class=\"dash__rounds\"><thead><tr><th>Round</th><th>Impressions</th><th>Kept (ranking score)</th><th>Retired (clicks/impressions, score)</th><th>Added</th></tr></thead><tbody>");
         for r in st.rounds.iter().rev() {
             let kept: Vec<String> = r
                 .survivors
                 .iter()
                 .map(|(id, d)| format!("{} ({:.2}%)", html(id), d * 100.0))
                 .collect();
-            let retired: Vec<String> = r
-                .retired
-                .iter()
-                .map(|a| {
-                    format!(
-                        "{} ({}/{}, {:.2}%)",
-                        html(&a.item),
-                        a.clicks,
-                        a.impressions,
-                        a.draw * 100.0
-                    )
-                })
-                .collect();
-            let added: Vec<String> = r.added.iter().map(|id| html(id).into_owned()).collect();
+            let arm = |a: &RetiredArm| {
+                format!(
+                    "{} ({}/{}, {:.2}%)",
+                    html(&a.item),
+                    a.clicks,
+                    a.impressions,
+                    a.draw * 100.0
+                )
+            };
+            let mut retired: Vec<String> = r.retired.iter().map(arm).collect();
+            let mut added: Vec<String> = r.added.iter().map(|id| html(id).into_owned()).collect();
+            if !r.screened.is_empty() {
+                let screened: Vec<String> = r.screened.iter().map(arm).collect();
+                retired.push(format!(
+                    "<span data-screened>mid-round: {}</span>",
+                    screened.join(", ")
+                ));
+            }
+            if !r.refilled.is_empty() {
+                let refilled: Vec<String> =
+                    r.refilled.iter().map(|id| html(id).into_owned()).collect();
+                added.push(format!(
+                    "<span data-refilled>mid-round: {}</span>",
+                    refilled.join(", ")
+                ));
+            }
+            if r.unlisted > 0 {
+                added.push(format!("and {} more mid-round changes", r.unlisted));
+            }
             let _ = write!(
                 out,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -583,7 +610,11 @@ pub fn page(
                 added.join(", ")
             );
         }
-        out.push_str("</tbody></table><p class=\"dash__note\">At the end of a round every arm gets one posterior draw; the top half by draw is kept, the rest retire and fresh catalog items take their places.</p>");
+        let _ = write!(
+            out,
+            "</tbody></table><p class=\"dash__note\">{}</p>",
+            rotation_note(&rotation.policy.ranking)
+        );
     }
     audit_section(&mut out, audit);
     out.push_str("</main></body></html>");

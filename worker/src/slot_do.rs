@@ -233,9 +233,17 @@ impl SlotObject {
                 ],
             );
         }
-        // A screening policy retires arms that fell confidently behind at once; their places
-        // are refilled now rather than at the round's end.
-        let screened = st.screen(rotation);
+        // A screening policy swaps arms that fell confidently behind for fresh catalog items
+        // at once, rather than at the round's end; never more than the catalog can replace.
+        let behind = st.behind(rotation);
+        let screened = if behind.is_empty() {
+            Vec::new()
+        } else {
+            let fresh = CatalogClient::new(&self.env)?
+                .sample(behind.len(), st.fill_exclude(rotation))
+                .await?;
+            st.screen(rotation, &behind, fresh)
+        };
         if !screened.is_empty() {
             crate::log::info(
                 "screened_out",
@@ -251,7 +259,7 @@ impl SlotObject {
                 &[("slot", slot), ("round", &st.arms.round.to_string())],
             );
         }
-        self.fill(&mut st, rotation, !screened.is_empty()).await?;
+        self.fill(&mut st, rotation, false).await?;
         self.save(st).await?;
         self.schedule_publish(rotation).await;
         Ok(json_response(&PushResponse::Applied(applied))?)

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use bandit::armset::{RetiredArm, MAX_LISTED_MID_ROUND};
 use bandit::batch::{MAX_LEDGER_ENTRIES, MAX_OFFSET, MAX_TOPIC_LEN};
 use bandit::decision::ServedBy;
 use bandit::features::Features;
@@ -141,6 +142,44 @@ pub struct SlotState {
     /// Each arm's counts per visitor segment this round (when the worker has segments).
     #[serde(default, skip_serializing_if = "SegmentCounts::is_empty")]
     pub segments: SegmentCounts,
+    /// The round's changes between its ends, for its summary.
+    #[serde(default, skip_serializing_if = "MidRound::is_empty")]
+    pub mid_round: MidRound,
+}
+
+/// A round's changes between its ends (arms a screening policy retired, items that filled
+/// places), listed in the round's summary when it ends; bounded by
+/// [`bandit::armset::MAX_LISTED_MID_ROUND`] each, the rest counted.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MidRound {
+    screened: Vec<RetiredArm>,
+    refilled: Vec<String>,
+    unlisted: u64,
+}
+
+impl MidRound {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.screened.is_empty() && self.refilled.is_empty() && self.unlisted == 0
+    }
+
+    fn list<T>(list: &mut Vec<T>, unlisted: &mut u64, items: impl IntoIterator<Item = T>) {
+        for item in items {
+            if list.len() < MAX_LISTED_MID_ROUND {
+                list.push(item);
+            } else {
+                *unlisted = unlisted.saturating_add(1);
+            }
+        }
+    }
+
+    /// Moves the round's changes into its summary.
+    fn finish(&mut self, summary: &mut RoundSummary) {
+        let done = std::mem::take(self);
+        summary.screened = done.screened;
+        summary.refilled = done.refilled;
+        summary.unlisted = done.unlisted;
+    }
 }
 
 /// The costly part of the operators' views of one state version.
@@ -171,6 +210,7 @@ impl SlotState {
             audit_changed: false,
             health: Health::default(),
             segments: SegmentCounts::default(),
+            mid_round: MidRound::default(),
         }
     }
 
@@ -226,23 +266,39 @@ impl SlotState {
             .add(batch, dims, |item| arms.position(item).is_some())
     }
 
-    /// Retires the arms a screening policy (`-screenEPS`) finds confidently behind, mid-round;
-    /// their ids (nothing under other policies). The caller refills the set.
-    pub fn screen(&mut self, rotation: &RotationConfig) -> Vec<String> {
-        let out: Vec<String> = self
-            .arms
-            .retire_behind(rotation)
-            .into_iter()
-            .map(|a| a.item)
-            .collect();
-        if !out.is_empty() {
-            for item in &out {
-                self.items.remove(item);
-            }
-            let arms = &self.arms;
-            self.segments.retain(|item| arms.position(item).is_some());
-            self.version += 1;
+    /// The arms a screening policy (`-screenEPS`) finds confidently behind (with segment
+    /// counts, judged per segment), worst posterior mean first; none under other policies.
+    pub fn behind(&self, rotation: &RotationConfig) -> Vec<usize> {
+        let mut behind = self.segments.behind(&self.arms, rotation);
+        let posteriors = self.arms.posteriors(&rotation.policy);
+        behind.sort_by(|&a, &b| posteriors[a].mean().total_cmp(&posteriors[b].mean()));
+        behind
+    }
+
+    /// Swaps arms screened out mid-round ([`SlotState::behind`], worst first) for the usable
+    /// items of `fresh`, one for one, so screening never shrinks the set: with a catalog no
+    /// larger than the set, nothing leaves. Returns the ids that left.
+    pub fn screen(
+        &mut self,
+        rotation: &RotationConfig,
+        behind: &[usize],
+        fresh: Vec<CatalogItem>,
+    ) -> Vec<String> {
+        let fresh = self.usable(fresh, behind.len());
+        let Some(behind) = behind.get(..fresh.len()).filter(|b| !b.is_empty()) else {
+            return Vec::new();
+        };
+        let retired = self.arms.retire_now(rotation, behind);
+        let out: Vec<String> = retired.iter().map(|a| a.item.clone()).collect();
+        let mid = &mut self.mid_round;
+        MidRound::list(&mut mid.screened, &mut mid.unlisted, retired);
+        for item in &out {
+            self.items.remove(item);
         }
+        let arms = &self.arms;
+        self.segments.retain(|item| arms.position(item).is_some());
+        self.version += 1;
+        self.add_fresh(fresh, rotation);
         out
     }
 
@@ -338,16 +394,16 @@ impl SlotState {
     /// features under a `+features` policy); whether any joined.
     pub fn add_fresh(&mut self, fresh: Vec<CatalogItem>, rotation: &RotationConfig) -> bool {
         let room = rotation.arms.saturating_sub(self.arms.arms.len());
-        let fresh: Vec<CatalogItem> = fresh
-            .into_iter()
-            .filter(|i| {
-                self.arms.position(&i.id).is_none() && i.available && !self.exclude.contains(&i.id)
-            })
-            .take(room)
-            .collect();
+        let fresh = self.usable(fresh, room);
         let added = self.arms.add_fresh_with_features(
             fresh.iter().map(|i| (i.id.clone(), item_features(i))),
             &rotation.policy,
+        );
+        let mid = &mut self.mid_round;
+        MidRound::list(
+            &mut mid.refilled,
+            &mut mid.unlisted,
+            fresh.iter().map(|i| i.id.clone()),
         );
         for item in fresh {
             self.items.insert(item.id.clone(), item);
@@ -356,6 +412,22 @@ impl SlotState {
             self.version += 1;
         }
         added > 0
+    }
+
+    /// The first `max` items of `fresh` that may join: available, not excluded, not an arm
+    /// already, each once.
+    fn usable(&self, fresh: Vec<CatalogItem>, max: usize) -> Vec<CatalogItem> {
+        let mut seen = BTreeSet::new();
+        fresh
+            .into_iter()
+            .filter(|i| {
+                self.arms.position(&i.id).is_none()
+                    && i.available
+                    && !self.exclude.contains(&i.id)
+                    && seen.insert(i.id.clone())
+            })
+            .take(max)
+            .collect()
     }
 
     /// Ends the round with `plan`, admitting `fresh` catalog items; keeps display fields of
@@ -377,7 +449,8 @@ impl SlotState {
         for item in fresh {
             self.items.insert(item.id.clone(), item);
         }
-        let summary = self.arms.rotate_with_features(rotation, plan, ids);
+        let mut summary = self.arms.rotate_with_features(rotation, plan, ids);
+        self.mid_round.finish(&mut summary);
         let arms = &self.arms;
         self.items.retain(|id, _| arms.position(id).is_some());
         self.push_round(summary);
@@ -589,25 +662,46 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_screening_policy_retires_an_arm_far_behind_mid_round() {
-        let mut rot = rotation(3);
+    fn a_screening_policy_swaps_arms_far_behind_for_fresh_items_mid_round() {
+        let mut rot = rotation(4);
         rot.policy = "screen".parse().unwrap();
         let mut st = SlotState::new("s", &rot);
-        st.add_fresh(items(&["a", "b", "c"]), &rot);
-        let before = st.version;
-        // "a" and "b" click at 10%, "c" never: well behind the bar after 400 impressions.
+        st.add_fresh(items(&["a", "b", "c", "d"]), &rot);
+        // "a" and "b" click at 10%; "c" (2%) and "d" (never) are well behind the bar after
+        // 400 impressions, "d" the worse.
         st.apply_batch(
-            &batch(0, 9, &[("a", 400, 40), ("b", 400, 40), ("c", 400, 0)]),
+            &batch(
+                0,
+                9,
+                &[("a", 400, 40), ("b", 400, 40), ("c", 400, 8), ("d", 400, 0)],
+            ),
             0.0,
         );
-        assert_eq!(st.screen(&rot), ["c"]);
-        assert!(st.arms.position("c").is_none() && !st.items.contains_key("c"));
-        assert!(st.version > before + 1);
-        // Under the default policy nothing is screened.
+        let behind = st.behind(&rot);
+        let ids = |idx: &[usize]| -> Vec<String> {
+            idx.iter().map(|&i| st.arms.arms[i].item.clone()).collect()
+        };
+        assert_eq!(ids(&behind), ["d", "c"], "worst first");
+        // Without a replacement nothing leaves: screening never shrinks the set.
+        assert!(st.screen(&rot, &behind, Vec::new()).is_empty());
+        assert_eq!(st.arms.arms.len(), 4);
+        // One usable item (an arm and an unavailable one do not count): only the worst leaves.
+        let before = st.version;
+        let mut fresh = items(&["a", "x", "y"]);
+        fresh[1].available = false;
+        assert_eq!(st.screen(&rot, &behind, fresh), ["d"]);
+        assert!(st.arms.position("d").is_none() && !st.items.contains_key("d"));
+        assert!(st.arms.position("y").is_some() && st.items.contains_key("y"));
+        assert_eq!(st.arms.arms.len(), 4);
+        assert!(st.version > before);
+        // The round's summary lists the swap.
+        assert_eq!(st.mid_round.screened[0].item, "d");
+        assert!(st.mid_round.refilled.contains(&"y".to_string()));
+        // Under a policy that does not screen nothing is behind.
         let mut plain = SlotState::new("s", &rotation(3));
         plain.add_fresh(items(&["a", "b", "c"]), &rotation(3));
         plain.apply_batch(&batch(0, 9, &[("a", 400, 40), ("c", 400, 0)]), 0.0);
-        assert!(plain.screen(&rotation(3)).is_empty());
+        assert!(plain.behind(&rotation(3)).is_empty());
     }
 
     #[test]
