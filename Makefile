@@ -71,7 +71,7 @@ test-browser: build-worker
 
 ## evaluate-long: the four published learning workloads (catalog 500 and 5,000, delay 0 and 500)
 ## over 40 paired seeds, the contextual evaluator (segments, spread 0.5 and 0) over 100 and the
-## feature priors (category spread 0.5 and 0) over 400, about 21 min; writes
+## feature priors (category spread 0.5 and 0) over 400, about 10 min; writes
 ## docs/bench/learning-*.json, contextual-*.json, features-*.json and their plots, which the
 ## bench report reads.
 evaluate-long: build-native

@@ -394,6 +394,9 @@ if machine.get("seconds"):
                  "≤ 1.00", yes(total <= 600)))
     w(f"| suite duration | {total // 60} min {total % 60} s (without `make build`; of which "
       f"{setup_s} s building what only the benchmarks need); goal ≤ 10 min: {yes(total <= 600)} |")
+    sections = [(k[len("section_"):], int(v)) for k, v in machine.items() if k.startswith("section_")]
+    if sections:
+        w("| suite sections (s) | " + ", ".join(f"{name} {secs}" for name, secs in sections) + " |")
 # Sections re-measured afterwards (BENCH_ONLY), each on its own line of machine.env.
 with open(os.path.join(RAW, "machine.env")) as f:
     for line in f:

@@ -101,7 +101,7 @@ pub struct RoundSummary {
     /// [`MAX_LISTED_MID_ROUND`]), with their posterior mean as the draw.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub screened: Vec<RetiredArm>,
-    /// Items that joined during the round to fill a place (the first
+    /// Items that took the screened arms' places during the round (the first
     /// [`MAX_LISTED_MID_ROUND`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub refilled: Vec<String>,
@@ -412,7 +412,8 @@ impl ArmSet {
         let Ranking::Screen { eps } = policy.ranking else {
             return Vec::new();
         };
-        let Some(standing) = self.standing(&self.posteriors(policy), policy) else {
+        let start = self.screening_priors(policy);
+        let Some(standing) = self.standing(&self.posteriors(policy), &start) else {
             return Vec::new();
         };
         (0..self.arms.len())
@@ -420,10 +421,26 @@ impl ArmSet {
             .collect()
     }
 
+    /// Each arm's start-of-round prior for screening: its prior of this round, except that
+    /// under feature priors a fresh arm gets the prior it would have had without its
+    /// features, so a category the fit predicts poor condemns an item before it costs
+    /// impressions, while evidence must still condemn the rest.
+    pub fn screening_priors(&self, policy: &PriorPolicy) -> Vec<Posterior> {
+        let base = policy.features.then(|| self.fresh_prior(policy));
+        self.arms
+            .iter()
+            .map(|arm| match base {
+                Some(b) if arm.since_round == self.round => b,
+                _ => arm.prior,
+            })
+            .collect()
+    }
+
     /// Each arm's [`Standing`] against the screening bar set on `posteriors` (one per arm, in
-    /// order: the arms' own, or a visitor segment's view of them); `None` without a bar.
-    pub fn standing(&self, posteriors: &[Posterior], policy: &PriorPolicy) -> Option<Standing> {
-        if posteriors.len() != self.arms.len() {
+    /// order: the arms' own, or a visitor segment's view of them), its start taken under
+    /// `start` ([`ArmSet::screening_priors`]); `None` without a bar.
+    pub fn standing(&self, posteriors: &[Posterior], start: &[Posterior]) -> Option<Standing> {
+        if posteriors.len() != self.arms.len() || start.len() != self.arms.len() {
             return None;
         }
         let (lead, bar) = posteriors
@@ -440,22 +457,12 @@ impl ArmSet {
             .enumerate()
             .filter(|(_, bar)| bar.is_finite())
             .max_by(|a, b| a.1.total_cmp(&b.1))?;
-        // Under feature priors a fresh arm's odds are measured against the prior it would
-        // have had without its features: a category that predicts a poor rate then condemns
-        // an item before it costs impressions, while evidence must still condemn the rest.
-        let base = policy.features.then(|| self.fresh_prior(policy));
         let odds = posteriors
             .iter()
-            .zip(&self.arms)
-            .map(|(p, arm)| {
-                let prior = match base {
-                    Some(b) if arm.since_round == self.round => b,
-                    _ => arm.prior,
-                };
-                Odds {
-                    now: 1.0 - p.cdf(bar),
-                    before: 1.0 - prior.cdf(bar),
-                }
+            .zip(start)
+            .map(|(p, prior)| Odds {
+                now: 1.0 - p.cdf(bar),
+                before: 1.0 - prior.cdf(bar),
             })
             .collect();
         Some(Standing { lead, odds })
@@ -899,13 +906,13 @@ pub struct Standing {
     pub odds: Vec<Odds>,
 }
 
-/// An arm's probability of exceeding a screening bar, under its posterior and its prior of
-/// this round.
+/// An arm's probability of exceeding a screening bar, under its posterior and at the start
+/// of the round ([`ArmSet::screening_priors`]).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Odds {
     /// Under the posterior.
     pub now: f64,
-    /// Under the arm's prior of this round.
+    /// Under the arm's start-of-round prior.
     pub before: f64,
 }
 

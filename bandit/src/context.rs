@@ -147,11 +147,12 @@ pub fn segment_behind<'a>(
     let mut leads = vec![false; n];
     let mut odds = vec![Odds::default(); n];
     let mut total = 0.0;
+    let start = set.screening_priors(policy);
     for (weight, view) in segments {
         if weight <= 0.0 || !weight.is_finite() {
             continue;
         }
-        let Some(standing) = set.standing(view, policy) else {
+        let Some(standing) = set.standing(view, &start) else {
             continue;
         };
         leads[standing.lead] = true;

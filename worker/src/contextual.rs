@@ -102,12 +102,7 @@ impl SegmentCounts {
         rng: &mut R,
     ) -> RotationPlan {
         let posteriors = set.posteriors(&rotation.policy);
-        let arms: Vec<(&str, Posterior)> = set
-            .arms
-            .iter()
-            .map(|a| a.item.as_str())
-            .zip(posteriors)
-            .collect();
+        let arms = named(set, posteriors);
         let views = self.views(&arms);
         let weights: Vec<SegmentWeight<'_>> = views
             .iter()
@@ -129,13 +124,7 @@ impl SegmentCounts {
         if self.is_empty() || !matches!(policy.ranking, Ranking::Screen { .. }) {
             return set.behind(policy, false);
         }
-        let posteriors = set.posteriors(policy);
-        let arms: Vec<(&str, Posterior)> = set
-            .arms
-            .iter()
-            .map(|a| a.item.as_str())
-            .zip(posteriors)
-            .collect();
+        let arms = named(set, set.posteriors(policy));
         let k = self.strength(&arms);
         let views: Vec<(f64, Vec<Posterior>)> = self
             .segments()
@@ -209,6 +198,15 @@ impl SegmentCounts {
         }
         out
     }
+}
+
+/// The set's arms by item id, each with its posterior (`posteriors` in the set's order).
+fn named(set: &ArmSet, posteriors: Vec<Posterior>) -> Vec<(&str, Posterior)> {
+    set.arms
+        .iter()
+        .map(|a| a.item.as_str())
+        .zip(posteriors)
+        .collect()
 }
 
 #[cfg(test)]

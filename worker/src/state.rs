@@ -147,8 +147,8 @@ pub struct SlotState {
     pub mid_round: MidRound,
 }
 
-/// A round's changes between its ends (arms a screening policy retired, items that filled
-/// places), listed in the round's summary when it ends; bounded by
+/// A round's changes between its ends (arms a screening policy retired and the items that
+/// took their places), listed in the round's summary when it ends; bounded by
 /// [`bandit::armset::MAX_LISTED_MID_ROUND`] each, the rest counted.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MidRound {
@@ -292,6 +292,11 @@ impl SlotState {
         let out: Vec<String> = retired.iter().map(|a| a.item.clone()).collect();
         let mid = &mut self.mid_round;
         MidRound::list(&mut mid.screened, &mut mid.unlisted, retired);
+        MidRound::list(
+            &mut mid.refilled,
+            &mut mid.unlisted,
+            fresh.iter().map(|i| i.id.clone()),
+        );
         for item in &out {
             self.items.remove(item);
         }
@@ -398,12 +403,6 @@ impl SlotState {
         let added = self.arms.add_fresh_with_features(
             fresh.iter().map(|i| (i.id.clone(), item_features(i))),
             &rotation.policy,
-        );
-        let mid = &mut self.mid_round;
-        MidRound::list(
-            &mut mid.refilled,
-            &mut mid.unlisted,
-            fresh.iter().map(|i| i.id.clone()),
         );
         for item in fresh {
             self.items.insert(item.id.clone(), item);
@@ -696,7 +695,7 @@ pub(crate) mod tests {
         assert!(st.version > before);
         // The round's summary lists the swap.
         assert_eq!(st.mid_round.screened[0].item, "d");
-        assert!(st.mid_round.refilled.contains(&"y".to_string()));
+        assert_eq!(st.mid_round.refilled, ["y"], "the initial fill is not a swap");
         // Under a policy that does not screen nothing is behind.
         let mut plain = SlotState::new("s", &rotation(3));
         plain.add_fresh(items(&["a", "b", "c"]), &rotation(3));
