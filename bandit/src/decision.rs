@@ -13,6 +13,9 @@ pub const PARAM_DECISION: &str = "decision";
 pub const PARAM_PROBABILITY: &str = "probability";
 /// Impression signal parameter: the arm set's round.
 pub const PARAM_ROUND: &str = "round";
+/// Impression signal parameter: the arm set's mid-round swaps before the decision in its round
+/// (a screening policy's; absent means 0). With the round it names the exact set chosen from.
+pub const PARAM_SET: &str = "set";
 /// Impression signal parameter: the slot state's version the decision was drawn from.
 pub const PARAM_VERSION: &str = "version";
 /// Impression signal parameter: how many arms the decision chose among.
@@ -101,6 +104,10 @@ pub struct DecisionLog {
     pub probability: f64,
     /// The arm set's round.
     pub round: u64,
+    /// Mid-round swaps of the arm set before this decision in its round (a screening
+    /// policy's): with the round, the exact set the decision chose from.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub set: u64,
     /// The slot state's version.
     pub version: u64,
     /// How many arms the decision chose among.
@@ -110,6 +117,10 @@ pub struct DecisionLog {
     /// The visitor's segment, when segments are configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segment: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Why an event's decision parameters cannot be used.
@@ -146,6 +157,9 @@ impl DecisionLog {
                 (self.served_by == ServedBy::Holdout).to_string(),
             ),
         ];
+        if self.set > 0 {
+            out.push((PARAM_SET, self.set.to_string()));
+        }
         if let Some(s) = &self.segment {
             out.push((PARAM_SEGMENT, s.clone()));
         }
@@ -187,6 +201,10 @@ impl DecisionLog {
             id,
             probability,
             round: number(get(PARAM_ROUND), PARAM_ROUND)?,
+            set: match get(PARAM_SET) {
+                None | Some("") => 0,
+                v => number(v, PARAM_SET)?,
+            },
             version: number(get(PARAM_VERSION), PARAM_VERSION)?,
             arms: number(get(PARAM_ARMS), PARAM_ARMS)?,
             served_by,
@@ -337,6 +355,7 @@ mod tests {
             },
             probability: 0.123_456_789_012_3,
             round: 4,
+            set: 2,
             version: 99,
             arms: 8,
             served_by: ServedBy::Holdout,
@@ -349,13 +368,20 @@ mod tests {
         assert_eq!(
             (
                 back.round,
+                back.set,
                 back.version,
                 back.arms,
                 back.served_by,
                 &back.segment
             ),
-            (4, 99, 8, ServedBy::Holdout, &log.segment)
+            (4, 2, 99, 8, ServedBy::Holdout, &log.segment)
         );
+        // Without swaps the parameter is left out, and its absence reads as 0.
+        let first = DecisionLog { set: 0, ..log };
+        assert!(first.params().iter().all(|(k, _)| *k != PARAM_SET));
+        let map: HashMap<&str, String> = first.params().into_iter().collect();
+        let back = DecisionLog::from_params(|k| map.get(k).map(String::as_str)).unwrap();
+        assert_eq!(back.set, 0);
     }
 
     #[test]
@@ -377,6 +403,8 @@ mod tests {
             (PARAM_PROBABILITY, "NaN"),
             (PARAM_PROBABILITY, "-0.1"),
             (PARAM_ROUND, "-1"),
+            (PARAM_SET, "-2"),
+            (PARAM_SET, "x"),
             (PARAM_VERSION, "1e3"),
             (PARAM_ARMS, "99999999999"),
             (PARAM_HOLDOUT, "yes"),
@@ -429,6 +457,7 @@ mod tests {
             id,
             probability: 0.5,
             round: 1,
+            set: 0,
             version: 1,
             arms: 2,
             served_by: ServedBy::Bandit,

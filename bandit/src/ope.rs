@@ -7,9 +7,10 @@
 //! logged decisions. Every estimate has a 95% interval, validated by
 //! `tests/ope_coverage.rs` on simulated logs.
 //!
-//! The log does not list a decision's arm set, only how many arms there were. An item counts
-//! as *available* in a round when any logged decision of that round showed it; the candidates
-//! that need the arm set (a fixed item, the 2015 rule, replay) use these sets.
+//! The log does not list a decision's arm set, only how many arms there were and which set of
+//! its round it was (the round and the mid-round swaps before it: [`LoggedDecision::set_key`]).
+//! An item counts as *available* in a set when any logged decision of that set showed it; the
+//! candidates that need the arm set (a fixed item, the 2015 rule, replay) use these sets.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -29,6 +30,8 @@ pub const Z95: f64 = 1.959_963_984_540_054;
 pub struct LoggedDecision {
     /// The arm set's round.
     pub round: u64,
+    /// Mid-round swaps of the arm set before the decision in its round (0 without screening).
+    pub set: u64,
     /// The item shown.
     pub item: String,
     /// The probability that the logging policy showed `item` for this request, in (0, 1].
@@ -40,6 +43,16 @@ pub struct LoggedDecision {
     /// Whether it was clicked within the attribution window.
     pub reward: bool,
 }
+
+impl LoggedDecision {
+    /// The arm set the decision chose from: its round and the swaps before it in that round.
+    pub fn set_key(&self) -> SetKey {
+        (self.round, self.set)
+    }
+}
+
+/// One arm set of the log: a round and the mid-round swaps before it.
+pub type SetKey = (u64, u64);
 
 /// Why a candidate cannot be evaluated.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -184,7 +197,7 @@ struct Indexed {
     items: Vec<String>,
     item_of: Vec<usize>,
     /// Round -> sorted item indices shown in it.
-    available: BTreeMap<u64, Vec<usize>>,
+    available: BTreeMap<SetKey, Vec<usize>>,
     /// Per item (clicks, impressions) over the whole log.
     counts: Vec<(u64, u64)>,
 }
@@ -194,7 +207,7 @@ impl Indexed {
         let mut index: HashMap<&str, usize> = HashMap::new();
         let mut items = Vec::new();
         let mut item_of = Vec::with_capacity(log.len());
-        let mut available: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+        let mut available: BTreeMap<SetKey, Vec<usize>> = BTreeMap::new();
         let mut counts = Vec::new();
         for d in log {
             let i = *index.entry(d.item.as_str()).or_insert_with(|| {
@@ -205,7 +218,7 @@ impl Indexed {
             item_of.push(i);
             counts[i].0 += u64::from(d.reward);
             counts[i].1 += 1;
-            available.entry(d.round).or_default().push(i);
+            available.entry(d.set_key()).or_default().push(i);
         }
         for v in available.values_mut() {
             v.sort_unstable();
@@ -223,14 +236,14 @@ impl Indexed {
         self.items.iter().position(|i| i == item)
     }
 
-    fn avail(&self, round: u64) -> &[usize] {
-        self.available.get(&round).map_or(&[], Vec::as_slice)
+    fn avail(&self, key: SetKey) -> &[usize] {
+        self.available.get(&key).map_or(&[], Vec::as_slice)
     }
 }
 
 /// A fixed candidate resolved against a log: its rule in every round.
 struct FixedPolicy {
-    rules: HashMap<u64, RoundRule>,
+    rules: HashMap<SetKey, RoundRule>,
 }
 
 impl FixedPolicy {
@@ -240,13 +253,13 @@ impl FixedPolicy {
         }
     }
 
-    fn rule(&self, round: u64) -> &RoundRule {
-        self.rules.get(&round).unwrap_or(&RoundRule::Uniform)
+    fn rule(&self, key: SetKey) -> &RoundRule {
+        self.rules.get(&key).unwrap_or(&RoundRule::Uniform)
     }
 
     /// pi(item | decision).
     fn prob(&self, d: &LoggedDecision, item: usize) -> f64 {
-        match self.rule(d.round) {
+        match self.rule(d.set_key()) {
             RoundRule::Uniform => 1.0 / f64::from(d.arms.max(1)),
             RoundRule::Dist(v) => v.iter().find(|(i, _)| *i == item).map_or(0.0, |(_, p)| *p),
         }
@@ -254,7 +267,7 @@ impl FixedPolicy {
 
     /// sum_a pi(a | decision) q(a): the reward model's value of the candidate's choice.
     fn model_value(&self, d: &LoggedDecision, avail: &[usize], q: &[f64], q0: f64) -> f64 {
-        match self.rule(d.round) {
+        match self.rule(d.set_key()) {
             RoundRule::Uniform => {
                 let arms = d.arms.max(1) as usize;
                 let seen: f64 = avail.iter().map(|&a| q[a]).sum();
@@ -443,7 +456,7 @@ fn fixed_report(
         .enumerate()
         .map(|(k, d)| {
             let (q, q0) = &models[k % FOLDS];
-            let dm = policy.model_value(d, ix.avail(d.round), q, *q0);
+            let dm = policy.model_value(d, ix.avail(d.set_key()), q, *q0);
             dm + w[k] * (r[k] - q[ix.item_of[k]])
         })
         .collect();
@@ -464,27 +477,33 @@ fn replay_report<R: Rng + ?Sized>(
     rng: &mut R,
 ) -> ReplayReport {
     let mut order: Vec<usize> = (0..log.len()).filter(|&k| log[k].holdout).collect();
-    // Stable: within a round the log's order (decision time) is kept.
-    order.sort_by_key(|&k| log[k].round);
+    // Stable: within a set the log's order (decision time) is kept.
+    order.sort_by_key(|&k| log[k].set_key());
     let holdout = order.len();
     let mut skipped = 0;
     let (mut matched, mut clicks) = (0usize, 0usize);
-    let mut set: Option<(u64, ArmSet)> = None;
+    let mut set: Option<(SetKey, ArmSet)> = None;
     for k in order {
         let d = &log[k];
-        let avail = ix.avail(d.round);
+        let avail = ix.avail(d.set_key());
         if avail.len() != d.arms as usize {
             skipped += 1;
             continue;
         }
-        if set.as_ref().is_none_or(|(round, _)| *round != d.round) {
+        if set.as_ref().is_none_or(|(key, _)| *key != d.set_key()) {
             let items: Vec<String> = avail.iter().map(|&a| ix.items[a].clone()).collect();
             match &mut set {
-                Some((round, arms)) => {
-                    rotate_to(arms, &items, policy);
-                    *round = d.round;
+                // A swap within the round: the arms that stay keep their evidence as they
+                // are, as in the worker.
+                Some((key, arms)) if key.0 == d.round => {
+                    swap_to(arms, &items, policy);
+                    *key = d.set_key();
                 }
-                None => set = Some((d.round, ArmSet::new(items, policy))),
+                Some((key, arms)) => {
+                    rotate_to(arms, &items, policy);
+                    *key = d.set_key();
+                }
+                None => set = Some((d.set_key(), ArmSet::new(items, policy))),
             }
         }
         let Some((_, arms)) = &mut set else {
@@ -514,6 +533,27 @@ fn replay_report<R: Rng + ?Sized>(
 
 /// Starts the next round of `arms` with exactly `items`: arms not among them retire, the
 /// others survive under the policy's survivor rule, the rest enter fresh.
+/// A mid-round swap to `items`: arms not among them leave, the rest keep their evidence, the
+/// new ones join with the policy's fresh prior.
+fn swap_to(arms: &mut ArmSet, items: &[String], policy: &PriorPolicy) {
+    let leaving: Vec<usize> = (0..arms.arms.len())
+        .filter(|&i| !items.contains(&arms.arms[i].item))
+        .collect();
+    let config = RotationConfig {
+        arms: items.len(),
+        round_impressions: 0,
+        policy: *policy,
+        cooldown_rounds: 0,
+    };
+    arms.retire_now(&config, &leaving);
+    let fresh: Vec<String> = items
+        .iter()
+        .filter(|i| arms.position(i).is_none())
+        .cloned()
+        .collect();
+    arms.add_fresh(fresh, policy);
+}
+
 fn rotate_to(arms: &mut ArmSet, items: &[String], policy: &PriorPolicy) {
     let (keep, retire): (Vec<usize>, Vec<usize>) =
         (0..arms.arms.len()).partition(|&i| items.contains(&arms.arms[i].item));
@@ -615,6 +655,7 @@ mod tests {
     fn d(round: u64, item: &str, p: f64, arms: u32, holdout: bool, reward: bool) -> LoggedDecision {
         LoggedDecision {
             round,
+            set: 0,
             item: item.into(),
             probability: p,
             arms,
@@ -734,6 +775,58 @@ mod tests {
             r.estimate.matched > 300 && r.estimate.matched < 500,
             "{r:?}"
         );
+    }
+
+    #[test]
+    fn a_mid_round_swap_starts_a_new_set_of_the_round() {
+        // Round 1 shows a and b, then b is swapped for c (set 1 of round 1).
+        let mut log = Vec::new();
+        for (set, other) in [(0, "b"), (1, "c")] {
+            for k in 0..400 {
+                let item = ["a", other][k % 2];
+                log.push(LoggedDecision {
+                    set,
+                    ..d(1, item, 0.5, 2, true, item == "a")
+                });
+            }
+        }
+        let ix = Indexed::new(&log);
+        assert_eq!(ix.avail((1, 0)).len(), 2);
+        assert_eq!(ix.avail((1, 1)).len(), 2);
+        // b is available only in the first set: elsewhere the candidate is uniform.
+        let b = ix.items.iter().position(|i| i == "b").unwrap();
+        let p = always(&ix, b);
+        assert_eq!(p.prob(&log[1], b), 1.0);
+        assert_eq!(p.prob(&log[401], ix.item_of[401]), 0.5);
+        // Replay follows the swap instead of skipping a round of three items.
+        let mut rng = SmallRng::seed_from_u64(4);
+        let CandidateReport::Replay(r) = evaluate(
+            &log,
+            &Candidate::Replay(PriorPolicy::default_policy()),
+            &mut rng,
+        )
+        .unwrap() else {
+            panic!("replay expected")
+        };
+        assert_eq!((r.holdout, r.skipped_incomplete_round), (800, 0));
+        assert!(r.estimate.value > 0.7, "{r:?}");
+        // Without the set, the round's three items do not fit its two arms.
+        let merged: Vec<LoggedDecision> = log
+            .iter()
+            .map(|x| LoggedDecision {
+                set: 0,
+                ..x.clone()
+            })
+            .collect();
+        let CandidateReport::Replay(r) = evaluate(
+            &merged,
+            &Candidate::Replay(PriorPolicy::default_policy()),
+            &mut rng,
+        )
+        .unwrap() else {
+            panic!("replay expected")
+        };
+        assert_eq!(r.skipped_incomplete_round, 800);
     }
 
     #[test]

@@ -57,6 +57,7 @@ fn simulate(seed: u64) -> Vec<LoggedDecision> {
             };
             LoggedDecision {
                 round: 1,
+                set: 0,
                 item: item(i),
                 probability: logging_probability(i),
                 arms: RATES.len() as u32,

@@ -323,6 +323,7 @@ impl LogCollector {
             .filter_map(|id| self.impressions.get(id).map(|imp| (id, imp)))
             .map(|(id, imp)| LoggedDecision {
                 round: imp.log.round,
+                set: imp.log.set,
                 item: imp.item.clone(),
                 probability: imp.log.probability,
                 arms: imp.log.arms,

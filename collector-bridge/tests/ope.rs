@@ -103,6 +103,7 @@ fn logged_evaluation_covers_the_uniform_ctr_and_counts_hostile_records() {
             },
             probability: HOLDOUT / RATES.len() as f64 + (1.0 - HOLDOUT) * BANDIT_SHARE[i],
             round: 1,
+            set: 0,
             version: 1,
             arms: RATES.len() as u32,
             served_by,

@@ -1,7 +1,7 @@
 // The ingest API under workerd: exactly-once batches, rotation, and every bad-input case.
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startWorker, importItems, makeItems, batch, postBatch, state, auth, operatorAuth, SLOT, TOKEN } from "../lib/worker.mjs";
+import { startWorker, importItems, makeItems, batch, postBatch, state, eventually, auth, operatorAuth, SLOT, TOKEN } from "../lib/worker.mjs";
 
 describe("ingest", () => {
   let w;
@@ -201,6 +201,13 @@ describe("rotation", () => {
       const fresh = s1.arms.find((a) => !ids0.includes(a.item));
       assert.ok(fresh, "a fresh item took its place");
       assert.equal(fresh.impressions, 0);
+      // Decisions drawn from the new set name it: round 1, one swap in.
+      const pick = await eventually(async () => {
+        const p = await (await w.fetch(`/api/slots/${SLOT}/pick`)).json();
+        return p.decision?.version >= s1.version && p;
+      }, 8000, "the swapped set's snapshot");
+      assert.equal(pick.decision.round, 1);
+      assert.equal(pick.decision.set, 1, JSON.stringify(pick.decision));
       // The round ends with every arm doing well: none is behind, so all four stay.
       const r2 = await postBatch(w, batch(s1.arms.map((a) => ({ item: a.item, impressions: 200, clicks: 40 }))));
       assert.equal(r2.body.rotated, true, JSON.stringify(r2));

@@ -333,6 +333,7 @@ fn draw(
             id,
             probability: d.probability,
             round: snap.epoch,
+            set: snap.set,
             version: snap.version,
             arms: d.arms,
             served_by: d.served_by,

@@ -350,6 +350,7 @@ mod tests {
             },
             probability: 0.25,
             round: 3,
+            set: 0,
             version: 17,
             arms: 8,
             served_by: ServedBy::Holdout,

@@ -35,6 +35,10 @@ pub struct Snapshot {
     pub epoch: u64,
     /// Applied-batch counter of the slot; grows with every change.
     pub version: u64,
+    /// Mid-round swaps of the arm set so far this round (a screening policy's): with the
+    /// round, it names the exact set a decision chose from.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub set: u64,
     /// When the Durable Object produced it (ms since the Unix epoch).
     pub produced_at_ms: f64,
     /// The arms.
@@ -50,6 +54,10 @@ pub struct Snapshot {
     /// P(best) among the open arms, per view and set of arms an earlier slot of the page took.
     #[serde(skip)]
     conditional: RefCell<Vec<ConditionalPBest>>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The view of segments without counts of their own.
@@ -274,6 +282,7 @@ impl Snapshot {
             slot,
             epoch,
             version,
+            set: 0,
             produced_at_ms,
             arms,
             pinned,
@@ -477,6 +486,7 @@ mod tests {
             slot: "s".into(),
             epoch: 1,
             version,
+            set: 0,
             produced_at_ms: 0.0,
             arms: Vec::new(),
             pinned: None,

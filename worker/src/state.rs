@@ -155,12 +155,18 @@ pub struct MidRound {
     screened: Vec<RetiredArm>,
     refilled: Vec<String>,
     unlisted: u64,
+    /// Swaps so far this round: the snapshot's (and each decision's) `set`.
+    #[serde(default)]
+    swaps: u64,
 }
 
 impl MidRound {
     /// Whether nothing changed.
     pub fn is_empty(&self) -> bool {
-        self.screened.is_empty() && self.refilled.is_empty() && self.unlisted == 0
+        self.screened.is_empty()
+            && self.refilled.is_empty()
+            && self.unlisted == 0
+            && self.swaps == 0
     }
 
     fn list<T>(list: &mut Vec<T>, unlisted: &mut u64, items: impl IntoIterator<Item = T>) {
@@ -251,6 +257,7 @@ impl SlotState {
             .collect();
         let views = self.segments.views(&arms);
         snapshot.segments = views;
+        snapshot.set = self.mid_round.swaps;
         snapshot
     }
 
@@ -291,6 +298,7 @@ impl SlotState {
         let retired = self.arms.retire_now(rotation, behind);
         let out: Vec<String> = retired.iter().map(|a| a.item.clone()).collect();
         let mid = &mut self.mid_round;
+        mid.swaps += 1;
         MidRound::list(&mut mid.screened, &mut mid.unlisted, retired);
         MidRound::list(
             &mut mid.refilled,
@@ -695,7 +703,14 @@ pub(crate) mod tests {
         assert!(st.version > before);
         // The round's summary lists the swap.
         assert_eq!(st.mid_round.screened[0].item, "d");
-        assert_eq!(st.mid_round.refilled, ["y"], "the initial fill is not a swap");
+        assert_eq!(
+            st.mid_round.refilled,
+            ["y"],
+            "the initial fill is not a swap"
+        );
+        // The swap names a new set of the round: decisions drawn from it say so.
+        assert_eq!(st.snapshot(&rot, 0.0).set, 1);
+        assert_eq!(st.snapshot(&rot, 0.0).epoch, 1);
         // Under a policy that does not screen nothing is behind.
         let mut plain = SlotState::new("s", &rotation(3));
         plain.add_fresh(items(&["a", "b", "c"]), &rotation(3));
