@@ -800,14 +800,14 @@ mod tests {
         assert_eq!(p.prob(&log[401], ix.item_of[401]), 0.5);
         // Replay follows the swap instead of skipping a round of three items.
         let mut rng = SmallRng::seed_from_u64(4);
-        let CandidateReport::Replay(r) = evaluate(
-            &log,
-            &Candidate::Replay(PriorPolicy::default_policy()),
-            &mut rng,
-        )
-        .unwrap() else {
-            panic!("replay expected")
+        let mut replay = |log: &[LoggedDecision]| {
+            let policy = Candidate::Replay(PriorPolicy::default_policy());
+            match evaluate(log, &policy, &mut rng) {
+                Ok(CandidateReport::Replay(r)) => r,
+                other => panic!("replay expected: {other:?}"),
+            }
         };
+        let r = replay(&log);
         assert_eq!((r.holdout, r.skipped_incomplete_round), (800, 0));
         assert!(r.estimate.value > 0.7, "{r:?}");
         // Without the set, the round's three items do not fit its two arms.
@@ -818,14 +818,7 @@ mod tests {
                 ..x.clone()
             })
             .collect();
-        let CandidateReport::Replay(r) = evaluate(
-            &merged,
-            &Candidate::Replay(PriorPolicy::default_policy()),
-            &mut rng,
-        )
-        .unwrap() else {
-            panic!("replay expected")
-        };
+        let r = replay(&merged);
         assert_eq!(r.skipped_incomplete_round, 800);
     }
 
