@@ -227,7 +227,9 @@ pub fn run_context(
         let before: Vec<String> = set.arms.iter().map(|a| a.item.clone()).collect();
         let screened =
             if mode == ContextMode::Pooled && matches!(policy.ranking, Ranking::Screen { .. }) {
-                // Screen on the segment views with this batch's counts, as the worker does.
+                // Screen on the segment views with this batch's counts, as the worker does
+                // (weighted by the round's traffic per segment; the worker's weights also hold
+                // the counts its survivors carried over).
                 rebuild(&set, &seg_counts, &mut views, &mut samplers, &mut strength);
                 let weighted = views
                     .iter()
