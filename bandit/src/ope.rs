@@ -531,43 +531,24 @@ fn replay_report<R: Rng + ?Sized>(
     }
 }
 
-/// Starts the next round of `arms` with exactly `items`: arms not among them retire, the
-/// others survive under the policy's survivor rule, the rest enter fresh.
 /// A mid-round swap to `items`: arms not among them leave, the rest keep their evidence, the
 /// new ones join with the policy's fresh prior.
 fn swap_to(arms: &mut ArmSet, items: &[String], policy: &PriorPolicy) {
     let leaving: Vec<usize> = (0..arms.arms.len())
         .filter(|&i| !items.contains(&arms.arms[i].item))
         .collect();
-    let config = RotationConfig {
-        arms: items.len(),
-        round_impressions: 0,
-        policy: *policy,
-        cooldown_rounds: 0,
-    };
-    arms.retire_now(&config, &leaving);
-    let fresh: Vec<String> = items
-        .iter()
-        .filter(|i| arms.position(i).is_none())
-        .cloned()
-        .collect();
+    arms.retire_now(&replay_config(items, policy), &leaving);
+    let fresh = newcomers(arms, items);
     arms.add_fresh(fresh, policy);
 }
 
+/// Starts the next round of `arms` with exactly `items`: arms not among them retire, the
+/// others survive under the policy's survivor rule, the rest enter fresh.
 fn rotate_to(arms: &mut ArmSet, items: &[String], policy: &PriorPolicy) {
     let (keep, retire): (Vec<usize>, Vec<usize>) =
         (0..arms.arms.len()).partition(|&i| items.contains(&arms.arms[i].item));
-    let fresh: Vec<String> = items
-        .iter()
-        .filter(|i| arms.position(i).is_none())
-        .cloned()
-        .collect();
-    let config = RotationConfig {
-        arms: items.len(),
-        round_impressions: 0,
-        policy: *policy,
-        cooldown_rounds: 0,
-    };
+    let fresh = newcomers(arms, items);
+    let config = replay_config(items, policy);
     let plan = RotationPlan {
         fresh_needed: fresh.len(),
         draws: vec![0.0; arms.arms.len()],
@@ -575,6 +556,25 @@ fn rotate_to(arms: &mut ArmSet, items: &[String], policy: &PriorPolicy) {
         retire,
     };
     arms.rotate(&config, &plan, fresh);
+}
+
+/// The items of `items` not yet arms of `arms`.
+fn newcomers(arms: &ArmSet, items: &[String]) -> Vec<String> {
+    items
+        .iter()
+        .filter(|i| arms.position(i).is_none())
+        .cloned()
+        .collect()
+}
+
+/// A rotation config that holds exactly `items`, with no cool-down: the log decides the sets.
+fn replay_config(items: &[String], policy: &PriorPolicy) -> RotationConfig {
+    RotationConfig {
+        arms: items.len(),
+        round_impressions: 0,
+        policy: *policy,
+        cooldown_rounds: 0,
+    }
 }
 
 /// A log prepared for evaluating several candidates: indexed by item and round, with the
