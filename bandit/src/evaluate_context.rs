@@ -225,6 +225,8 @@ pub fn run_context(
             }
         }
         let before: Vec<String> = set.arms.iter().map(|a| a.item.clone()).collect();
+        // Whether `views` already hold this batch's counts for the current arms.
+        let mut views_fresh = false;
         let screened =
             if mode == ContextMode::Pooled && matches!(policy.ranking, Ranking::Screen { .. }) {
                 // Screen on the segment views with this batch's counts, as the worker does
@@ -236,6 +238,7 @@ pub fn run_context(
                     .zip(&round_traffic)
                     .map(|(v, &t)| (t as f64, v.as_slice()));
                 let which = segment_behind(&set, &policy, false, weighted);
+                views_fresh = which.is_empty();
                 set.retire_now(&config, &which)
             } else {
                 set.retire_behind(&config)
@@ -247,7 +250,9 @@ pub fn run_context(
         if rotated {
             if mode == ContextMode::Pooled {
                 // The round end sees this batch's counts too.
-                rebuild(&set, &seg_counts, &mut views, &mut samplers, &mut strength);
+                if !views_fresh {
+                    rebuild(&set, &seg_counts, &mut views, &mut samplers, &mut strength);
+                }
                 let p_best: Vec<Vec<f64>> = views.iter().map(|v| crate::p_best(v)).collect();
                 let weights: Vec<SegmentWeight<'_>> = views
                     .iter()
@@ -292,7 +297,9 @@ pub fn run_context(
                 .collect();
             pending = vec![vec![Counted::default(); n_seg]; items.len()];
         }
-        rebuild(&set, &seg_counts, &mut views, &mut samplers, &mut strength);
+        if rotated || !views_fresh {
+            rebuild(&set, &seg_counts, &mut views, &mut samplers, &mut strength);
+        }
     }
     Ok(ContextRun {
         regret,
