@@ -13,8 +13,9 @@ pub const PARAM_DECISION: &str = "decision";
 pub const PARAM_PROBABILITY: &str = "probability";
 /// Impression signal parameter: the arm set's round.
 pub const PARAM_ROUND: &str = "round";
-/// Impression signal parameter: the arm set's mid-round swaps before the decision in its round
-/// (a screening policy's; absent means 0). With the round it names the exact set chosen from.
+/// Impression signal parameter: the arm set's changes before the decision in its round
+/// (screening swaps, operator removals and refills; absent means 0). With the round it names
+/// the exact set chosen from.
 pub const PARAM_SET: &str = "set";
 /// Impression signal parameter: the slot state's version the decision was drawn from.
 pub const PARAM_VERSION: &str = "version";

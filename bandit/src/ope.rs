@@ -8,7 +8,7 @@
 //! `tests/ope_coverage.rs` on simulated logs.
 //!
 //! The log does not list a decision's arm set, only how many arms there were and which set of
-//! its round it was (the round and the mid-round swaps before it: [`LoggedDecision::set_key`]).
+//! its round it was (the round and the changes of its set before it: [`LoggedDecision::set_key`]).
 //! An item counts as *available* in a set when any logged decision of that set showed it; the
 //! candidates that need the arm set (a fixed item, the 2015 rule, replay) use these sets.
 
@@ -45,13 +45,13 @@ pub struct LoggedDecision {
 }
 
 impl LoggedDecision {
-    /// The arm set the decision chose from: its round and the swaps before it in that round.
+    /// The arm set the decision chose from: its round and the set's changes before it in that round.
     pub fn set_key(&self) -> SetKey {
         (self.round, self.set)
     }
 }
 
-/// One arm set of the log: a round and the mid-round swaps before it.
+/// One arm set of the log: a round and the set's changes before it.
 pub type SetKey = (u64, u64);
 
 /// Why a candidate cannot be evaluated.

@@ -179,6 +179,14 @@ describe("pins and exclusions", () => {
     // 8 items, 3 excluded: the set holds 4 of the other 5.
     assert.equal(st.arms.length, 4);
     assert.ok(st.arms.every((a) => ![current[0], "pin-6", "pin-7"].includes(a.item)));
+    // Decisions from the changed set name it, so off-policy evaluation keeps it apart from the
+    // round's first set.
+    const pick = await eventually(async () => {
+      const p = await (await w.fetch(`/api/slots/${SLOT}/pick`)).json();
+      return p.decision?.version >= st.version && p;
+    }, 8000, "the changed set's snapshot");
+    assert.equal(pick.decision.round, st.round);
+    assert.ok(pick.decision.set >= 1, JSON.stringify(pick.decision));
     const pinned = await call(w, "POST", `/api/slots/${SLOT}/pin`, pinBody("pin-6"));
     assert.equal(pinned.status, 409);
     assert.match(pinned.body.error, /include it again/);

@@ -214,7 +214,8 @@ impl SlotState {
         removed
     }
 
-    /// Takes the named items out of the arm set; the ones that were arms.
+    /// Takes the named items out of the arm set (a change of the set within the round); the
+    /// ones that were arms.
     fn remove_arms(&mut self, ids: &[String]) -> Vec<String> {
         let mut removed = Vec::new();
         for id in ids {
@@ -222,6 +223,9 @@ impl SlotState {
                 self.items.remove(id);
                 removed.push(id.clone());
             }
+        }
+        if !removed.is_empty() {
+            self.mid_round.set_changed();
         }
         removed
     }
@@ -386,12 +390,16 @@ mod tests {
         assert_eq!(c.exclude, vec!["b".to_string(), "q".to_string()]);
         assert!(st.arms.position("b").is_none() && !st.items.contains_key("b"));
         assert_eq!(st.arms.history.arms.len(), history + 1);
+        // Decisions from now on chose from another set than the round's first.
+        assert_eq!(st.snapshot(&rot, 5.0).set, 1);
         let want = st.begin_fill(&rot, 1e9, true).unwrap();
         assert_eq!(want.count, 1);
         assert!(want.exclude.contains(&"q".to_string()) && want.exclude.contains(&"b".to_string()));
         // A draw that still returns an excluded item (a race with the exclusion) is refused.
         assert!(!st.add_fresh(vec![item("q", "Q")], &rot));
+        assert_eq!(st.snapshot(&rot, 5.0).set, 1);
         assert!(st.add_fresh(vec![item("d", "D")], &rot));
+        assert_eq!(st.snapshot(&rot, 5.0).set, 2);
         // Included again: drawable again.
         st.edit_exclude(
             &ExcludeRequest {
@@ -447,6 +455,8 @@ mod tests {
         )
         .unwrap();
         let v = st.version;
+        // Filling the empty slot was its first set, not a change of it.
+        assert_eq!(st.snapshot(&rotation(), 1.0).set, 0);
         let mut gone = item("a", "A");
         gone.available = false;
         let change =
@@ -457,9 +467,11 @@ mod tests {
         assert_eq!(st.items["b"].title, "B, retitled");
         assert!(!st.items.contains_key("zz"));
         assert_eq!(st.version, v + 1);
+        assert_eq!(st.snapshot(&rotation(), 2.0).set, 1);
         // The same change again changes nothing.
         assert!(st.catalog_changed(&change, 3.0).is_empty());
         assert_eq!(st.version, v + 1);
+        assert_eq!(st.snapshot(&rotation(), 3.0).set, 1);
         // The pinned item retitled, then deleted: the pin follows, then ends.
         st.catalog_changed(&CatalogChange::from_import(&[item("c", "C2")]), 4.0);
         assert_eq!(

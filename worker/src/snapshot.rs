@@ -35,8 +35,8 @@ pub struct Snapshot {
     pub epoch: u64,
     /// Applied-batch counter of the slot; grows with every change.
     pub version: u64,
-    /// Mid-round swaps of the arm set so far this round (a screening policy's): with the
-    /// round, it names the exact set a decision chose from.
+    /// Changes of the arm set so far this round (screening swaps, operator removals and
+    /// refills): with the round, it names the exact set a decision chose from.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub set: u64,
     /// When the Durable Object produced it (ms since the Unix epoch).

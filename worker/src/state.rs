@@ -155,7 +155,9 @@ pub struct MidRound {
     screened: Vec<RetiredArm>,
     refilled: Vec<String>,
     unlisted: u64,
-    /// Swaps so far this round: the snapshot's (and each decision's) `set`.
+    /// Changes of the arm set so far this round (screening swaps, operator removals, refills
+    /// of a set that was not empty): the snapshot's (and each decision's) `set`, so the
+    /// off-policy evaluator knows which arms each decision chose from.
     #[serde(default)]
     swaps: u64,
 }
@@ -177,6 +179,11 @@ impl MidRound {
                 *unlisted = unlisted.saturating_add(1);
             }
         }
+    }
+
+    /// Counts one change of the arm set within the round.
+    pub fn set_changed(&mut self) {
+        self.swaps = self.swaps.saturating_add(1);
     }
 
     /// Moves the round's changes into its summary.
@@ -298,7 +305,7 @@ impl SlotState {
         let retired = self.arms.retire_now(rotation, behind);
         let out: Vec<String> = retired.iter().map(|a| a.item.clone()).collect();
         let mid = &mut self.mid_round;
-        mid.swaps += 1;
+        mid.set_changed();
         MidRound::list(&mut mid.screened, &mut mid.unlisted, retired);
         MidRound::list(
             &mut mid.refilled,
@@ -311,7 +318,7 @@ impl SlotState {
         let arms = &self.arms;
         self.segments.retain(|item| arms.position(item).is_some());
         self.version += 1;
-        self.add_fresh(fresh, rotation);
+        self.admit(fresh, rotation);
         out
     }
 
@@ -404,8 +411,19 @@ impl SlotState {
     }
 
     /// Adds catalog items as fresh arms with the policy's fresh prior (refined by their
-    /// features under a `+features` policy); whether any joined.
+    /// features under a `+features` policy); whether any joined. Joining a set that already
+    /// had arms changes the set mid-round (the decisions' `set` moves on).
     pub fn add_fresh(&mut self, fresh: Vec<CatalogItem>, rotation: &RotationConfig) -> bool {
+        let had_arms = !self.arms.arms.is_empty();
+        let added = self.admit(fresh, rotation);
+        if added && had_arms {
+            self.mid_round.set_changed();
+        }
+        added
+    }
+
+    /// [`SlotState::add_fresh`] without counting the change (the caller counts it).
+    fn admit(&mut self, fresh: Vec<CatalogItem>, rotation: &RotationConfig) -> bool {
         let room = rotation.arms.saturating_sub(self.arms.arms.len());
         let fresh = self.usable(fresh, room);
         let added = self.arms.add_fresh_with_features(
