@@ -10,6 +10,8 @@
 #   BENCH_ONLY="edge_contextual" bash bench/run.sh
 #                                     re-measures the named sections (functions below) into
 #                                     the last run's raw outputs and rewrites the report
+#   BRIDGE=/path/to/wrapper           runs the bridge through a wrapper (e.g. one that execs
+#                                     `perf record -g -- target/release/collector-bridge "$@"`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -35,12 +37,12 @@ else
   # 4 s per wrk run and 7 cold starts per bundle keep the suite under 10 minutes; the noise
   # in the ratios is the machine's drift between runs, which the rounds cancel, not the
   # length of a run.
-  WRK_SECONDS=4; ROUNDS=3; E2E_RECORDS=1000000; TRIALS=30; PY_RECORDS=50000; COLD_RUNS=7
+  WRK_SECONDS=4; ROUNDS=3; E2E_RECORDS=2000000; TRIALS=30; PY_RECORDS=50000; COLD_RUNS=7
 fi
 WRK=(wrk -t2 -c16 "-d${WRK_SECONDS}s" --latency -s bench/wrk-report.lua)
 VENV=$ROOT/.tools/bench-venv
 PY=$VENV/bin/python
-BRIDGE=$ROOT/target/release/collector-bridge
+BRIDGE=${BRIDGE:-$ROOT/target/release/collector-bridge}
 MINIMAL=$OUT/minimal-worker # the minimal Rust worker's bundle (bench/minimal-worker/)
 export INGEST_TOKEN=test-token-0123456789 # the token tests/lib/worker.mjs gives the worker
 

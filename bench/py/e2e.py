@@ -55,6 +55,38 @@ def applied():
     return out
 
 
+def cpu_seconds(pid):
+    """User + system CPU seconds a process has used (Linux /proc), or None."""
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def machine_busy():
+    """(busy, total) CPU jiffies of the whole machine so far (Linux /proc/stat), or None."""
+    try:
+        v = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+        idle = v[3] + (v[4] if len(v) > 4 else 0)
+        return sum(v) - idle, sum(v)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def steady_window(timeline, total, lo=0.1, hi=0.9):
+    """(records, seconds, first index, last index) between the first moments `lo` and `hi`
+    of `total` records were applied: the backlog's steady middle, without the group join
+    before it or the last partial batch after it (which waits for the flush timer, as no
+    continuous stream does)."""
+    def first_at(share):
+        return next((i for i, (_, n) in enumerate(timeline) if n >= share * total), None)
+    a, b = first_at(lo), first_at(hi)
+    if a is None or b is None or timeline[b][0] <= timeline[a][0]:
+        return None
+    return timeline[b][1] - timeline[a][1], timeline[b][0] - timeline[a][0], a, b
+
+
 def counted(state):
     t = state["totals"]
     return (t["impressions"] + t.get("outside_impressions", 0),
@@ -73,15 +105,25 @@ bridge = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
 first = None
 at_first = None
 done_at = None
+bridge_cpu = None
+# The machine's CPU counters at each point of the timeline.
+busy = []
+# (seconds since start, records applied): each change of the worker's applied offsets.
+timeline = []
 try:
     while time.perf_counter() - t0 < args.timeout:
         a = applied()
+        n = sum(o + 1 for o in a.values())
+        if not timeline or timeline[-1][1] != n:
+            timeline.append((round(time.perf_counter() - t0, 4), n))
+            busy.append(machine_busy())
         if a and first is None:
             first = time.perf_counter()
             # What the first batches already counted is not part of the sustained rate.
             at_first = counted(get(f"/api/slots/{args.slot}"))
         if all(a.get(p, -1) >= off for p, off in target.items()):
             done_at = time.perf_counter()
+            bridge_cpu = cpu_seconds(bridge.pid)
             break
         if bridge.poll() is not None:
             raise SystemExit(f"bridge exited with {bridge.returncode}; see {args.bridge_log}")
@@ -107,7 +149,23 @@ try:
         "events_per_s_after_group_join":
             (got - ((at_first[0] - before[0]) + (at_first[1] - before[1]) if at_first else 0))
             / (done_at - (first or t0)),
+        "timeline": timeline,
     }
+    steady = steady_window(timeline, produced["records"])
+    if steady:
+        n, seconds, a, b = steady
+        # Records carry events at the produced ratio (impressions and clicks among pageviews).
+        throughput["steady_records"] = n
+        throughput["steady_seconds"] = seconds
+        throughput["events_per_s_steady"] = n / seconds * events / produced["records"]
+        if busy[a] and busy[b] and busy[b][1] > busy[a][1]:
+            # Whether the machine had CPU to spare: the broker, the worker and the bridge share it.
+            throughput["machine_busy_steady"] = (busy[b][0] - busy[a][0]) / (busy[b][1] - busy[a][1])
+    if bridge_cpu:
+        # The bridge's own CPU (its threads and librdkafka's) from its start to the last batch:
+        # what one core must supply per event, whatever the broker and the worker beside it use.
+        throughput["bridge_cpu_seconds"] = bridge_cpu
+        throughput["events_per_bridge_cpu_s"] = events / bridge_cpu
 
     # Feedback latency. A random pause between trials puts each event at a random phase of
     # the bridge's 500 ms flush timer and of the 1 s publish interval.
