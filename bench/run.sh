@@ -225,13 +225,20 @@ pick_cpu() {
   done
 }
 
-# --- 1. the homepage and the pick API at the edge, and the 2015 /item -----------------------
-edge() {
-  log "edge: worker, Redis and the 2015 /item server"
+# Redis for the 2015 programs, started by the first section that needs it (so each of them
+# also runs alone under BENCH_ONLY) and left running to the end.
+ensure_redis() {
+  [ -n "${REDIS_PID:-}" ] && return 0
   redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no >"$RAW/redis.log" 2>&1 &
   REDIS_PID=$!
   PIDS+=("$REDIS_PID")
   wait_for 10 redis redis-cli -p "$REDIS_PORT" ping
+}
+
+# --- 1. the homepage and the pick API at the edge, and the 2015 /item -----------------------
+edge() {
+  log "edge: worker, Redis and the 2015 /item server"
+  ensure_redis
   start_worker edge "$WORKER_PORT" --catalog demo
   # The Rust ceiling in these rounds: the minimal Rust worker behind the same asset router
   # (--assets: wrangler.toml's [assets], `/` run by the worker first).
@@ -372,12 +379,14 @@ bridge_micro() {
 
 python_consumers_memory() {
   log "2015 consumer loop from memory (fastavro, then the avro library)"
+  ensure_redis
   (cd bench/py && record py_consumer_memory "$PY" consumer2015.py memory --n "$PY_RECORDS" --redis-port "$REDIS_PORT" --max-seconds 30)
   (cd bench/py && record py_consumer_memory_avro "$PY" consumer2015.py memory --decoder avro --n 10000 --redis-port "$REDIS_PORT" --max-seconds 20)
 }
 
 e2e() {
   log "end to end: tansu, the bridge, the worker"
+  ensure_redis
   .tools/bin/tansu broker --storage-engine memory://tansu/ \
     --listener-url "tcp://127.0.0.1:$KAFKA_PORT" --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
     >"$RAW/tansu.log" 2>&1 &
