@@ -714,18 +714,23 @@ w(tp["command"].replace(ROOT + "/", ""))
 w(cmd("py_consumer_kafka"))
 w("```")
 w("")
+if per_cpu and spec:
+    w(f"In this run the bridge spent {tp['bridge_cpu_seconds'] / tp['records'] * 1e6:.2f} µs of "
+      f"its CPU per record end to end ({1e6 / per_cpu:.2f} µs per counted event), against "
+      f"{1e6 / spec['rps']:.2f} µs per record for decoding, classifying and aggregating alone "
+      "in memory (criterion above).")
+    w("")
 w("Where the bridge's time goes (one `perf record -F 2000` of `collector-bridge run` in this "
-  "section, 2,000,000 records, on 2026-12-03; not re-run by the suite): the consuming thread "
-  "has 72% of the bridge's CPU and librdkafka's broker thread 27%. Of all of it, the Avro "
-  "decoding (walking and skipping fields, the UTF-8 check of every string, as apache-avro "
-  "does) is about 38%, classifying and aggregating about 6%, librdkafka's per-message queue "
-  "(popping ops, freeing on this thread what the broker thread allocated, clock reads) about "
-  "15%, and sleeping and waking on a momentarily empty queue (kernel) about 10%. So about "
-  "2.1 µs of bridge CPU per record (2.9 µs per counted event) end to end, against 0.53 µs per "
-  "record for the decoding alone in memory. The broker (tansu, in memory), the worker in "
-  "Miniflare and the bridge share the 2 cores (busy figure above); a bridge with a core of "
-  "its own beside a real Kafka broker is bounded by the events-per-CPU-second figure. "
-  "Raising that to 500k needs about 1.4 µs per record: consuming in batches (librdkafka's "
+  "section, through `BRIDGE=wrapper`, 2,000,000 records, on 2026-12-03; not re-run by the "
+  "suite): the consuming thread had 72% of the bridge's CPU and librdkafka's broker thread "
+  "27%. Of all of it, the Avro decoding (walking and skipping fields, the UTF-8 check of "
+  "every string, as apache-avro does) was about 38%, classifying and aggregating about 6%, "
+  "librdkafka's per-message queue (popping ops, freeing on this thread what the broker "
+  "thread allocated, clock reads) about 15%, and sleeping and waking on a momentarily empty "
+  "queue (kernel) about 10%. The broker (tansu, in memory), the worker in Miniflare and the "
+  "bridge share the 2 cores (busy figure above); a bridge with a core of its own beside a "
+  "real Kafka broker is bounded by the events-per-CPU-second figure. Raising that to 500k "
+  "needs about 1.4 µs of bridge CPU per record: consuming in batches (librdkafka's "
   "`rd_kafka_consume_batch_queue`, which rust-rdkafka 0.39 does not expose) to drop the "
   "per-message queue and wake-ups, and a decoding that skips unused strings without their "
   "UTF-8 check (accepting records apache-avro refuses: a trade-off, not taken). Fetch "
