@@ -11,7 +11,8 @@
 #                                     re-measures the named sections (functions below) into
 #                                     the last run's raw outputs and rewrites the report
 #   BRIDGE=/path/to/wrapper           runs the bridge through a wrapper (e.g. one that execs
-#                                     `perf record -g -- target/release/collector-bridge "$@"`)
+#                                     `perf record -g -- target/release/collector-bridge "$@"`;
+#                                     the bridge's CPU figure is then the wrapper process's)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
