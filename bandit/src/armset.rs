@@ -106,16 +106,12 @@ pub struct RoundSummary {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub refilled: Vec<String>,
     /// Mid-round changes past those lists' bound.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "crate::is_zero")]
     pub unlisted: u64,
 }
 
 /// Most arms screened out, and most items refilled, one round's summary lists.
 pub const MAX_LISTED_MID_ROUND: usize = 32;
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
-}
 
 /// An arm that left the set at a rotation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

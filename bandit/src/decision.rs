@@ -105,9 +105,9 @@ pub struct DecisionLog {
     pub probability: f64,
     /// The arm set's round.
     pub round: u64,
-    /// Mid-round swaps of the arm set before this decision in its round (a screening
-    /// policy's): with the round, the exact set the decision chose from.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    /// Changes of the arm set before this decision in its round (screening swaps, operator
+    /// removals and refills): with the round, the exact set the decision chose from.
+    #[serde(default, skip_serializing_if = "crate::is_zero")]
     pub set: u64,
     /// The slot state's version.
     pub version: u64,
@@ -118,10 +118,6 @@ pub struct DecisionLog {
     /// The visitor's segment, when segments are configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segment: Option<String>,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }
 
 /// Why an event's decision parameters cannot be used.

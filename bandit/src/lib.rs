@@ -30,3 +30,9 @@ pub use policy::PriorPolicy;
 pub use posterior::Posterior;
 pub use protocol::{AppliedOffset, PushResponse};
 pub use thompson::{p_best, pick};
+
+/// Whether a count is zero: serde's `skip_serializing_if` for counts that stored and sent
+/// JSON leave out when zero (read back as 0 through `#[serde(default)]`).
+pub fn is_zero(n: &u64) -> bool {
+    *n == 0
+}

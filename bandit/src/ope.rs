@@ -30,7 +30,8 @@ pub const Z95: f64 = 1.959_963_984_540_054;
 pub struct LoggedDecision {
     /// The arm set's round.
     pub round: u64,
-    /// Mid-round swaps of the arm set before the decision in its round (0 without screening).
+    /// Changes of the arm set before the decision in its round (0 while it is the round's
+    /// first set).
     pub set: u64,
     /// The item shown.
     pub item: String,

@@ -37,7 +37,7 @@ pub struct Snapshot {
     pub version: u64,
     /// Changes of the arm set so far this round (screening swaps, operator removals and
     /// refills): with the round, it names the exact set a decision chose from.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "bandit::is_zero")]
     pub set: u64,
     /// When the Durable Object produced it (ms since the Unix epoch).
     pub produced_at_ms: f64,
@@ -54,10 +54,6 @@ pub struct Snapshot {
     /// P(best) among the open arms, per view and set of arms an earlier slot of the page took.
     #[serde(skip)]
     conditional: RefCell<Vec<ConditionalPBest>>,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }
 
 /// The view of segments without counts of their own.

@@ -158,8 +158,9 @@ pub struct MidRound {
     /// Changes of the arm set so far this round (screening swaps, operator removals, refills
     /// of a set that was not empty): the snapshot's (and each decision's) `set`, so the
     /// off-policy evaluator knows which arms each decision chose from.
-    #[serde(default)]
-    swaps: u64,
+    /// (Stored as `swaps` before operator removals counted too.)
+    #[serde(default, alias = "swaps")]
+    changes: u64,
 }
 
 impl MidRound {
@@ -168,7 +169,7 @@ impl MidRound {
         self.screened.is_empty()
             && self.refilled.is_empty()
             && self.unlisted == 0
-            && self.swaps == 0
+            && self.changes == 0
     }
 
     fn list<T>(list: &mut Vec<T>, unlisted: &mut u64, items: impl IntoIterator<Item = T>) {
@@ -183,7 +184,7 @@ impl MidRound {
 
     /// Counts one change of the arm set within the round.
     pub fn set_changed(&mut self) {
-        self.swaps = self.swaps.saturating_add(1);
+        self.changes = self.changes.saturating_add(1);
     }
 
     /// Moves the round's changes into its summary.
@@ -264,7 +265,7 @@ impl SlotState {
             .collect();
         let views = self.segments.views(&arms);
         snapshot.segments = views;
-        snapshot.set = self.mid_round.swaps;
+        snapshot.set = self.mid_round.changes;
         snapshot
     }
 
@@ -684,6 +685,16 @@ pub(crate) mod tests {
                 .collect(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn mid_round_changes_stored_under_their_old_name_read_back() {
+        let old: MidRound =
+            serde_json::from_str(r#"{"screened":[],"refilled":[],"unlisted":0,"swaps":2}"#)
+                .unwrap();
+        assert_eq!(old.changes, 2);
+        let now = serde_json::to_string(&old).unwrap();
+        assert!(now.contains(r#""changes":2"#), "{now}");
     }
 
     #[test]
