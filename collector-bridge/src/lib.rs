@@ -12,6 +12,7 @@
 
 mod aggregate;
 pub mod avro;
+pub mod batch_consumer;
 pub mod catalog;
 pub mod classify;
 pub mod config;
