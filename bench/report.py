@@ -720,22 +720,27 @@ if per_cpu and spec:
       f"{1e6 / spec['rps']:.2f} µs per record for decoding, classifying and aggregating alone "
       "in memory (criterion above).")
     w("")
-w("Where the bridge's time goes (one `perf record -F 2000` of `collector-bridge run` in this "
-  "section, through `BRIDGE=wrapper`, 2,000,000 records, on 2026-12-03; not re-run by the "
-  "suite): the consuming thread had 72% of the bridge's CPU and librdkafka's broker thread "
-  "27%. Of all of it, the Avro decoding (walking and skipping fields, the UTF-8 check of "
-  "every string, as apache-avro does) was about 38%, classifying and aggregating about 6%, "
-  "librdkafka's per-message queue (popping ops, freeing on this thread what the broker "
-  "thread allocated, clock reads) about 15%, and sleeping and waking on a momentarily empty "
-  "queue (kernel) about 10%. The broker (tansu, in memory), the worker in Miniflare and the "
-  "bridge share the 2 cores (busy figure above); a bridge with a core of its own beside a "
-  "real Kafka broker is bounded by the events-per-CPU-second figure. Raising that to 500k "
-  "needs about 1.4 µs of bridge CPU per record: consuming in batches (librdkafka's "
-  "`rd_kafka_consume_batch_queue`, which rust-rdkafka 0.39 does not expose) to drop the "
-  "per-message queue and wake-ups, and a decoding that skips unused strings without their "
-  "UTF-8 check (accepting records apache-avro refuses: a trade-off, not taken). Fetch "
-  "settings (`max.partition.fetch.bytes` 4 MiB, `fetch.max.bytes` 16 MiB, `fetch.min.bytes` "
-  "256 KiB) changed nothing beyond the run-to-run spread (330k-395k events/s over six runs).")
+w("The bridge reads Kafka a batch at a time (`batch_consumer.rs`: librdkafka's "
+  "`rd_kafka_consume_batch_queue`, up to 1,024 messages a call, through rdkafka's bindings; "
+  "rust-rdkafka 0.39's safe consumer returns one message per poll through the event API). On "
+  "2026-12-03, same machine, same section: before it, 327k-395k events per bridge "
+  "CPU-second and 284k-437k events/s steady over seven runs (2.0-2.1 µs of bridge CPU per "
+  "record); after it, 639k-651k and 652k-689k over two runs (1.1 µs per record).")
+w("")
+w("Where the bridge's time goes now (one `perf record -F 2000` of `collector-bridge run` in "
+  "this section, through `BRIDGE=wrapper`, 2,000,000 records, on 2026-12-03; not re-run by the "
+  "suite): the consuming thread has 69% of the bridge's CPU and librdkafka's broker thread "
+  "30% (receiving and parsing fetch responses, allocating one op per message). Of all of it, "
+  "the Avro decoding (walking and skipping fields, the UTF-8 check of every string, as "
+  "apache-avro does) is about 40%, classifying and aggregating about 8%, and librdkafka's "
+  "queue on the consuming thread (locks, freeing the ops) about 10%, where one message per "
+  "poll had cost about 15% plus 10% sleeping and waking on a momentarily empty queue. The "
+  "broker (tansu, in memory), the worker in Miniflare and the bridge share the 2 cores (busy "
+  "figure above). What is left to take: a decoding that skips unused strings without their "
+  "UTF-8 check (7%; it would accept records apache-avro refuses: a trade-off, not taken). "
+  "Fetch settings (`max.partition.fetch.bytes` 4 MiB, `fetch.max.bytes` 16 MiB, "
+  "`fetch.min.bytes` 256 KiB) changed nothing beyond the run-to-run spread before the "
+  "change.")
 w("")
 
 w("## 5. Feedback latency")

@@ -460,3 +460,62 @@ unsafe extern "C" fn log_cb(
         _ => tracing::debug!(target: "librdkafka", %facility, "{message}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counts rebalances; a broker-less consumer never sees one.
+    #[derive(Default)]
+    struct Counting {
+        calls: std::sync::atomic::AtomicU32,
+    }
+
+    impl RebalanceHandler for Counting {
+        fn rebalance(&self, assignment: &Assignment<'_>, _event: Rebalance<'_>) {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            let _ = assignment.unassign();
+        }
+    }
+
+    fn config(group: Option<&str>) -> ClientConfig {
+        let mut cc = ClientConfig::new();
+        // Nothing listens on port 9: the client keeps retrying in the background.
+        cc.set("bootstrap.servers", "127.0.0.1:9")
+            .set("enable.auto.commit", "false")
+            .set("log_level", "0");
+        if let Some(g) = group {
+            cc.set("group.id", g);
+        }
+        cc
+    }
+
+    #[test]
+    fn a_consumer_needs_a_group_and_a_valid_configuration() {
+        match BatchConsumer::new(&config(None), Counting::default()) {
+            Err(KafkaError::ClientCreation(reason)) => assert!(reason.contains("group.id")),
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("created without a group"),
+        }
+        let mut bad = config(Some("g"));
+        bad.set("fetch.wait.max.ms", "not a number");
+        assert!(BatchConsumer::new(&bad, Counting::default()).is_err());
+    }
+
+    #[test]
+    fn without_a_broker_batches_are_empty_and_close_returns() {
+        let consumer = BatchConsumer::new(&config(Some("g")), Counting::default())
+            .expect("a consumer needs no broker to be created");
+        consumer.subscribe(&["divolte"]).expect("subscribe");
+        for _ in 0..3 {
+            let batch = consumer.consume(Duration::from_millis(20), 16);
+            assert!(batch.is_empty() && !batch.rebalanced());
+            assert_eq!(batch.iter().count(), 0);
+        }
+        assert!(consumer
+            .fetch_watermarks("divolte\0x", 0, Duration::ZERO)
+            .is_err());
+        assert_eq!(consumer.handler().calls.load(Ordering::Relaxed), 0);
+        consumer.close();
+    }
+}

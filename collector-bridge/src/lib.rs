@@ -2,16 +2,20 @@
 //! simulated visitors) decoded, classified and aggregated into event batches that the
 //! top-pick worker applies exactly once.
 //!
-//! Source -> pipeline -> delivery: [`kafka`], [`replay`] and [`simulate`] read messages;
-//! [`pipeline`] decodes ([`avro`]), classifies ([`classify`]) and aggregates them;
-//! [`delivery`] decides when to push ([`delivery::FlushPolicy`]), pushes through
+//! Source -> pipeline -> delivery: [`kafka`] (through [`batch_consumer`]), [`replay`] and
+//! [`simulate`] read messages; [`pipeline`] decodes ([`avro`]), classifies ([`classify`]) and
+//! aggregates them; [`delivery`] decides when to push ([`delivery::FlushPolicy`]), pushes through
 //! [`worker_client`] and resynchronises on conflicts, speaking [`bandit::protocol`].
 //! [`catalog`] imports catalogs, [`operator`] pins, excludes, deletes and reads the audit
 //! log, [`config`] merges flags, environment and file, and [`metrics`] serves Prometheus
 //! metrics.
 
+// The FFI to librdkafka's batch reads is the one exception, in its own module.
+#![deny(unsafe_code)]
+
 mod aggregate;
 pub mod avro;
+#[allow(unsafe_code)]
 pub mod batch_consumer;
 pub mod catalog;
 pub mod classify;
