@@ -405,16 +405,58 @@ impl ArmSet {
     /// `round_end`, also when an arm kept from an earlier round has that probability below
     /// `eps`. O(n): two incomplete-beta evaluations per arm.
     pub fn behind(&self, policy: &PriorPolicy, round_end: bool) -> Vec<usize> {
+        let own = self.posteriors(policy);
+        self.behind_in_views(policy, round_end, [(1.0, own.as_slice())])
+            .unwrap_or_default()
+    }
+
+    /// The arms behind over weighted views of the set (one per visitor segment, in the set's
+    /// order; the set's own posteriors alone for [`ArmSet::behind`]): each view sets its own
+    /// bar ([`ArmSet::standing`]), an arm's odds of beating it, now and under its prior, are
+    /// averaged over the views by weight, and the arm is behind when that average condemns
+    /// it ([`ArmSet::condemned`]); a view's leader never is. `None` when no view has a bar
+    /// (or the policy does not screen: then an empty list).
+    pub(crate) fn behind_in_views<'a>(
+        &self,
+        policy: &PriorPolicy,
+        round_end: bool,
+        views: impl IntoIterator<Item = (f64, &'a [Posterior])>,
+    ) -> Option<Vec<usize>> {
         let Ranking::Screen { eps } = policy.ranking else {
-            return Vec::new();
+            return Some(Vec::new());
         };
+        let n = self.arms.len();
+        let mut leads = vec![false; n];
+        let mut odds = vec![Odds::default(); n];
+        let mut total = 0.0;
         let start = self.screening_priors(policy);
-        let Some(standing) = self.standing(&self.posteriors(policy), &start) else {
-            return Vec::new();
-        };
-        (0..self.arms.len())
-            .filter(|&i| i != standing.lead && self.condemned(i, standing.odds[i], eps, round_end))
-            .collect()
+        for (weight, view) in views {
+            if weight <= 0.0 || !weight.is_finite() {
+                continue;
+            }
+            let Some(standing) = self.standing(view, &start) else {
+                continue;
+            };
+            leads[standing.lead] = true;
+            total += weight;
+            for (sum, o) in odds.iter_mut().zip(&standing.odds) {
+                sum.now += weight * o.now;
+                sum.before += weight * o.before;
+            }
+        }
+        if total == 0.0 {
+            return None;
+        }
+        let behind = (0..n)
+            .filter(|&i| {
+                let mean = Odds {
+                    now: odds[i].now / total,
+                    before: odds[i].before / total,
+                };
+                !leads[i] && self.condemned(i, mean, eps, round_end)
+            })
+            .collect();
+        Some(behind)
     }
 
     /// Each arm's start-of-round prior for screening: its prior of this round, except that

@@ -5,7 +5,6 @@
 
 use rand::Rng;
 
-use crate::armset::Odds;
 use crate::policy::{PriorPolicy, Ranking, SurvivorPrior};
 use crate::protocol::Counted;
 use crate::{ArmSet, Posterior, RotationConfig, RotationPlan};
@@ -140,40 +139,8 @@ pub fn segment_behind<'a>(
     round_end: bool,
     segments: impl IntoIterator<Item = (f64, &'a [Posterior])>,
 ) -> Vec<usize> {
-    let Ranking::Screen { eps } = policy.ranking else {
-        return Vec::new();
-    };
-    let n = set.arms.len();
-    let mut leads = vec![false; n];
-    let mut odds = vec![Odds::default(); n];
-    let mut total = 0.0;
-    let start = set.screening_priors(policy);
-    for (weight, view) in segments {
-        if weight <= 0.0 || !weight.is_finite() {
-            continue;
-        }
-        let Some(standing) = set.standing(view, &start) else {
-            continue;
-        };
-        leads[standing.lead] = true;
-        total += weight;
-        for (sum, o) in odds.iter_mut().zip(&standing.odds) {
-            sum.now += weight * o.now;
-            sum.before += weight * o.before;
-        }
-    }
-    if total == 0.0 {
-        return set.behind(policy, round_end);
-    }
-    (0..n)
-        .filter(|&i| {
-            let mean = Odds {
-                now: odds[i].now / total,
-                before: odds[i].before / total,
-            };
-            !leads[i] && set.condemned(i, mean, eps, round_end)
-        })
-        .collect()
+    set.behind_in_views(policy, round_end, segments)
+        .unwrap_or_else(|| set.behind(policy, round_end))
 }
 
 /// The round end of a slot with segments: a ranking by the all-segment posterior retires
