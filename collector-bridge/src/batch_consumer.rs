@@ -247,6 +247,25 @@ impl<H: RebalanceHandler> BatchConsumer<H> {
         Ok((low, high))
     }
 
+    /// The partition's high watermark as of the last fetch response, without asking the
+    /// broker; `None` before one arrived.
+    pub fn cached_high_watermark(&self, topic: &str, partition: i32) -> Option<i64> {
+        let topic = CString::new(topic).ok()?;
+        let (mut low, mut high) = (-1i64, -1i64);
+        // SAFETY: live client, a NUL-terminated topic and two out-parameters.
+        let err = unsafe {
+            rd::rd_kafka_get_watermark_offsets(
+                self.rk,
+                topic.as_ptr(),
+                partition,
+                &mut low,
+                &mut high,
+            )
+        };
+        // Unknown offsets are negative (librdkafka's OFFSET_INVALID).
+        (code_result(err).is_ok() && high >= 0).then_some(high)
+    }
+
     /// Leaves the group (the revocation runs the handler) and stops fetching; a handler's
     /// panic during it is raised here.
     pub fn close(mut self) {
@@ -515,6 +534,8 @@ mod tests {
         assert!(consumer
             .fetch_watermarks("divolte\0x", 0, Duration::ZERO)
             .is_err());
+        // Nothing was fetched: no high watermark is known, and none is made up.
+        assert_eq!(consumer.cached_high_watermark("divolte", 0), None);
         assert_eq!(consumer.handler().calls.load(Ordering::Relaxed), 0);
         consumer.close();
     }

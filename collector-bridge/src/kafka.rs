@@ -71,6 +71,8 @@ pub enum RunError {
 const BAD_LOG_FULL: u64 = 50;
 const BAD_LOG_EVERY: u64 = 1000;
 const LAG_EVERY: Duration = Duration::from_secs(5);
+/// Longest wait for the broker's watermarks of a partition nothing was read from yet.
+const LAG_QUERY_TIMEOUT: Duration = Duration::from_millis(500);
 /// Attempts at a seek or an assignment before the bridge stops.
 const POSITION_ATTEMPTS: u32 = 5;
 /// Delay after the first failed attempt; it doubles after each.
@@ -302,18 +304,28 @@ impl ConsumerState {
 
     fn update_lag(&mut self, consumer: &BatchConsumer<BridgeContext>) {
         for (idx, topic, partition) in &self.assigned {
-            if let Ok((low, high)) =
-                consumer.fetch_watermarks(topic, *partition, Duration::from_millis(500))
-            {
-                let next = self
-                    .last_seen
-                    .get(*idx)
-                    .copied()
-                    .flatten()
-                    .map_or(low, |o| o.saturating_add(1));
-                self.metrics
-                    .set_lag(topic, *partition, high.saturating_sub(next).max(0));
-            }
+            let seen = self.last_seen.get(*idx).copied().flatten();
+            // Once something was read, the high watermark of the last fetch response (which
+            // librdkafka keeps) is enough: no request to the broker, which could hold this
+            // thread for the query's timeout when the broker is slow.
+            let cached = seen.zip(consumer.cached_high_watermark(topic, *partition));
+            let (next, high) = match cached {
+                Some((last, high)) => (last.saturating_add(1), high),
+                None => match consumer.fetch_watermarks(topic, *partition, LAG_QUERY_TIMEOUT) {
+                    Ok((low, high)) => (seen.map_or(low, |o| o.saturating_add(1)), high),
+                    Err(_) => continue,
+                },
+            };
+            tracing::debug!(
+                topic,
+                partition,
+                high,
+                next,
+                cached = cached.is_some(),
+                "consumer lag"
+            );
+            self.metrics
+                .set_lag(topic, *partition, high.saturating_sub(next).max(0));
         }
     }
 }

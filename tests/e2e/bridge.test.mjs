@@ -67,6 +67,13 @@ describe("bridge -> worker through tansu", { skip, timeout: 240_000 }, () => {
     assert.equal(m['collector_bridge_dropped_total{reason="duplicate"}'], stream.duplicates);
     assert.equal(m['collector_bridge_dropped_total{reason="robot"}'], stream.robots);
     assert.equal(m["collector_bridge_ignored_total"], stream.ignored);
+    // Consumer lag per partition (from the last fetch's high watermark, every 5 s): none once
+    // everything is read.
+    const lagKey = (p) => `collector_bridge_consumer_lag{topic="${topic}",partition="${p}"}`;
+    await waitFor(async () => {
+      const now = await metrics(bridge.metricsAddr);
+      return [...Array(PARTITIONS).keys()].every((p) => now[lagKey(p)] === 0);
+    }, 20_000, "consumer lag 0 on every partition");
     // A clean stop leaves nothing behind: the same counts after it.
     const exit = await bridge.stop("SIGTERM");
     assert.equal(exit.code, 0, `SIGTERM exit ${JSON.stringify(exit)}\n${bridge.log()}`);
