@@ -229,41 +229,45 @@ impl<H: RebalanceHandler> BatchConsumer<H> {
         partition: i32,
         timeout: Duration,
     ) -> KafkaResult<(i64, i64)> {
-        let topic = CString::new(topic)
-            .map_err(|_| KafkaError::MetadataFetch(RDKafkaErrorCode::InvalidArgument))?;
-        let (mut low, mut high) = (-1i64, -1i64);
-        // SAFETY: live client, a NUL-terminated topic and two out-parameters.
-        let err = unsafe {
-            rd::rd_kafka_query_watermark_offsets(
-                self.rk,
-                topic.as_ptr(),
-                partition,
-                &mut low,
-                &mut high,
-                timeout_ms(timeout),
-            )
-        };
-        code_result(err).map_err(KafkaError::MetadataFetch)?;
-        Ok((low, high))
+        let ms = timeout_ms(timeout);
+        self.watermarks(topic, partition, |rk, t, p, low, high| {
+            // SAFETY: as `watermarks` promises.
+            unsafe { rd::rd_kafka_query_watermark_offsets(rk, t, p, low, high, ms) }
+        })
+        .map_err(KafkaError::MetadataFetch)
     }
 
     /// The partition's high watermark as of the last fetch response, without asking the
     /// broker; `None` before one arrived.
     pub fn cached_high_watermark(&self, topic: &str, partition: i32) -> Option<i64> {
-        let topic = CString::new(topic).ok()?;
-        let (mut low, mut high) = (-1i64, -1i64);
-        // SAFETY: live client, a NUL-terminated topic and two out-parameters.
-        let err = unsafe {
-            rd::rd_kafka_get_watermark_offsets(
-                self.rk,
-                topic.as_ptr(),
-                partition,
-                &mut low,
-                &mut high,
-            )
-        };
+        let (_, high) = self
+            .watermarks(topic, partition, |rk, t, p, low, high| {
+                // SAFETY: as `watermarks` promises.
+                unsafe { rd::rd_kafka_get_watermark_offsets(rk, t, p, low, high) }
+            })
+            .ok()?;
         // Unknown offsets are negative (librdkafka's OFFSET_INVALID).
-        (code_result(err).is_ok() && high >= 0).then_some(high)
+        (high >= 0).then_some(high)
+    }
+
+    /// Runs one of librdkafka's watermark calls with the live client, the topic as a C string
+    /// and two out-parameters.
+    fn watermarks(
+        &self,
+        topic: &str,
+        partition: i32,
+        call: impl FnOnce(*mut rd::rd_kafka_t, *const c_char, i32, *mut i64, *mut i64) -> RDKafkaRespErr,
+    ) -> Result<(i64, i64), RDKafkaErrorCode> {
+        let topic = CString::new(topic).map_err(|_| RDKafkaErrorCode::InvalidArgument)?;
+        let (mut low, mut high) = (-1i64, -1i64);
+        code_result(call(
+            self.rk,
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        ))?;
+        Ok((low, high))
     }
 
     /// Leaves the group (the revocation runs the handler) and stops fetching; a handler's
