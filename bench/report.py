@@ -725,7 +725,8 @@ w("The bridge reads Kafka a batch at a time (`batch_consumer.rs`: librdkafka's "
   "rust-rdkafka 0.39's safe consumer returns one message per poll through the event API). On "
   "2026-12-03, same machine, same section: before it, 327k-395k events per bridge "
   "CPU-second and 284k-437k events/s steady over seven runs (2.0-2.1 µs of bridge CPU per "
-  "record); after it, 639k-651k and 652k-689k over two runs (1.1 µs per record).")
+  "record); after it, 639k-651k and 652k-689k in two runs of the section alone "
+  "(`BENCH_ONLY=e2e`, 1.1 µs per record; the table above is this run's).")
 w("")
 w("Where the bridge's time goes now (one `perf record -F 2000` of `collector-bridge run` in "
   "this section, through `BRIDGE=wrapper`, 2,000,000 records, on 2026-12-03; not re-run by the "
