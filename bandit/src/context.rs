@@ -416,7 +416,8 @@ mod tests {
     #[test]
     fn screening_with_segments_keeps_segment_leaders_and_weighs_the_rest_by_traffic() {
         use crate::{ArmSet, PriorPolicy, RotationConfig};
-        let policy = PriorPolicy::CARRY_WEAK_SCREEN;
+        // The odds below are set against eps 0.3.
+        let policy = PriorPolicy::CARRY_WEAK40_SCREEN;
         let config = RotationConfig {
             arms: 8,
             round_impressions: 1,

@@ -30,7 +30,7 @@ pub struct EvaluateArgs {
     /// race, reset, eb, weakS, carry[:DECAY], carry-eb[:DECAY], carry-weakS[:DECAY],
     /// oracle-in-set; the reset/eb/weak/carry names take a ranking suffix -mean, -qQ,
     /// -raceEPS or -screenEPS before the decay (e.g. carry-eb-race0.01:0.7,
-    /// carry-weak40-screen0.3:0.85); default, screen, race and the eb/weak names take a final
+    /// carry-weak60-screen0.85:0.85); default, screen, race and the eb/weak names take a final
     /// +features (priors from the items' categories, e.g. default+features; see --categories).
     /// Simulation mode; not with --logged or --logged-topic.
     #[arg(
@@ -949,7 +949,7 @@ mod tests {
             .to_string()
             .contains("--category-spread 0.5"));
         let p = parse_policies(&["default+features".into()]).unwrap();
-        assert_eq!(p[0].1.to_string(), "carry-weak40-screen0.3:0.85+features");
+        assert_eq!(p[0].1.to_string(), "carry-weak60-screen0.85:0.85+features");
     }
 
     #[test]
