@@ -195,8 +195,9 @@ impl PriorPolicy {
         features: false,
     };
 
-    /// `carry-weak40-screen0.3:0.85`: the default before the current `screen` values,
-    /// which kept every arm not condemned at a round's end; kept for comparison.
+    /// `carry-weak40-screen0.3:0.85`: the default before the current `screen` values, slower
+    /// to retire (a 70% drop in an arm's chance; an older arm stays at a round's end with a
+    /// 0.3 chance); kept for comparison.
     pub const CARRY_WEAK40_SCREEN: PriorPolicy = PriorPolicy {
         fresh: FreshPrior::WeakEmpiricalBayes { strength: 40.0 },
         ranking: Ranking::Screen { eps: 0.3 },
