@@ -459,7 +459,7 @@ fn rotation_note(ranking: &Ranking) -> String {
         Ranking::Mean => "At the end of a round the top half by posterior mean is kept (the score shown); the rest retire and fresh catalog items take their places.".into(),
         Ranking::Quantile { q } => format!("At the end of a round the top half by the posterior's {q} quantile is kept (the score shown); the rest retire and fresh catalog items take their places."),
         Ranking::Race { eps } => format!("At the end of a round the top half by posterior mean is kept (the score shown), less any arm with under a {eps} chance of beating the leader's mean; fresh catalog items take the free places."),
-        Ranking::Screen { eps } => format!("After every batch an arm whose chance of beating the best lower bound in the set (mean - sd) has fallen under {eps} of its start-of-round value (with segments, that chance averaged over the segments by traffic, and a segment's leader stays) retires, and a fresh catalog item takes its place at once (mid-round, only when the catalog has one); at the end of a round every other arm stays (the score shown is its posterior mean)."),
+        Ranking::Screen { eps } => format!("After every batch an arm whose chance of beating the best lower bound in the set (mean - sd) has fallen under {eps} of its start-of-round value (with segments, that chance averaged over the segments by traffic, and a segment's leader stays) retires, and a fresh catalog item takes its place at once (mid-round, only when the catalog has one); at the end of a round an arm from an earlier round also leaves when that chance itself is under {eps}, and the rest stay (the score shown is its posterior mean)."),
     }
 }
 
