@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::features::{FeatureModel, Features};
 use crate::history::ArmHistory;
+use crate::memory::{Memory, Recall, FRESH_POOL};
 use crate::policy::{FreshPrior, PriorPolicy, Ranking, SurvivorPrior};
 use crate::Posterior;
 
@@ -29,6 +30,11 @@ pub struct Arm {
     pub total_impressions: u64,
     /// Round in which the item entered the set.
     pub since_round: u64,
+    /// What the set remembered of the item's earlier stays when it came back
+    /// ([`ArmSet::memory`]); its prior of the round it entered includes this evidence. Absent
+    /// for an item new to the set (and in state stored before memory existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recalled: Option<Recall>,
 }
 
 impl Arm {
@@ -41,6 +47,7 @@ impl Arm {
             total_clicks: 0,
             total_impressions: 0,
             since_round: round,
+            recalled: None,
         }
     }
 }
@@ -154,6 +161,11 @@ pub struct ArmSet {
     /// from the history after a reload, then only every [`WEAK_REFIT_EVERY`] retirements.
     #[serde(skip)]
     feature_fit: FeatureFitCache,
+    /// Under a screening policy, the evidence of items that left the set, so one drawn again
+    /// comes back with it (see [`crate::memory`]); bounded by
+    /// [`crate::memory::MEMORY_CAPACITY`]. Absent in state stored before it existed.
+    #[serde(default, skip_serializing_if = "Memory::is_empty")]
+    pub memory: Memory,
 }
 
 /// A cache of [`FeatureModel`]; it never makes two arm sets differ (equality ignores it).
@@ -210,6 +222,7 @@ impl ArmSet {
             weak_fit: None,
             features: BTreeMap::new(),
             feature_fit: FeatureFitCache::default(),
+            memory: Memory::default(),
         };
         // No history yet: nothing to cache, so the fits are not refreshed (as before features).
         let cache = FeatureFitCache::default();
@@ -307,7 +320,12 @@ impl ArmSet {
                 if !features.is_empty() {
                     self.features.insert(item.clone(), features);
                 }
-                self.arms.push(Arm::fresh(item, prior, self.round));
+                let arm = recall(
+                    &mut self.memory,
+                    policy,
+                    Arm::fresh(item, prior, self.round),
+                );
+                self.arms.push(arm);
                 added += 1;
             }
         }
@@ -316,22 +334,31 @@ impl ArmSet {
         added
     }
 
-    /// Records a leaving arm's evidence, with its features, in the history.
-    fn record_leaving(&mut self, i: usize) {
+    /// Records a leaving arm's evidence, with its features, in the history (and in the memory
+    /// if `remember`).
+    fn record_leaving(&mut self, i: usize, remember: bool) {
         let arm = &self.arms[i];
         let features = self.features.remove(&arm.item).unwrap_or_default();
         self.history
             .push_with(arm.total_clicks, arm.total_impressions, features);
+        if remember {
+            self.memory.remember(
+                &arm.item,
+                arm.recalled,
+                arm.total_clicks,
+                arm.total_impressions,
+            );
+        }
     }
 
     /// Takes `item` out of the set between rounds (an operator's exclusion, a takedown): its
-    /// evidence joins the history like a retiree's, the round goes on with the others. Whether
-    /// it was in the set.
+    /// evidence joins the history like a retiree's (not the memory: it is not drawn again
+    /// while excluded), the round goes on with the others. Whether it was in the set.
     pub fn remove(&mut self, item: &str) -> bool {
         let Some(i) = self.position(item) else {
             return false;
         };
-        self.record_leaving(i);
+        self.record_leaving(i, false);
         let arm = self.arms.remove(i);
         self.retired.push_back((arm.item, self.round));
         true
@@ -460,15 +487,22 @@ impl ArmSet {
     }
 
     /// Each arm's start-of-round prior for screening: its prior of this round, except that
-    /// under feature priors a fresh arm gets the prior it would have had without its
-    /// features, so a category the fit predicts poor condemns an item before it costs
-    /// impressions, while evidence must still condemn the rest.
+    /// a fresh arm gets the plain fresh prior when its own includes more: under feature
+    /// priors, its features, so a category the fit predicts poor condemns an item before it
+    /// costs impressions, while evidence must still condemn the rest; and when it came back
+    /// with remembered evidence, so that evidence counts toward condemning it (against a
+    /// stricter factor, [`Recall::retire_factor`]).
     pub fn screening_priors(&self, policy: &PriorPolicy) -> Vec<Posterior> {
-        let base = policy.features.then(|| self.fresh_prior(policy));
+        let fresh = |arm: &Arm| arm.since_round == self.round;
+        let needs_base = self
+            .arms
+            .iter()
+            .any(|a| fresh(a) && (policy.features || a.recalled.is_some()));
+        let base = needs_base.then(|| self.fresh_prior(policy));
         self.arms
             .iter()
             .map(|arm| match base {
-                Some(b) if arm.since_round == self.round => b,
+                Some(b) if fresh(arm) && (policy.features || arm.recalled.is_some()) => b,
                 _ => arm.prior,
             })
             .collect()
@@ -511,8 +545,15 @@ impl ArmSet {
     pub fn condemned(&self, i: usize, odds: Odds, eps: f64, round_end: bool) -> bool {
         // Evidence, not the prior, must condemn an arm: its odds of beating the bar must have
         // fallen by the factor eps since the round began.
-        let kept = self.arms.get(i).is_some_and(|a| a.since_round < self.round);
-        odds.now < eps * odds.before || (round_end && kept && odds.now < eps)
+        let Some(arm) = self.arms.get(i) else {
+            return false;
+        };
+        let kept = arm.since_round < self.round;
+        let factor = match arm.recalled {
+            Some(r) if !kept => r.retire_factor(eps),
+            _ => eps,
+        };
+        odds.now < factor * odds.before || (round_end && kept && odds.now < eps)
     }
 
     /// Retires now every arm [`ArmSet::behind`] names, mid-round: their evidence joins the
@@ -534,9 +575,11 @@ impl ArmSet {
         let mut out = Vec::with_capacity(which.len());
         let mut k = 0;
         let round = self.round;
+        let remember = remembers(&config.policy);
         let history = &mut self.history;
         let retired = &mut self.retired;
         let features = &mut self.features;
+        let memory = &mut self.memory;
         self.arms.retain(|arm| {
             let i = k;
             k += 1;
@@ -545,6 +588,14 @@ impl ArmSet {
             }
             let f = features.remove(&arm.item).unwrap_or_default();
             history.push_with(arm.total_clicks, arm.total_impressions, f);
+            if remember {
+                memory.remember(
+                    &arm.item,
+                    arm.recalled,
+                    arm.total_clicks,
+                    arm.total_impressions,
+                );
+            }
             retired.push_back((arm.item.clone(), round));
             out.push(RetiredArm {
                 item: arm.item.clone(),
@@ -601,7 +652,7 @@ impl ArmSet {
         let mut fresh = choose_fresh(
             candidates.iter().map(|&i| catalog[i].as_str()),
             &excluded,
-            needed,
+            fresh_wanted(&config.policy, needed),
         );
         if fresh.len() < needed {
             // A small catalog: fall back to a scan in random order.
@@ -615,7 +666,28 @@ impl ArmSet {
             );
             fresh.extend(more);
         }
-        fresh
+        let order = self.prefer_fresh(&config.policy, &fresh, rng);
+        order
+            .into_iter()
+            .take(needed)
+            .map(|k| fresh[k].clone())
+            .collect()
+    }
+
+    /// The order in which a refill should take `candidates`: under a screening policy,
+    /// items the set does not remember first, then remembered ones by a posterior draw
+    /// ([`Memory::prefer`]); as given otherwise. Indices into `candidates`.
+    pub fn prefer_fresh<R: Rng + ?Sized, S: AsRef<str>>(
+        &self,
+        policy: &PriorPolicy,
+        candidates: &[S],
+        rng: &mut R,
+    ) -> Vec<usize> {
+        if !remembers(policy) || self.memory.is_empty() {
+            return (0..candidates.len()).collect();
+        }
+        let items: Vec<&str> = candidates.iter().map(AsRef::as_ref).collect();
+        self.memory.prefer(&items, self.fresh_prior(policy), rng)
     }
 
     /// Ends the round: applies `plan`, admits `fresh` items (skipping any already in the set
@@ -652,7 +724,7 @@ impl ArmSet {
 
         let mut retired = Vec::with_capacity(plan.retire.len());
         for &i in &plan.retire {
-            self.record_leaving(i);
+            self.record_leaving(i, remembers(&policy));
             let arm = &self.arms[i];
             self.retired.push_back((arm.item.clone(), ended));
             retired.push(RetiredArm {
@@ -700,7 +772,11 @@ impl ArmSet {
                 if !features.is_empty() {
                     self.features.insert(item.clone(), features);
                 }
-                arms.push(Arm::fresh(item, prior, next));
+                arms.push(recall(
+                    &mut self.memory,
+                    &policy,
+                    Arm::fresh(item, prior, next),
+                ));
             }
         }
         drop(priors);
@@ -888,6 +964,32 @@ impl ArmSet {
     }
 }
 
+/// Whether `policy` keeps a memory of retired arms: the screening policies do.
+pub fn remembers(policy: &PriorPolicy) -> bool {
+    matches!(policy.ranking, Ranking::Screen { .. })
+}
+
+/// How many catalog candidates a refill that needs `needed` items should draw: more under a
+/// memory, so [`ArmSet::prefer_fresh`] has a choice.
+pub fn fresh_wanted(policy: &PriorPolicy, needed: usize) -> usize {
+    if remembers(policy) {
+        needed.saturating_mul(FRESH_POOL)
+    } else {
+        needed
+    }
+}
+
+/// `arm`, fresh, with what `memory` holds of it added to its prior under a screening policy.
+fn recall(memory: &mut Memory, policy: &PriorPolicy, mut arm: Arm) -> Arm {
+    if remembers(policy) {
+        if let Some(r) = memory.take(&arm.item) {
+            arm.prior = r.posterior(arm.prior);
+            arm.recalled = Some(r);
+        }
+    }
+    arm
+}
+
 /// The fresh prior of one moment: the policy's base prior and the feature model, if any.
 struct FreshPriors<'a> {
     base: Posterior,
@@ -1005,6 +1107,7 @@ mod tests {
             total_clicks: clicks,
             total_impressions: impressions,
             since_round: since,
+            recalled: None,
         }
     }
 
@@ -1047,6 +1150,84 @@ mod tests {
         // Nothing else is behind now, and a second call retires nothing.
         let again = s.retire_behind(&config);
         assert!(again.is_empty(), "{again:?} {:?}", s.arms);
+    }
+
+    #[test]
+    fn screened_arms_are_remembered_and_come_back_with_their_evidence() {
+        let config = RotationConfig {
+            cooldown_rounds: 0,
+            ..screening()
+        };
+        let policy = config.policy;
+        let mut s = set(
+            vec![
+                arm("lead", Posterior::UNIFORM, 300, 2000, 1),
+                arm("new", WEAK, 0, 0, 1),
+                arm("dud", WEAK, 0, 100, 1),
+                arm("hot", WEAK, 20, 100, 1),
+            ],
+            1,
+        );
+        assert_eq!(s.retire_behind(&config).len(), 1);
+        let dud = Recall {
+            clicks: 0,
+            impressions: 100,
+            stays: 1,
+        };
+        assert_eq!(s.memory.get("dud"), Some(dud));
+        // Refills take items the set has not seen before the ones it remembers.
+        let mut rng = SmallRng::seed_from_u64(3);
+        assert_eq!(s.prefer_fresh(&policy, &["dud", "x"], &mut rng), vec![1, 0]);
+
+        // Drawn again, the dud comes back with its 100 impressions in its prior, and that
+        // evidence condemns it before it costs another impression.
+        let fresh = s.fresh_prior(&policy);
+        assert_eq!(s.add_fresh(["dud".to_string()], &policy), 1);
+        let back = &s.arms[3];
+        assert_eq!(back.recalled, Some(dud));
+        assert_eq!(back.prior, fresh.observe(0, 100));
+        assert!(
+            s.memory.get("dud").is_none(),
+            "in the set, not in the memory"
+        );
+        assert_eq!(s.behind(&policy, false), vec![3]);
+        s.retire_behind(&config);
+        assert_eq!(s.memory.get("dud").map(|r| r.stays), Some(2));
+
+        // An item remembered as strong comes back ahead of a fresh one and is kept.
+        s.memory.remember("star", None, 30, 100);
+        assert_eq!(s.add_fresh(["star".to_string()], &policy), 1);
+        assert!(s.behind(&policy, false).is_empty(), "{:?}", s.arms);
+
+        // An operator's removal is not remembered.
+        assert!(s.remove("hot"));
+        assert!(s.memory.get("hot").is_none());
+    }
+
+    #[test]
+    fn policies_that_do_not_screen_keep_no_memory() {
+        let config = RotationConfig {
+            arms: 4,
+            round_impressions: 10,
+            policy: PriorPolicy::POST2015,
+            cooldown_rounds: 0,
+        };
+        let catalog: Vec<String> = (0..20).map(|i| format!("i{i}")).collect();
+        let mut s = ArmSet::new(catalog[..4].to_vec(), &config.policy);
+        let mut rng = SmallRng::seed_from_u64(5);
+        for _ in 0..10 {
+            let items: Vec<String> = s.arms.iter().map(|a| a.item.clone()).collect();
+            for item in &items {
+                s.record(item, 5, 1);
+            }
+            s.rotate_from(&config, &catalog, &mut rng);
+        }
+        assert!(s.history.pushed >= 10);
+        assert!(s.memory.is_empty());
+        assert_eq!(
+            s.prefer_fresh(&config.policy, &["a", "b"], &mut rng),
+            vec![0, 1]
+        );
     }
 
     #[test]

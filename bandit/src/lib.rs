@@ -14,6 +14,7 @@ pub mod features;
 pub mod health;
 pub mod history;
 pub mod holdout;
+pub mod memory;
 pub mod ope;
 pub mod operator;
 pub mod policy;

@@ -218,6 +218,7 @@ fn separated(policy: &PriorPolicy) -> ArmSet {
             total_clicks: 100 + k,
             total_impressions: 1000,
             since_round: 1,
+            recalled: None,
         });
         set.arms.push(Arm {
             item: format!("long-{k}"),
@@ -230,6 +231,7 @@ fn separated(policy: &PriorPolicy) -> ArmSet {
             total_clicks: 0,
             total_impressions: 0,
             since_round: 1,
+            recalled: None,
         });
     }
     set.round_impressions = 4000;

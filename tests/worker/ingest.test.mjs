@@ -1,6 +1,9 @@
 // The ingest API under workerd: exactly-once batches, rotation, and every bad-input case.
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import { startWorker, importItems, makeItems, batch, postBatch, state, eventually, auth, operatorAuth, SLOT, TOKEN } from "../lib/worker.mjs";
 
 describe("ingest", () => {
@@ -229,6 +232,56 @@ describe("rotation", () => {
       assert.ok(a0.prior.alpha + a0.prior.beta > 0.8 * 300 && a0.prior.alpha + a0.prior.beta < 300 + 2, JSON.stringify(a0.prior));
     } finally {
       await w.dispose();
+    }
+  });
+
+  test("screening remembers what it retires: drawn again, an item comes back with its evidence and leaves at once; the memory survives a restart", async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), "top-pick-memory-"));
+    // Five items for four arms and no cool-down: a retired item is the only one left to draw.
+    const vars = { ARMS: "4", ROUND_IMPRESSIONS: "100000", PRIOR_POLICY: "screen", COOLDOWN_ROUNDS: "0" };
+    let w = await startWorker({ vars, persistTo: dir });
+    try {
+      await importItems(w, makeItems(5, "mem"));
+      const ids0 = (await state(w)).arms.map((a) => a.item);
+      assert.equal(ids0.length, 4);
+      const spare = makeItems(5, "mem").map((i) => i.id).find((id) => !ids0.includes(id));
+      const dud = ids0[3];
+      const r1 = await postBatch(w, batch(ids0.map((item) => ({ item, impressions: 100, clicks: item === dud ? 0 : 20 }))));
+      assert.equal(r1.status, 200, JSON.stringify(r1));
+      const s1 = await state(w);
+      assert.ok(s1.arms.some((a) => a.item === spare) && !s1.arms.some((a) => a.item === dud), JSON.stringify(s1.arms));
+      assert.equal(s1.memory.items, 1);
+      assert.deepEqual(s1.memory.newest, [[dud, 0, 100, 1]]);
+      const dash = await (await w.fetch("/dashboard", { headers: operatorAuth() })).text();
+      assert.ok(dash.includes("The slot remembers <span data-memory>1</span> items"), "the dashboard says how much is remembered");
+
+      await w.dispose();
+      w = await startWorker({ vars, persistTo: dir });
+      assert.deepEqual((await state(w)).memory.newest, [[dud, 0, 100, 1]], "the memory is stored");
+
+      // The spare flops too; the dud, the only item the catalog can offer, comes back with
+      // its 100 impressions in its prior.
+      const r2 = await postBatch(w, batch(s1.arms.map((a) => ({ item: a.item, impressions: 100, clicks: a.item === spare ? 0 : 20 }))));
+      assert.equal(r2.status, 200, JSON.stringify(r2));
+      const s2 = await state(w);
+      const back = s2.arms.find((a) => a.item === dud);
+      assert.ok(back, JSON.stringify(s2.arms));
+      assert.deepEqual(back.recalled, { clicks: 0, impressions: 100, stays: 1 });
+      assert.equal(back.impressions, 0);
+      assert.ok(back.prior.beta >= 100, JSON.stringify(back.prior));
+      assert.deepEqual(s2.memory.newest, [[spare, 0, 100, 1]], "the dud left the memory for the set");
+
+      // Its evidence condemns it after the next batch, though that batch showed it nowhere;
+      // the spare takes its place and the dud is remembered with two stays.
+      const r3 = await postBatch(w, batch(s2.arms.filter((a) => a.item !== dud).map((a) => ({ item: a.item, impressions: 100, clicks: 20 }))));
+      assert.equal(r3.status, 200, JSON.stringify(r3));
+      const s3 = await state(w);
+      assert.ok(!s3.arms.some((a) => a.item === dud), JSON.stringify(s3.arms));
+      assert.deepEqual(s3.arms.find((a) => a.item === spare)?.recalled, { clicks: 0, impressions: 100, stays: 1 });
+      assert.deepEqual(s3.memory.newest, [[dud, 0, 100, 2]]);
+    } finally {
+      await w.dispose();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 

@@ -616,6 +616,14 @@ pub fn page(
             rotation_note(&rotation.policy.ranking)
         );
     }
+    if bandit::armset::remembers(&rotation.policy) {
+        let _ = write!(
+            out,
+            "<p class=\"dash__note\">The slot remembers <span data-memory>{}</span> items that left the set (at most {}): drawn again, an item comes back with its evidence and must lose more of its chance to leave again, and a refill takes items never screened first.</p>",
+            st.arms.memory.len(),
+            bandit::memory::MEMORY_CAPACITY
+        );
+    }
     audit_section(&mut out, audit);
     out.push_str("</main></body></html>");
     out
@@ -643,6 +651,7 @@ mod tests {
                 total_clicks: 3,
                 total_impressions: 40,
                 since_round: 1,
+                recalled: None,
             });
             st.items.insert(
                 id.into(),

@@ -5,6 +5,7 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
+use bandit::armset::fresh_wanted;
 use bandit::batch::MAX_LEDGER_ENTRIES;
 use bandit::operator::{AuditAction, AuditEntry, ExcludeRequest};
 use bandit::protocol::{ConflictResponse, PushResponse};
@@ -22,7 +23,7 @@ use crate::object_call::{actor_of, settings_differ};
 use crate::page_headers::{security_headers, PageKind};
 use crate::slot_client::{PinBody, SlotOp, KV_BINDING};
 use crate::snapshot::kv_key;
-use crate::state::{OffsetEdit, OperatorView, SlotState, AUDIT_KEY, STATE_KEY};
+use crate::state::{OffsetEdit, OperatorView, SlotState, AUDIT_KEY, MEMORY_KEY, STATE_KEY};
 
 /// What to do when the edge worker's settings are not this worker's.
 const SETTINGS_DIFFER: &str = "the edge worker runs with other settings (vars or build) than the worker holding the objects: deploy both from the same wrangler.toml and build (wrangler deploy, then wrangler deploy -c build/edge/wrangler.jsonc)";
@@ -69,6 +70,13 @@ impl SlotObject {
                 crate::log::error("audit_unreadable", &[("error", &e.to_string())]);
                 Default::default()
             });
+        }
+        let memory: Option<String> = self.state.storage().get(MEMORY_KEY).await?;
+        if let Some(memory) = memory {
+            // Likewise the memory: without it the slot only learns more slowly.
+            if let Err(e) = st.restore_memory(&memory) {
+                crate::log::error("memory_unreadable", &[("error", &e.to_string())]);
+            }
         }
         *self.cached.borrow_mut() = Some(st.clone());
         Ok(Some(st))
@@ -120,22 +128,28 @@ impl SlotObject {
     }
 
     async fn save(&self, mut st: SlotState) -> Result<()> {
-        let json = serde_json::to_string(&st).map_err(|e| Error::RustError(e.to_string()))?;
+        let parts = st
+            .stored_parts()
+            .map_err(|e| Error::RustError(e.to_string()))?;
         let storage = self.state.storage();
-        let written = if st.audit_changed {
-            let audit =
-                serde_json::to_string(&st.audit).map_err(|e| Error::RustError(e.to_string()))?;
-            // One call, one transaction: the change and its audit entry are stored together.
-            let both = js_sys::Object::new();
-            js_sys::Reflect::set(&both, &STATE_KEY.into(), &json.into())?;
-            js_sys::Reflect::set(&both, &AUDIT_KEY.into(), &audit.into())?;
-            storage.put_multiple_raw(both).await
+        let written = if parts.audit.is_none() && parts.memory.is_none() {
+            storage.put(STATE_KEY, parts.state).await
         } else {
-            storage.put(STATE_KEY, json).await
+            // One call, one transaction: the change, its audit entry and the memory it moved
+            // are stored together.
+            let all = js_sys::Object::new();
+            js_sys::Reflect::set(&all, &STATE_KEY.into(), &parts.state.into())?;
+            if let Some(audit) = parts.audit {
+                js_sys::Reflect::set(&all, &AUDIT_KEY.into(), &audit.into())?;
+            }
+            if let Some(memory) = parts.memory {
+                js_sys::Reflect::set(&all, &MEMORY_KEY.into(), &memory.into())?;
+            }
+            storage.put_multiple_raw(all).await
         };
         match written {
             Ok(()) => {
-                st.audit_changed = false;
+                st.mark_saved();
                 *self.cached.borrow_mut() = Some(st);
                 Ok(())
             }
@@ -159,16 +173,21 @@ impl SlotObject {
             return Ok(false);
         };
         let fresh = CatalogClient::new(&self.env)?
-            .sample(wanted.count, wanted.exclude)
+            .sample(fresh_wanted(&rotation.policy, wanted.count), wanted.exclude)
             .await?;
+        let fresh = crate::rng::with_rng(|rng| st.prefer(fresh, rotation, rng));
         Ok(st.add_fresh(fresh, rotation))
     }
 
     async fn rotate(&self, st: &mut SlotState, rotation: &RotationConfig) -> Result<()> {
         let plan = crate::rng::with_rng(|rng| st.segments.plan_rotation(&st.arms, rotation, rng));
         let fresh = CatalogClient::new(&self.env)?
-            .sample(plan.fresh_needed, st.fill_exclude(rotation))
+            .sample(
+                fresh_wanted(&rotation.policy, plan.fresh_needed),
+                st.fill_exclude(rotation),
+            )
             .await?;
+        let fresh = crate::rng::with_rng(|rng| st.prefer(fresh, rotation, rng));
         st.finish_rotation(rotation, &plan, fresh);
         Ok(())
     }
@@ -240,8 +259,12 @@ impl SlotObject {
             Vec::new()
         } else {
             let fresh = CatalogClient::new(&self.env)?
-                .sample(behind.len(), st.fill_exclude(rotation))
+                .sample(
+                    fresh_wanted(&rotation.policy, behind.len()),
+                    st.fill_exclude(rotation),
+                )
                 .await?;
+            let fresh = crate::rng::with_rng(|rng| st.prefer(fresh, rotation, rng));
             st.screen(rotation, &behind, fresh)
         };
         if !screened.is_empty() {

@@ -15,6 +15,7 @@ use bandit::{
     ArmSet, EventBatch, OffsetLedger, Posterior, Recorded, RotationConfig, RotationPlan,
     RoundSummary,
 };
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::CatalogItem;
@@ -30,10 +31,34 @@ pub const STATE_KEY: &str = "state";
 /// Storage key of the slot's audit log (written with the state, in the same transaction, only
 /// when an operator write changed it).
 pub const AUDIT_KEY: &str = "audit";
+/// Storage key of the slot's memory of retired items ([`bandit::memory`]), stored apart from
+/// the state and written with it, in the same transaction, only when it changed: most
+/// batches retire nothing, and the memory is the state's largest part.
+pub const MEMORY_KEY: &str = "memory";
+/// Remembered items the operators' state lists, newest first.
+const MEMORY_LISTED: usize = 10;
 /// Items reported by name when a batch counts items outside the set.
 const REPORTED_OUTSIDERS: usize = 20;
 /// How often an under-filled set asks the catalog again (ms), unless forced.
 const REFILL_INTERVAL_MS: f64 = 10_000.0;
+
+/// A stored time that may be null (a non-finite value, written by serde_json as null): minus
+/// infinity, "never".
+fn never_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NEG_INFINITY))
+}
+
+/// A slot's state as written: the state without the memory, and the audit log and the memory
+/// when they changed since the last write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredParts {
+    /// The state ([`STATE_KEY`]).
+    pub state: String,
+    /// The audit log ([`AUDIT_KEY`]), if it changed.
+    pub audit: Option<String>,
+    /// The memory ([`MEMORY_KEY`]), if it changed.
+    pub memory: Option<String>,
+}
 
 /// What a fill asks the catalog for: `count` items, none of `exclude`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,7 +146,9 @@ pub struct SlotState {
     pub totals: Totals,
     /// When the last batch was applied (ms since the Unix epoch).
     pub last_batch_ms: Option<f64>,
-    /// When the set last asked the catalog for items (ms).
+    /// When the set last asked the catalog for items (ms); minus infinity before it ever
+    /// did, which JSON stores as null.
+    #[serde(deserialize_with = "never_if_null")]
     pub last_refill_ms: f64,
     /// An operator's pin (kept after it ends until the next operator write replaces it).
     #[serde(default)]
@@ -136,6 +163,9 @@ pub struct SlotState {
     /// Whether `audit` changed since it was loaded or saved.
     #[serde(skip)]
     pub audit_changed: bool,
+    /// The memory's change count when it was last loaded or saved ([`MEMORY_KEY`]).
+    #[serde(skip)]
+    pub memory_saved: u64,
     /// The sample-ratio check of the logged impressions and the feedback lag.
     #[serde(default)]
     pub health: Health,
@@ -222,6 +252,7 @@ impl SlotState {
             exclude: BTreeSet::new(),
             audit: AuditLog::default(),
             audit_changed: false,
+            memory_saved: 0,
             health: Health::default(),
             segments: SegmentCounts::default(),
             mid_round: MidRound::default(),
@@ -321,6 +352,45 @@ impl SlotState {
         self.version += 1;
         self.admit(fresh, rotation);
         out
+    }
+
+    /// What to write for this state ([`StoredParts`]); [`SlotState::mark_saved`] once written.
+    pub fn stored_parts(&mut self) -> serde_json::Result<StoredParts> {
+        let memory = std::mem::take(&mut self.arms.memory);
+        let state = serde_json::to_string(self);
+        self.arms.memory = memory;
+        let audit = match self.audit_changed {
+            true => Some(serde_json::to_string(&self.audit)?),
+            false => None,
+        };
+        let memory = match self.arms.memory.changes() != self.memory_saved {
+            true => Some(serde_json::to_string(&self.arms.memory)?),
+            false => None,
+        };
+        Ok(StoredParts {
+            state: state?,
+            audit,
+            memory,
+        })
+    }
+
+    /// Records that [`SlotState::stored_parts`] were written.
+    pub fn mark_saved(&mut self) {
+        self.audit_changed = false;
+        self.memory_saved = self.arms.memory.changes();
+    }
+
+    /// Puts back the memory stored under [`MEMORY_KEY`] after a load. An unreadable one is
+    /// dropped (the error returned for the log): the memory only speeds up learning.
+    pub fn restore_memory(&mut self, stored: &str) -> Result<(), serde_json::Error> {
+        let read = serde_json::from_str::<bandit::memory::Memory>(stored);
+        let (memory, result) = match read {
+            Ok(m) => (m, Ok(())),
+            Err(e) => (Default::default(), Err(e)),
+        };
+        self.arms.memory = memory;
+        self.memory_saved = self.arms.memory.changes();
+        result
     }
 
     /// Whether an active pin has paused learning at `now_ms`.
@@ -456,6 +526,22 @@ impl SlotState {
             .collect()
     }
 
+    /// A catalog draw in the order a refill should take it: under a screening policy, items
+    /// the set does not remember first, then remembered ones by a posterior draw
+    /// ([`bandit::ArmSet::prefer_fresh`]); the draw asks for more than it needs
+    /// ([`bandit::armset::fresh_wanted`]) so there is a choice.
+    pub fn prefer<R: Rng + ?Sized>(
+        &self,
+        fresh: Vec<CatalogItem>,
+        rotation: &RotationConfig,
+        rng: &mut R,
+    ) -> Vec<CatalogItem> {
+        let ids: Vec<&str> = fresh.iter().map(|i| i.id.as_str()).collect();
+        let order = self.arms.prefer_fresh(&rotation.policy, &ids, rng);
+        let mut slots: Vec<Option<CatalogItem>> = fresh.into_iter().map(Some).collect();
+        order.into_iter().filter_map(|k| slots[k].take()).collect()
+    }
+
     /// Ends the round with `plan`, admitting `fresh` catalog items; keeps display fields of
     /// the current arms only and the bounded round history.
     pub fn finish_rotation(
@@ -576,6 +662,7 @@ impl SlotState {
                     "total_clicks": a.total_clicks,
                     "total_impressions": a.total_impressions,
                     "since_round": a.since_round,
+                    "recalled": a.recalled,
                     "prior": a.prior,
                     "alpha": post.alpha,
                     "beta": post.beta,
@@ -597,6 +684,7 @@ impl SlotState {
             },
             "round_impressions": self.arms.round_impressions,
             "fresh_prior": self.arms.fresh_prior(&rotation.policy),
+            "memory": self.memory_json(),
             "arms": arms,
             "offsets": self.ledger.entries(),
             "rounds": self.rounds,
@@ -611,6 +699,21 @@ impl SlotState {
             "pinned": self.pinned,
             "exclude": self.exclude,
             "audit": self.audit,
+        })
+    }
+
+    /// The operators' view of the memory: its size and bound and the newest entries.
+    fn memory_json(&self) -> serde_json::Value {
+        let memory = &self.arms.memory;
+        let newest: Vec<serde_json::Value> = memory
+            .newest()
+            .take(MEMORY_LISTED)
+            .map(|(item, r)| serde_json::json!([item, r.clicks, r.impressions, r.stays]))
+            .collect();
+        serde_json::json!({
+            "items": memory.len(),
+            "capacity": bandit::memory::MEMORY_CAPACITY,
+            "newest": newest,
         })
     }
 
@@ -745,6 +848,49 @@ pub(crate) mod tests {
         plain.add_fresh(items(&["a", "b", "c"]), &rotation(3));
         plain.apply_batch(&batch(0, 9, &[("a", 400, 40), ("c", 400, 0)]), 0.0);
         assert!(plain.behind(&rotation(3)).is_empty());
+    }
+
+    #[test]
+    fn the_memory_is_stored_apart_from_the_state_and_only_when_it_changed() {
+        let mut rot = rotation(4);
+        rot.policy = "screen".parse().unwrap();
+        let mut st = SlotState::new("s", &rot);
+        st.add_fresh(items(&["a", "b", "c", "d"]), &rot);
+        let first = st.stored_parts().expect("serialises");
+        assert_eq!(
+            (first.audit.is_none(), first.memory.is_none()),
+            (true, true)
+        );
+        st.mark_saved();
+        st.apply_batch(
+            &batch(0, 9, &[("a", 400, 40), ("b", 400, 40), ("d", 400, 0)]),
+            0.0,
+        );
+        let behind = st.behind(&rot);
+        assert_eq!(st.screen(&rot, &behind, items(&["x"])), ["d"]);
+        let parts = st.stored_parts().expect("serialises");
+        assert!(!parts.state.contains("\"memory\""), "{}", parts.state);
+        let memory = parts.memory.expect("the screening changed the memory");
+        assert_eq!(memory, r#"[["d",0,400,1]]"#);
+        st.mark_saved();
+        assert_eq!(st.stored_parts().expect("serialises").memory, None);
+
+        // Loaded back: the state, then its memory.
+        let mut back: SlotState = serde_json::from_str(&parts.state).expect("reads back");
+        assert!(back.arms.memory.is_empty());
+        back.restore_memory(&memory).expect("readable");
+        assert_eq!(back.arms.memory, st.arms.memory);
+        assert_eq!(back.stored_parts().expect("serialises").memory, None);
+        // An unreadable memory is dropped, not fatal.
+        assert!(back.restore_memory("{").is_err());
+        assert!(back.arms.memory.is_empty());
+
+        // A refill prefers an item never seen to the remembered dud, whatever the draw.
+        for seed in 0..20 {
+            let mut rng = SmallRng::seed_from_u64(seed);
+            let order = st.prefer(items(&["d", "z"]), &rot, &mut rng);
+            assert_eq!(order[0].id, "z");
+        }
     }
 
     #[test]
