@@ -337,18 +337,8 @@ impl ArmSet {
     /// Records a leaving arm's evidence, with its features, in the history (and in the memory
     /// if `remember`).
     fn record_leaving(&mut self, i: usize, remember: bool) {
-        let arm = &self.arms[i];
-        let features = self.features.remove(&arm.item).unwrap_or_default();
-        self.history
-            .push_with(arm.total_clicks, arm.total_impressions, features);
-        if remember {
-            self.memory.remember(
-                &arm.item,
-                arm.recalled,
-                arm.total_clicks,
-                arm.total_impressions,
-            );
-        }
+        let memory = remember.then_some(&mut self.memory);
+        note_leaving(&self.arms[i], &mut self.history, &mut self.features, memory);
     }
 
     /// Takes `item` out of the set between rounds (an operator's exclusion, a takedown): its
@@ -586,16 +576,8 @@ impl ArmSet {
             if !which.contains(&i) {
                 return true;
             }
-            let f = features.remove(&arm.item).unwrap_or_default();
-            history.push_with(arm.total_clicks, arm.total_impressions, f);
-            if remember {
-                memory.remember(
-                    &arm.item,
-                    arm.recalled,
-                    arm.total_clicks,
-                    arm.total_impressions,
-                );
-            }
+            let memory = remember.then_some(&mut *memory);
+            note_leaving(arm, history, features, memory);
             retired.push_back((arm.item.clone(), round));
             out.push(RetiredArm {
                 item: arm.item.clone(),
@@ -674,9 +656,9 @@ impl ArmSet {
             .collect()
     }
 
-    /// The order in which a refill should take `candidates`: under a screening policy,
-    /// items the set does not remember first, then remembered ones by a posterior draw
-    /// ([`Memory::prefer`]); as given otherwise. Indices into `candidates`.
+    /// The order in which a refill should take `candidates`: under a screening policy with
+    /// anything remembered, by one posterior draw each ([`Memory::prefer`]); as given
+    /// otherwise (the catalog's draw is already random). Indices into `candidates`.
     pub fn prefer_fresh<R: Rng + ?Sized, S: AsRef<str>>(
         &self,
         policy: &PriorPolicy,
@@ -964,6 +946,26 @@ impl ArmSet {
     }
 }
 
+/// Records `arm`, leaving, in the history with its features (taken out of `features`), and in
+/// the memory if one is given.
+fn note_leaving(
+    arm: &Arm,
+    history: &mut ArmHistory,
+    features: &mut BTreeMap<String, Features>,
+    memory: Option<&mut Memory>,
+) {
+    let f = features.remove(&arm.item).unwrap_or_default();
+    history.push_with(arm.total_clicks, arm.total_impressions, f);
+    if let Some(memory) = memory {
+        memory.remember(
+            &arm.item,
+            arm.recalled,
+            arm.total_clicks,
+            arm.total_impressions,
+        );
+    }
+}
+
 /// Whether `policy` keeps a memory of retired arms: the screening policies do.
 pub fn remembers(policy: &PriorPolicy) -> bool {
     matches!(policy.ranking, Ranking::Screen { .. })
@@ -1175,7 +1177,8 @@ mod tests {
             stays: 1,
         };
         assert_eq!(s.memory.get("dud"), Some(dud));
-        // Refills take items the set has not seen before the ones it remembers.
+        // A refill orders its candidates by posterior draws: the unseen item before the dud
+        // here (how often in general: the memory's tests).
         let mut rng = SmallRng::seed_from_u64(3);
         assert_eq!(s.prefer_fresh(&policy, &["dud", "x"], &mut rng), vec![1, 0]);
 
@@ -1192,7 +1195,17 @@ mod tests {
         );
         assert_eq!(s.behind(&policy, false), vec![3]);
         s.retire_behind(&config);
-        assert_eq!(s.memory.get("dud").map(|r| r.stays), Some(2));
+        assert_eq!(s.memory.get("dud"), Some(dud), "a stay without impressions");
+        // Back again and shown: the new stay's counts are added.
+        assert_eq!(s.add_fresh(["dud".to_string()], &policy), 1);
+        s.record("dud", 10, 1);
+        s.retire_now(&config, &[3]);
+        let twice = Recall {
+            clicks: 1,
+            impressions: 110,
+            stays: 2,
+        };
+        assert_eq!(s.memory.get("dud"), Some(twice));
 
         // An item remembered as strong comes back ahead of a fresh one and is kept.
         s.memory.remember("star", None, 30, 100);

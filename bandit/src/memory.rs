@@ -1,13 +1,13 @@
 //! What a screening set remembers of the items that left it, so an item drawn again is judged
-//! on all its evidence, and a refill prefers items never screened to items already found
-//! wanting.
+//! on all its evidence, and a refill takes items already found wanting only rarely.
 //!
 //! Why: a screening policy retires a fresh arm after a few impressions without a click, so an
 //! item truly among the catalog's best is often retired on bad luck, and it comes back after
 //! its cool-down with nothing learned. With memory it comes back with its old counts; the
 //! screening bar it must clear to be retired again is set against the fresh prior and gets
 //! stricter with every stay (see [`Recall::retire_factor`]), so bad items leave at once and
-//! good ones get the longer look they need.
+//! good ones get the longer look they need; and a refill draws its candidates by their
+//! posteriors ([`Memory::prefer`]), so items found wanting are rarely drawn again.
 
 use std::collections::VecDeque;
 
@@ -16,9 +16,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::Posterior;
 
-/// Most items one set remembers; the oldest forgotten first. Enough for a catalog of this
-/// size to be remembered whole; a larger one keeps its most recent retirees.
-pub const MEMORY_CAPACITY: usize = 1024;
+/// Most items one set remembers; the oldest forgotten first. Enough for a catalog of 5,000
+/// items (a 400,000-impression run retires fewer distinct ones); a larger catalog keeps its
+/// most recent retirees. At about 25 bytes an entry the stored memory stays near 100 KB.
+pub const MEMORY_CAPACITY: usize = 4096;
 
 /// Candidates a refill draws from the catalog per arm it needs, for [`Memory::prefer`] to
 /// choose among.
@@ -141,10 +142,17 @@ impl Memory {
     }
 
     /// Records that `item` left the set after a stay with `clicks` of `impressions`, on top
-    /// of `before` (what it came back with, if anything). It becomes the newest entry.
+    /// of `before` (what it came back with, if anything). It becomes the newest entry. A stay
+    /// without impressions teaches nothing: it is not counted, and an item that had nothing
+    /// remembered stays unremembered (a feature prior, say, may retire an item before it is
+    /// shown, and that must not count against it later).
     pub fn remember(&mut self, item: &str, before: Option<Recall>, clicks: u64, impressions: u64) {
         self.forget(item);
-        let recall = before.unwrap_or_default().after(clicks, impressions);
+        let recall = match (before, impressions) {
+            (None, 0) => return,
+            (Some(b), 0) => b,
+            (b, _) => b.unwrap_or_default().after(clicks, impressions),
+        };
         if self.entries.len() >= MEMORY_CAPACITY {
             self.entries.pop_front();
         }
@@ -165,27 +173,28 @@ impl Memory {
         }
     }
 
-    /// Orders fresh candidates for a refill: items never remembered first, in the order given
-    /// (the catalog's draw is already random), then remembered ones by one draw each from
-    /// `prior` plus their evidence, highest first (Thompson sampling among them). Returns
-    /// indices into `candidates`.
+    /// Orders fresh candidates for a refill by one posterior draw each, highest first
+    /// (Thompson sampling among them): an item never remembered draws from `prior`, a
+    /// remembered one from `prior` plus its evidence. So a clear loser is rarely taken again,
+    /// while an item retired after a few unlucky impressions, its posterior still close to
+    /// the prior, competes with unseen items on almost equal terms. Returns indices into
+    /// `candidates`.
     pub fn prefer<R: Rng + ?Sized>(
         &self,
         candidates: &[&str],
         prior: Posterior,
         rng: &mut R,
     ) -> Vec<usize> {
-        let mut unseen = Vec::with_capacity(candidates.len());
-        let mut seen = Vec::new();
-        for (k, item) in candidates.iter().enumerate() {
-            match self.get(item) {
-                None => unseen.push(k),
-                Some(r) => seen.push((r.posterior(prior).sample(rng), k)),
-            }
-        }
-        seen.sort_by(|a, b| b.0.total_cmp(&a.0));
-        unseen.extend(seen.into_iter().map(|(_, k)| k));
-        unseen
+        let mut scored: Vec<(f64, usize)> = candidates
+            .iter()
+            .enumerate()
+            .map(|(k, item)| {
+                let p = self.get(item).map_or(prior, |r| r.posterior(prior));
+                (p.sample(rng), k)
+            })
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+        scored.into_iter().map(|(_, k)| k).collect()
     }
 }
 
@@ -211,6 +220,11 @@ mod tests {
                 stays: 2
             })
         );
+        // A stay without impressions teaches nothing.
+        m.remember("z", None, 0, 0);
+        assert!(m.get("z").is_none());
+        m.remember("a", m.get("a"), 0, 0);
+        assert_eq!(m.get("a").map(|r| r.stays), Some(2));
         // Forged counts never give more clicks than impressions.
         m.remember("b", None, 9, 3);
         assert_eq!(m.get("b").map(|r| r.clicks), Some(3));
@@ -256,45 +270,46 @@ mod tests {
     }
 
     #[test]
-    fn refills_prefer_unseen_items_then_thompson_among_the_remembered() {
+    fn refills_take_candidates_as_often_as_their_draw_wins() {
         let mut m = Memory::default();
         let prior = Posterior {
             alpha: 2.0,
             beta: 58.0,
         };
         m.remember("good", None, 3, 20);
-        m.remember("poor", None, 0, 20);
+        m.remember("poor", None, 0, 100);
         let mut rng = SmallRng::seed_from_u64(7);
-        let order = m.prefer(&["good", "new1", "poor", "new2"], prior, &mut rng);
-        assert_eq!(&order[..2], &[1, 3], "unseen first, in the given order");
-        // Among the remembered, `good` comes first as often as its draw beats `poor`'s:
-        // P(Beta(5, 75) > Beta(2, 78)), estimated here by independent draws, compared with
-        // the ordering's frequency within 4 binomial standard deviations of n trials.
-        let (g, p) = (
-            Posterior {
-                alpha: 5.0,
-                beta: 75.0,
-            },
-            Posterior {
-                alpha: 2.0,
-                beta: 78.0,
-            },
-        );
+        let order = m.prefer(&["good", "new", "poor"], prior, &mut rng);
+        let mut sorted = order.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, vec![0, 1, 2], "a permutation");
+        // Each pair comes first as often as its draw wins: P(X > Y) for the two posteriors,
+        // estimated by independent draws, against the ordering's frequency, within 4 binomial
+        // standard deviations of each estimate (so 4 * sqrt(2) for the difference).
         let n = 20_000;
         let mut check = SmallRng::seed_from_u64(8);
-        let expected = (0..n)
-            .filter(|_| g.sample(&mut check) > p.sample(&mut check))
-            .count() as f64
-            / n as f64;
-        let first = (0..n)
-            .filter(|_| m.prefer(&["poor", "good"], prior, &mut rng)[0] == 1)
-            .count() as f64
-            / n as f64;
-        let sd = (expected * (1.0 - expected) / n as f64).sqrt();
-        assert!(
-            (first - expected).abs() < 4.0 * sd * 2f64.sqrt(),
-            "good first {first}, expected {expected}"
-        );
-        assert!(expected > 0.8 && expected < 0.99);
+        let new = prior;
+        let cases = [
+            ("good", prior.observe(3, 20), "poor", prior.observe(0, 100)),
+            ("new", new, "poor", prior.observe(0, 100)),
+            ("good", prior.observe(3, 20), "new", new),
+        ];
+        for (a, pa, b, pb) in cases {
+            let expected = (0..n)
+                .filter(|_| pa.sample(&mut check) > pb.sample(&mut check))
+                .count() as f64
+                / n as f64;
+            let first = (0..n)
+                .filter(|_| m.prefer(&[b, a], prior, &mut rng)[0] == 1)
+                .count() as f64
+                / n as f64;
+            let sd = (expected * (1.0 - expected) / n as f64)
+                .sqrt()
+                .max(1.0 / n as f64);
+            assert!(
+                (first - expected).abs() < 4.0 * sd * 2f64.sqrt(),
+                "{a} before {b}: {first}, expected {expected}"
+            );
+        }
     }
 }

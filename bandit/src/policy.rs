@@ -87,7 +87,9 @@ pub enum Ranking {
     /// features did not lower their odds. At a round's end every arm stays (up to n),
     /// best mean first, except those screened out and any survivor from an earlier round whose
     /// probability of beating the bar is below `eps`: the round end only moves the evidence
-    /// (the carry decay) and the cool-down on, the refill being continuous.
+    /// (the carry decay) and the cool-down on, the refill being continuous. A screening set
+    /// remembers the arms it retires ([`crate::memory`]): one drawn again comes back with its
+    /// evidence and leaves again only on a stricter factor, eps to the power stays + 1.
     Screen {
         /// Evidence factor (and, for old survivors, probability) below which an arm is
         /// retired, in (0, 1).

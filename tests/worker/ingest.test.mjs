@@ -235,7 +235,7 @@ describe("rotation", () => {
     }
   });
 
-  test("screening remembers what it retires: drawn again, an item comes back with its evidence and leaves at once; the memory survives a restart", async () => {
+  test("screening remembers what it retires: drawn again, an item comes back with its evidence and leaves after one batch; the memory survives a restart", async () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), "top-pick-memory-"));
     // Five items for four arms and no cool-down: a retired item is the only one left to draw.
     const vars = { ARMS: "4", ROUND_IMPRESSIONS: "100000", PRIOR_POLICY: "screen", COOLDOWN_ROUNDS: "0" };
@@ -272,13 +272,14 @@ describe("rotation", () => {
       assert.deepEqual(s2.memory.newest, [[spare, 0, 100, 1]], "the dud left the memory for the set");
 
       // Its evidence condemns it after the next batch, though that batch showed it nowhere;
-      // the spare takes its place and the dud is remembered with two stays.
+      // the spare takes its place, and the dud is remembered as before (a stay without
+      // impressions is not counted).
       const r3 = await postBatch(w, batch(s2.arms.filter((a) => a.item !== dud).map((a) => ({ item: a.item, impressions: 100, clicks: 20 }))));
       assert.equal(r3.status, 200, JSON.stringify(r3));
       const s3 = await state(w);
       assert.ok(!s3.arms.some((a) => a.item === dud), JSON.stringify(s3.arms));
       assert.deepEqual(s3.arms.find((a) => a.item === spare)?.recalled, { clicks: 0, impressions: 100, stays: 1 });
-      assert.deepEqual(s3.memory.newest, [[dud, 0, 100, 2]]);
+      assert.deepEqual(s3.memory.newest, [[dud, 0, 100, 1]]);
     } finally {
       await w.dispose();
       rmSync(dir, { recursive: true, force: true });

@@ -619,7 +619,7 @@ pub fn page(
     if bandit::armset::remembers(&rotation.policy) {
         let _ = write!(
             out,
-            "<p class=\"dash__note\">The slot remembers <span data-memory>{}</span> items that left the set (at most {}): drawn again, an item comes back with its evidence and must lose more of its chance to leave again, and a refill takes items never screened first.</p>",
+            "<p class=\"dash__note\">The slot remembers <span data-memory>{}</span> items that left the set (at most {}): drawn again, an item comes back with its evidence and must lose more of its chance to leave again, and a refill takes candidates by a posterior draw, so clear losers rarely come back.</p>",
             st.arms.memory.len(),
             bandit::memory::MEMORY_CAPACITY
         );
