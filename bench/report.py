@@ -179,6 +179,11 @@ for n in (8, 64):
         path = os.path.join(RAW, f"screen_criterion_{what}_{n}.json")
         if os.path.exists(path):
             screen_cpu[(what, n)] = estimate_ns(path)
+memory_cpu = {}
+for what in ("memory_store", "memory_prefer"):
+    path = os.path.join(RAW, f"screen_criterion_{what}_4096.json")
+    if os.path.exists(path):
+        memory_cpu[what] = estimate_ns(path)
 if ("behind", 64) in screen_cpu and ("record", 64) in screen_cpu:
     rows.append(("Screening per batch, 64 arms (native, criterion)",
                  f"{f2(screen_cpu[('behind', 64)][0] / 1000)} µs",
@@ -571,6 +576,18 @@ if screen_cpu:
             e = screen_cpu.get((what, n))
             cells.append(f"{f2(e[0] / 1000)} ({f2(e[1] / 1000)}–{f2(e[2] / 1000)})" if e else "—")
         w(f"| {n} | " + " | ".join(cells) + " |")
+    w("")
+if memory_cpu.keys() >= {"memory_store", "memory_prefer"} and ("record", 64) in screen_cpu:
+    store, prefer = memory_cpu["memory_store"], memory_cpu["memory_prefer"]
+    w("A batch that retires an arm also remembers it, and the slot object then writes the "
+      "memory under its own key (a batch that retires nothing writes the state alone). With "
+      f"the memory full (4,096 items): remembering one and serialising the memory "
+      f"{f2(store[0] / 1000)} µs ({f2(store[1] / 1000)}–{f2(store[2] / 1000)}), "
+      f"{f1(store[0] / screen_cpu[('record', 64)][0])}x recording a 64-arm batch; ordering a "
+      f"refill's eight candidates {f2(prefer[0] / 1000)} µs "
+      f"({f2(prefer[1] / 1000)}–{f2(prefer[2] / 1000)}). Both are native figures; the pick "
+      f"ran {f1(pick[64]['wasm'] / pick[64]['native'])}x slower as wasm in V8 than natively "
+      "(above).")
     w("")
 w("```")
 w(cmd("pick_criterion"))

@@ -1,14 +1,20 @@
 //! CPU per event batch of the default policy's screening in the slot object, against the
 //! counting every policy does per batch: recording a batch of n item counts, then finding the
 //! arms confidently behind over all (n = 8, 64) and, with 24 visitor segments, fitting the
-//! pooling, building each segment's view and judging the arms per segment.
+//! pooling, building each segment's view and judging the arms per segment. And what memory
+//! adds to a batch that retires an arm, with the memory full: remembering it and serialising
+//! the memory for its storage write (`memory_store`), and ordering a refill's eight
+//! candidates (`memory_prefer`).
 
 use std::hint::black_box;
 
 use bandit::context::{pooling_strength, segment_behind, segment_posterior, Cell};
+use bandit::memory::{Memory, FRESH_POOL, MEMORY_CAPACITY};
 use bandit::protocol::Counted;
 use bandit::{ArmSet, Posterior, PriorPolicy};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
 
 /// A set of `n` arms mid-round: 200 to 500 impressions each at 2% to 8%.
 fn set(n: usize, policy: &PriorPolicy) -> ArmSet {
@@ -106,6 +112,37 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+    let mut memory = Memory::default();
+    for i in 0..MEMORY_CAPACITY {
+        memory.remember(
+            &format!("catalog-item-{i}"),
+            None,
+            (i % 3) as u64,
+            20 + i as u64 % 50,
+        );
+    }
+    g.bench_function(BenchmarkId::new("memory_store", MEMORY_CAPACITY), |b| {
+        b.iter_batched_ref(
+            || memory.clone(),
+            |m| {
+                m.remember("catalog-item-new", None, 1, 30);
+                serde_json::to_string(m).map(|s| s.len())
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    let candidates: Vec<String> = (0..FRESH_POOL)
+        .map(|k| format!("catalog-item-{}", k * 500))
+        .collect();
+    let refs: Vec<&str> = candidates.iter().map(String::as_str).collect();
+    let prior = Posterior {
+        alpha: 2.0,
+        beta: 58.0,
+    };
+    let mut rng = SmallRng::seed_from_u64(1);
+    g.bench_function(BenchmarkId::new("memory_prefer", MEMORY_CAPACITY), |b| {
+        b.iter(|| black_box(&memory).prefer(&refs, prior, &mut rng))
+    });
     g.finish();
 }
 
