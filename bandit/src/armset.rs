@@ -483,16 +483,18 @@ impl ArmSet {
     /// with remembered evidence, so that evidence counts toward condemning it (against a
     /// stricter factor, [`Recall::retire_factor`]).
     pub fn screening_priors(&self, policy: &PriorPolicy) -> Vec<Posterior> {
-        let fresh = |arm: &Arm| arm.since_round == self.round;
-        let needs_base = self
+        let plain_start = |arm: &Arm| {
+            arm.since_round == self.round && (policy.features || arm.recalled.is_some())
+        };
+        let base = self
             .arms
             .iter()
-            .any(|a| fresh(a) && (policy.features || a.recalled.is_some()));
-        let base = needs_base.then(|| self.fresh_prior(policy));
+            .any(plain_start)
+            .then(|| self.fresh_prior(policy));
         self.arms
             .iter()
             .map(|arm| match base {
-                Some(b) if fresh(arm) && (policy.features || arm.recalled.is_some()) => b,
+                Some(b) if plain_start(arm) => b,
                 _ => arm.prior,
             })
             .collect()
@@ -1120,12 +1122,10 @@ mod tests {
         s
     }
 
-    #[test]
-    fn screening_retires_on_evidence_not_on_the_prior() {
-        let config = screening();
-        // Leader near 0.15 (bar about 0.142); the weak prior alone gives a fresh arm only
-        // about a 2% chance of beating it, below eps: the prior must not condemn it.
-        let mut s = set(
+    /// Round 1 of four arms: a proven leader near 0.15, an untried arm, a dud (0 of 100)
+    /// and a hot newcomer (20 of 100).
+    fn lead_new_dud_hot() -> ArmSet {
+        set(
             vec![
                 arm("lead", Posterior::UNIFORM, 300, 2000, 1),
                 arm("new", WEAK, 0, 0, 1),
@@ -1133,7 +1133,15 @@ mod tests {
                 arm("hot", WEAK, 20, 100, 1),
             ],
             1,
-        );
+        )
+    }
+
+    #[test]
+    fn screening_retires_on_evidence_not_on_the_prior() {
+        let config = screening();
+        // Leader near 0.15 (bar about 0.142); the weak prior alone gives a fresh arm only
+        // about a 2% chance of beating it, below eps: the prior must not condemn it.
+        let mut s = lead_new_dud_hot();
         assert_eq!(s.behind(&config.policy, false), vec![2]);
         let out = s.retire_behind(&config);
         assert_eq!(out.len(), 1);
@@ -1161,15 +1169,7 @@ mod tests {
             ..screening()
         };
         let policy = config.policy;
-        let mut s = set(
-            vec![
-                arm("lead", Posterior::UNIFORM, 300, 2000, 1),
-                arm("new", WEAK, 0, 0, 1),
-                arm("dud", WEAK, 0, 100, 1),
-                arm("hot", WEAK, 20, 100, 1),
-            ],
-            1,
-        );
+        let mut s = lead_new_dud_hot();
         assert_eq!(s.retire_behind(&config).len(), 1);
         let dud = Recall {
             clicks: 0,

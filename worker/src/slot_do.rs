@@ -14,6 +14,7 @@ use futures::lock::Mutex;
 use worker::*;
 
 use crate::api::{json_response, ApiError};
+use crate::catalog::CatalogItem;
 use crate::catalog_client::CatalogClient;
 use crate::config::Settings;
 use crate::controls::CatalogChange;
@@ -172,22 +173,33 @@ impl SlotObject {
         let Some(wanted) = st.begin_fill(rotation, now_ms(), force) else {
             return Ok(false);
         };
-        let fresh = CatalogClient::new(&self.env)?
-            .sample(fresh_wanted(&rotation.policy, wanted.count), wanted.exclude)
+        let fresh = self
+            .draw_fresh(st, rotation, wanted.count, wanted.exclude)
             .await?;
-        let fresh = crate::rng::with_rng(|rng| st.prefer(fresh, rotation, rng));
         Ok(st.add_fresh(fresh, rotation))
+    }
+
+    /// Catalog items for `needed` free places, none of `exclude`: more than needed under a
+    /// memory ([`fresh_wanted`]), in the order the slot should take them ([`SlotState::prefer`]).
+    async fn draw_fresh(
+        &self,
+        st: &SlotState,
+        rotation: &RotationConfig,
+        needed: usize,
+        exclude: Vec<String>,
+    ) -> Result<Vec<CatalogItem>> {
+        let fresh = CatalogClient::new(&self.env)?
+            .sample(fresh_wanted(&rotation.policy, needed), exclude)
+            .await?;
+        Ok(crate::rng::with_rng(|rng| st.prefer(fresh, rotation, rng)))
     }
 
     async fn rotate(&self, st: &mut SlotState, rotation: &RotationConfig) -> Result<()> {
         let plan = crate::rng::with_rng(|rng| st.segments.plan_rotation(&st.arms, rotation, rng));
-        let fresh = CatalogClient::new(&self.env)?
-            .sample(
-                fresh_wanted(&rotation.policy, plan.fresh_needed),
-                st.fill_exclude(rotation),
-            )
+        let exclude = st.fill_exclude(rotation);
+        let fresh = self
+            .draw_fresh(st, rotation, plan.fresh_needed, exclude)
             .await?;
-        let fresh = crate::rng::with_rng(|rng| st.prefer(fresh, rotation, rng));
         st.finish_rotation(rotation, &plan, fresh);
         Ok(())
     }
@@ -258,13 +270,10 @@ impl SlotObject {
         let screened = if behind.is_empty() {
             Vec::new()
         } else {
-            let fresh = CatalogClient::new(&self.env)?
-                .sample(
-                    fresh_wanted(&rotation.policy, behind.len()),
-                    st.fill_exclude(rotation),
-                )
+            let exclude = st.fill_exclude(rotation);
+            let fresh = self
+                .draw_fresh(&st, rotation, behind.len(), exclude)
                 .await?;
-            let fresh = crate::rng::with_rng(|rng| st.prefer(fresh, rotation, rng));
             st.screen(rotation, &behind, fresh)
         };
         if !screened.is_empty() {
